@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"net"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/devgate/devgate/pkg/config"
+	"github.com/devgate/devgate/pkg/proxy"
+)
+
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	path := fs.String("config", "devgate.yaml", "config file (YAML)")
+	grace := fs.Duration("grace", 30*time.Second, "on SIGTERM, how long open connections may take to end before they are closed")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.Log.Level, cfg.Log.Format)
+	if err != nil {
+		return err
+	}
+	defer log.Sync()
+
+	r, err := cfg.BuildRing()
+	if err != nil {
+		return err
+	}
+	p, err := newProxy(cfg, proxy.NewAtomicRing(r), log)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", cfg.ListenAddr())
+	if err != nil {
+		return err
+	}
+	log.Info("devgate serving", zap.String("version", version), zap.Stringer("listen", l.Addr()),
+		zap.Int("backends", r.Len()), zap.String("ring", string(r.Mode())))
+	return serveUntilSignal(p, l, *grace, log)
+}
+
+// newProxy turns the config's limits into proxy options.
+func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy.Proxy, error) {
+	m, err := cfg.Matcher()
+	if err != nil {
+		return nil, err
+	}
+	lim := cfg.Limits
+	return &proxy.Proxy{
+		Source:          src,
+		Matcher:         m,
+		Logger:          log,
+		PrereadTimeout:  time.Duration(lim.PrereadTimeout),
+		DialTimeout:     time.Duration(lim.DialTimeout),
+		MaxTries:        lim.MaxTries,
+		MaxConns:        lim.MaxConnections,
+		KeepAlive:       time.Duration(lim.KeepAlive),
+		DeviceCacheSize: lim.DeviceCache,
+	}, nil
+}
+
+// serveUntilSignal serves until SIGINT or SIGTERM, then stops accepting and
+// gives open connections the grace period before closing them.
+func serveUntilSignal(p *proxy.Proxy, l net.Listener, grace time.Duration, log *zap.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- p.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", zap.Duration("grace", grace), zap.Int64("active", p.Stats().Active))
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := p.Shutdown(sctx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, proxy.ErrServerClosed) {
+		return serr
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("grace period over; closed remaining connections")
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,188 @@
+// Package config loads the gateway's YAML configuration file: the device
+// listener, framing and key extraction, ring mode, the static backend list
+// and the limits. Unknown fields are errors, so a typo fails at start-up
+// instead of silently using a default.
+//
+//	listen: 0.0.0.0:9000
+//	frame: {lengthFieldOffset: 4, lengthFieldLength: 2, headerLength: 6, maxFrameLength: 4096}
+//	key: {json: devid}
+//	ring: {mode: consistent}
+//	backends:
+//	  - {id: netty-1, addr: 10.0.0.1:9000}
+//	  - {id: netty-2, addr: 10.0.0.2:9000, weight: 200}
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// MaxFileSize bounds the config file we are willing to parse.
+const MaxFileSize = 1 << 20
+
+// Config is the whole file. Zero values mean the defaults listed per field.
+type Config struct {
+	Listen   string    `yaml:"listen"` // default 127.0.0.1:9000
+	Frame    Frame     `yaml:"frame"`
+	Key      Key       `yaml:"key"`
+	Ring     Ring      `yaml:"ring"`
+	Backends []Backend `yaml:"backends"`
+	Limits   Limits    `yaml:"limits"`
+	Log      Log       `yaml:"log"`
+}
+
+// Frame mirrors Netty's LengthFieldBasedFrameDecoder parameters; unset
+// fields take the defaults of the 6-byte header in DESIGN.md.
+type Frame struct {
+	LengthFieldOffset *int   `yaml:"lengthFieldOffset"` // default 4
+	LengthFieldLength *int   `yaml:"lengthFieldLength"` // default 2
+	LengthAdjustment  *int   `yaml:"lengthAdjustment"`  // default 0
+	HeaderLength      *int   `yaml:"headerLength"`      // default 6
+	ByteOrder         string `yaml:"byteOrder"`         // big (default) or little
+	MaxFrameLength    *int   `yaml:"maxFrameLength"`    // default 4096
+	TypeOffset        *int   `yaml:"typeOffset"`        // default 0
+}
+
+// Key says where the device id is. JSON and Bytes are exclusive; with
+// neither, the JSON field "devid" is used.
+type Key struct {
+	JSON      string     `yaml:"json"`      // dotted path in the JSON body
+	Bytes     *ByteRange `yaml:"bytes"`     // fixed range of the frame
+	Types     []int      `yaml:"types"`     // only frames of these types carry the key
+	MaxFrames int        `yaml:"maxFrames"` // frames read before giving up; default 8
+	MaxBytes  int        `yaml:"maxBytes"`  // preread byte cap; default 16384
+	MaxLength int        `yaml:"maxLength"` // key length cap; default 128
+}
+
+// ByteRange is a key at a fixed offset of the frame (header included).
+type ByteRange struct {
+	Offset int `yaml:"offset"`
+	Length int `yaml:"length"`
+}
+
+// Ring selects the placement rule.
+type Ring struct {
+	Mode string `yaml:"mode"` // consistent (default) or crc32-mod
+}
+
+// Backend is one statically configured backend.
+type Backend struct {
+	ID     string            `yaml:"id"`
+	Addr   string            `yaml:"addr"`
+	Weight uint32            `yaml:"weight"` // default 100
+	Zone   string            `yaml:"zone"`
+	Meta   map[string]string `yaml:"meta"`
+}
+
+// Limits bound what clients can make the gateway hold.
+type Limits struct {
+	MaxConnections int      `yaml:"maxConnections"` // default 100000; -1 for none
+	PrereadTimeout Duration `yaml:"prereadTimeout"` // default 10s
+	DialTimeout    Duration `yaml:"dialTimeout"`    // default 3s
+	MaxTries       int      `yaml:"maxTries"`       // distinct owners dialled; default 3
+	KeepAlive      Duration `yaml:"keepAlive"`      // TCP keepalive idle; default 30s
+	DeviceCache    int      `yaml:"deviceCache"`    // devices remembered; default 100000
+}
+
+// Log configures zap.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // json (default) or console
+}
+
+// Duration is a time.Duration written as "10s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses Go duration strings.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	if v < 0 {
+		return fmt.Errorf("line %d: negative duration %s", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(ioLimit(f)); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if buf.Len() > MaxFileSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, MaxFileSize)
+	}
+	c, err := Parse(buf.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes and validates a config document.
+func Parse(data []byte) (*Config, error) {
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("config larger than %d bytes", MaxFileSize)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var c Config
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, errEOF) {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Validate checks every section, so that serve fails before listening.
+func (c *Config) Validate() error {
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+	}
+	if _, err := c.Matcher(); err != nil {
+		return err
+	}
+	if _, err := c.BuildRing(); err != nil {
+		return err
+	}
+	if c.Limits.MaxConnections < -1 || c.Limits.MaxTries < 0 || c.Limits.DeviceCache < 0 {
+		return errors.New("limits: maxConnections, maxTries and deviceCache must not be negative (maxConnections -1 means none)")
+	}
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "", "json", "console":
+	default:
+		return fmt.Errorf("log.format %q: want json or console", c.Log.Format)
+	}
+	return nil
+}
+
+// ListenAddr is Listen or its default.
+func (c *Config) ListenAddr() string {
+	if c.Listen == "" {
+		return "127.0.0.1:9000"
+	}
+	return c.Listen
+}

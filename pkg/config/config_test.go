@@ -1,0 +1,118 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadExample(t *testing.T) {
+	c, err := Load(filepath.Join("..", "..", "deploy", "devgate.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(c.Backends); got != 3 {
+		t.Fatalf("backends = %d, want 3", got)
+	}
+	if time.Duration(c.Limits.PrereadTimeout) != 10*time.Second {
+		t.Fatalf("prereadTimeout = %v", time.Duration(c.Limits.PrereadTimeout))
+	}
+	m, err := c.Matcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.KeyTypes) != 1 || m.KeyTypes[0] != 1 {
+		t.Fatalf("key types = %v", m.KeyTypes)
+	}
+	r, err := c.BuildRing()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Len() != 3 {
+		t.Fatalf("ring has %d backends", r.Len())
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse([]byte("backends: [{id: a, addr: '127.0.0.1:1'}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ListenAddr() != "127.0.0.1:9000" {
+		t.Fatalf("listen = %s", c.ListenAddr())
+	}
+	fc, err := c.Frame.FrameConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc.LengthFieldOffset != 4 || fc.LengthFieldLength != 2 || fc.HeaderLength != 6 || fc.LittleEndian {
+		t.Fatalf("frame defaults = %+v", fc)
+	}
+	// An explicit zero is kept, not replaced by the default.
+	c, err = Parse([]byte("frame: {lengthFieldOffset: 0, lengthFieldLength: 4, headerLength: 4}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc, _ = c.Frame.FrameConfig()
+	if fc.LengthFieldOffset != 0 || fc.LengthFieldLength != 4 {
+		t.Fatalf("explicit frame = %+v", fc)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	cases := []struct{ name, doc, want string }{
+		{"unknown field", "listn: x\n", "field listn not found"},
+		{"bad listen", "listen: nope\n", "listen"},
+		{"bad byte order", "frame: {byteOrder: middle}\n", "byteOrder"},
+		{"bad length field", "frame: {lengthFieldLength: 5}\n", "frame"},
+		{"json and bytes", "key: {json: devid, bytes: {offset: 6, length: 8}}\n", "not both"},
+		{"bad type", "key: {types: [300]}\n", "not a byte"},
+		{"bad mode", "ring: {mode: modulo}\n", "ring.mode"},
+		{"missing addr", "backends: [{id: a}]\n", "addr"},
+		{"duplicate id", "backends: [{id: a, addr: 'h:1'}, {id: a, addr: 'h:2'}]\n", "backends"},
+		{"bad duration", "limits: {prereadTimeout: soon}\n", "duration"},
+		{"negative limit", "limits: {maxTries: -2}\n", "negative"},
+		{"bad level", "log: {level: loud}\n", "log.level"},
+		{"not yaml", "{{{", "parse"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.doc))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadTooLarge(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "big.yaml")
+	if err := os.WriteFile(path, []byte("#"+strings.Repeat("x", MaxFileSize)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	if b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "devgate.example.yaml")); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte("backends: [{id: a, addr: 'h:1', weight: 3}]\nkey: {types: [1, 2]}\n"))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		c, err := Parse(doc)
+		if err != nil {
+			return
+		}
+		// Whatever parsed must also build.
+		if _, err := c.Matcher(); err != nil {
+			t.Fatalf("parsed config has a bad matcher: %v", err)
+		}
+		if _, err := c.BuildRing(); err != nil {
+			t.Fatalf("parsed config has a bad ring: %v", err)
+		}
+	})
+}

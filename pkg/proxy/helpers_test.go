@@ -1,0 +1,136 @@
+package proxy
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/devgate/devgate/pkg/demo"
+	"github.com/devgate/devgate/pkg/ring"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// mkframe builds a frame of the default 6-byte header format.
+func mkframe(typ byte, body string) []byte {
+	b := make([]byte, 6, 6+len(body))
+	b[0], b[1] = typ, 1
+	binary.BigEndian.PutUint16(b[4:], uint16(len(body)))
+	return append(b, body...)
+}
+
+func login(devid string) []byte {
+	return mkframe(1, fmt.Sprintf(`{"devid":%q,"token":"t0k3n","os":"android"}`, devid))
+}
+
+// readFrame reads one default-format frame.
+func readFrame(r io.Reader) (typ byte, body []byte, err error) {
+	var h [6]byte
+	if _, err = io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	body = make([]byte, binary.BigEndian.Uint16(h[4:]))
+	_, err = io.ReadFull(r, body)
+	return h[0], body, err
+}
+
+type cluster struct {
+	t        *testing.T
+	backends []*demo.Backend
+	addrs    []string
+	ring     *AtomicRing
+	proxy    *Proxy
+	addr     string
+	done     chan error
+}
+
+// newCluster starts n demo backends and a proxy in front of them; set
+// options on the proxy through configure.
+func newCluster(t *testing.T, n int, configure func(*Proxy)) *cluster {
+	t.Helper()
+	c := &cluster{t: t, ring: &AtomicRing{}}
+	var wg sync.WaitGroup
+	var bs []ring.Backend
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := &demo.Backend{ID: fmt.Sprintf("b%d", i+1)}
+		c.backends = append(c.backends, b)
+		c.addrs = append(c.addrs, l.Addr().String())
+		wg.Add(1)
+		go func() { defer wg.Done(); b.Serve(l) }()
+		bs = append(bs, ring.Backend{ID: b.ID, Addr: l.Addr().String()})
+	}
+	r, err := ring.New(ring.ModeConsistent, bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ring.Store(r)
+	c.proxy = &Proxy{Source: c.ring, PrereadTimeout: 2 * time.Second, DialTimeout: time.Second}
+	if configure != nil {
+		configure(c.proxy)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.addr = l.Addr().String()
+	c.done = make(chan error, 1)
+	go func() { c.done <- c.proxy.Serve(l) }()
+	t.Cleanup(func() {
+		c.proxy.Close()
+		if err := <-c.done; err != ErrServerClosed {
+			t.Errorf("Serve returned %v", err)
+		}
+		for _, b := range c.backends {
+			b.Close()
+		}
+		wg.Wait()
+	})
+	return c
+}
+
+// connect logs devid in and returns the connection and the backend that answered.
+func (c *cluster) connect(devid string) (net.Conn, string) {
+	c.t.Helper()
+	conn, err := net.Dial("tcp", c.addr)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write(login(devid)); err != nil {
+		c.t.Fatal(err)
+	}
+	typ, body, err := readFrame(bufio.NewReader(conn))
+	if err != nil {
+		c.t.Fatalf("%s: read reply: %v", devid, err)
+	}
+	var reply struct{ Backend, Devid string }
+	if err := json.Unmarshal(body, &reply); err != nil || typ != 1 || reply.Devid != devid {
+		c.t.Fatalf("%s: reply type %d %q (%v)", devid, typ, body, err)
+	}
+	return conn, reply.Backend
+}
+
+// waitFor polls cond for up to 5 s; the proxy counts a close just after the
+// socket closes, so tests must not read the counters too early.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

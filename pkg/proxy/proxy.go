@@ -1,0 +1,270 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/devgate/devgate/pkg/frame"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("proxy: server closed")
+
+// Proxy routes device connections to the backend that owns their key.
+// Options are fields; set them before the first Serve.
+type Proxy struct {
+	// Source gives the ring each new connection is routed on. Required.
+	Source RingSource
+
+	// Matcher finds the key in the first frame(s). If nil, the zero
+	// Matcher: the DESIGN.md 6-byte header and the JSON field "devid".
+	Matcher *frame.Matcher
+
+	// Logger receives one line per event; bad-input lines are sampled.
+	// If nil, nothing is logged.
+	Logger *zap.Logger
+
+	// PrereadTimeout bounds the time a client has to send its key frame.
+	// If zero, 10s.
+	PrereadTimeout time.Duration
+
+	// DialTimeout bounds each dial to a backend. If zero, 3s.
+	DialTimeout time.Duration
+
+	// MaxTries is how many distinct owners are dialled, in ring order,
+	// before the connection is refused. If zero, 3.
+	MaxTries int
+
+	// MaxConns caps open connections; more are accepted and closed at once.
+	// If zero, 100000. If negative, no limit.
+	MaxConns int
+
+	// KeepAlive is the TCP keepalive idle time on both sides. If zero, 30s.
+	// If negative, keepalive is left as the system has it.
+	KeepAlive time.Duration
+
+	// DeviceCacheSize bounds the devices remembered for the stickiness
+	// metric and duplicate-login replacement. If zero, 100000.
+	DeviceCacheSize int
+
+	// KeepDuplicates keeps a device's older connection open when it logs in
+	// again through this replica. By default the older one is closed.
+	KeepDuplicates bool
+
+	// Dial opens a connection to a backend. If nil, a net.Dialer is used.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	initOnce sync.Once
+	log      *zap.Logger
+	badLog   *zap.Logger // sampled: hostile clients must not flood the log
+	devices  *deviceCache
+	table    connTable
+	stats    counters
+
+	mu        sync.Mutex
+	closing   bool
+	listeners map[net.Listener]struct{}
+	prereads  map[net.Conn]struct{}
+	wg        sync.WaitGroup
+}
+
+func (p *Proxy) init() {
+	p.initOnce.Do(func() {
+		p.log = p.Logger
+		if p.log == nil {
+			p.log = zap.NewNop()
+		}
+		p.badLog = p.log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+			return zapcore.NewSamplerWithOptions(c, time.Second, 5, 1000)
+		}))
+		if p.Matcher == nil {
+			p.Matcher = &frame.Matcher{} // DESIGN.md defaults: 6-byte header, "devid"
+		}
+		size := p.DeviceCacheSize
+		if size <= 0 {
+			size = 100000
+		}
+		p.devices = newDeviceCache(size)
+		p.listeners = make(map[net.Listener]struct{})
+		p.prereads = make(map[net.Conn]struct{})
+	})
+}
+
+func (p *Proxy) prereadTimeout() time.Duration { return orDuration(p.PrereadTimeout, 10*time.Second) }
+func (p *Proxy) dialTimeout() time.Duration    { return orDuration(p.DialTimeout, 3*time.Second) }
+
+func (p *Proxy) maxTries() int {
+	if p.MaxTries > 0 {
+		return p.MaxTries
+	}
+	return 3
+}
+
+func (p *Proxy) maxConns() int64 {
+	switch {
+	case p.MaxConns < 0:
+		return -1
+	case p.MaxConns == 0:
+		return 100000
+	}
+	return int64(p.MaxConns)
+}
+
+func orDuration(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// Serve accepts connections on l until Shutdown or Close, and returns
+// ErrServerClosed then. Temporary accept errors (such as running out of
+// file descriptors) are retried with a growing pause instead of a busy loop.
+func (p *Proxy) Serve(l net.Listener) error {
+	if p.Source == nil {
+		return errors.New("proxy: Source is nil")
+	}
+	p.init()
+	if !p.track(l) {
+		l.Close()
+		return ErrServerClosed
+	}
+	defer p.untrack(l)
+
+	var pause time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if p.isClosing() {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			p.badLog.Warn("accept failed; retrying", zap.Error(err), zap.Duration("pause", pause))
+			time.Sleep(pause)
+			continue
+		}
+		pause = 0
+		p.stats.accepted.Add(1)
+		if lim := p.maxConns(); lim >= 0 && p.stats.active.Load() >= lim {
+			c.Close()
+			p.stats.close(ReasonMaxConns)
+			continue
+		}
+		if !p.startConn(c) {
+			c.Close()
+			p.stats.close(ReasonShutdown)
+			continue
+		}
+		go p.handle(c)
+	}
+}
+
+func (p *Proxy) track(l net.Listener) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		return false
+	}
+	p.listeners[l] = struct{}{}
+	return true
+}
+
+func (p *Proxy) untrack(l net.Listener) {
+	p.mu.Lock()
+	delete(p.listeners, l)
+	p.mu.Unlock()
+}
+
+func (p *Proxy) isClosing() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closing
+}
+
+// startConn registers a new client so Shutdown can wait for and cut it.
+func (p *Proxy) startConn(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing {
+		return false
+	}
+	p.wg.Add(1)
+	p.stats.active.Add(1)
+	p.prereads[c] = struct{}{}
+	return true
+}
+
+// Shutdown stops accepting, then waits for open connections to end. When
+// ctx expires first, it closes the rest and returns ctx.Err().
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.init()
+	p.mu.Lock()
+	p.closing = true
+	for l := range p.listeners {
+		l.Close()
+	}
+	p.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	p.closeAll(ReasonShutdown)
+	<-done
+	return ctx.Err()
+}
+
+// Close stops accepting and closes every connection at once.
+func (p *Proxy) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+func (p *Proxy) closeAll(reason string) {
+	p.mu.Lock()
+	for c := range p.prereads {
+		c.Close()
+	}
+	p.mu.Unlock()
+	for _, c := range p.table.pick("", 0) {
+		c.close(reason)
+	}
+}
+
+// Stats returns a copy of the counters.
+func (p *Proxy) Stats() Stats { return p.stats.snapshot() }
+
+// Conns returns the number of proxied connections per backend id.
+func (p *Proxy) Conns() map[string]int { return p.table.counts() }
+
+// Evict closes up to n proxied connections to backend id (n <= 0: all of
+// them; an empty id: of any backend) with reason "evicted", and returns how
+// many it closed.
+func (p *Proxy) Evict(id string, n int) int {
+	cs := p.table.pick(id, n)
+	for _, c := range cs {
+		c.close(ReasonEvicted)
+	}
+	return len(cs)
+}
+
+func (p *Proxy) String() string {
+	return fmt.Sprintf("proxy(active=%d)", p.stats.active.Load())
+}

@@ -1,0 +1,154 @@
+package proxy
+
+import (
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+)
+
+// conn is one proxied connection.
+type conn struct {
+	client, backend net.Conn
+	device          string
+	backendID       string
+	since           time.Time
+
+	once   sync.Once
+	mu     sync.Mutex
+	reason string
+}
+
+// setReason records why the connection ends; the first reason wins.
+func (c *conn) setReason(r string) {
+	c.mu.Lock()
+	if c.reason == "" {
+		c.reason = r
+	}
+	c.mu.Unlock()
+}
+
+func (c *conn) endReason() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reason
+}
+
+// close ends both sides at once; the copy loops see the error and return.
+func (c *conn) close(reason string) {
+	c.setReason(reason)
+	c.once.Do(func() {
+		c.client.Close()
+		c.backend.Close()
+	})
+}
+
+// connTable indexes live connections by backend, so a drain or rebalance
+// can find them without walking every connection.
+type connTable struct {
+	mu        sync.Mutex
+	byBackend map[string]map[*conn]struct{}
+}
+
+func (t *connTable) add(c *conn) {
+	t.mu.Lock()
+	if t.byBackend == nil {
+		t.byBackend = make(map[string]map[*conn]struct{})
+	}
+	set := t.byBackend[c.backendID]
+	if set == nil {
+		set = make(map[*conn]struct{})
+		t.byBackend[c.backendID] = set
+	}
+	set[c] = struct{}{}
+	t.mu.Unlock()
+}
+
+func (t *connTable) remove(c *conn) {
+	t.mu.Lock()
+	if set := t.byBackend[c.backendID]; set != nil {
+		delete(set, c)
+		if len(set) == 0 {
+			delete(t.byBackend, c.backendID)
+		}
+	}
+	t.mu.Unlock()
+}
+
+// counts returns live connections per backend id.
+func (t *connTable) counts() map[string]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string]int, len(t.byBackend))
+	for id, set := range t.byBackend {
+		out[id] = len(set)
+	}
+	return out
+}
+
+// pick returns up to n connections of backend id (all backends if id is
+// empty; n <= 0 means no bound).
+func (t *connTable) pick(id string, n int) []*conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*conn
+	for bid, set := range t.byBackend {
+		if id != "" && bid != id {
+			continue
+		}
+		for c := range set {
+			if n > 0 && len(out) >= n {
+				return out
+			}
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// deviceCache remembers, per device, the backend it last reached through
+// this replica and its live connection. It feeds the stickiness metric and
+// closes a device's older connection when it logs in again (a half-open
+// mobile connection), so the backend does not hold two sessions.
+type deviceCache struct {
+	mu  sync.Mutex
+	lru *simplelru.LRU[string, deviceEntry]
+}
+
+type deviceEntry struct {
+	backend string
+	live    *conn
+}
+
+func newDeviceCache(size int) *deviceCache {
+	l, err := simplelru.NewLRU[string, deviceEntry](size, nil)
+	if err != nil { // only for size <= 0, which callers exclude
+		panic(err)
+	}
+	return &deviceCache{lru: l}
+}
+
+// login records c as the device's live connection. It returns the older
+// live connection, if any, and whether the device reached a different
+// backend than the last time this replica saw it.
+func (d *deviceCache) login(c *conn) (old *conn, moved bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	prev, ok := d.lru.Get(c.device)
+	d.lru.Add(c.device, deviceEntry{backend: c.backendID, live: c})
+	if !ok {
+		return nil, false
+	}
+	return prev.live, prev.backend != c.backendID
+}
+
+// logout forgets c as the live connection but keeps the backend, which the
+// stickiness check needs on the next login.
+func (d *deviceCache) logout(c *conn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, ok := d.lru.Peek(c.device); ok && e.live == c {
+		d.lru.Add(c.device, deviceEntry{backend: e.backend})
+	}
+}
