@@ -32,11 +32,12 @@ func runServe(args []string) error {
 	}
 	defer log.Sync()
 
-	r, err := cfg.BuildRing()
+	src, stop, err := ringSource(cfg, log)
 	if err != nil {
 		return err
 	}
-	p, err := newProxy(cfg, proxy.NewAtomicRing(r), log)
+	defer stop()
+	p, err := newProxy(cfg, src, log)
 	if err != nil {
 		return err
 	}
@@ -45,8 +46,36 @@ func runServe(args []string) error {
 		return err
 	}
 	log.Info("devgate serving", zap.String("version", version), zap.Stringer("listen", l.Addr()),
-		zap.Int("backends", r.Len()), zap.String("ring", string(r.Mode())))
+		zap.Int("backends", src.Ring().Len()), zap.String("ring", string(src.Ring().Mode())))
 	return serveUntilSignal(p, l, *grace, log)
+}
+
+// ringSource is the static list, or etcd when the config has it; stop
+// releases what it started.
+func ringSource(cfg *config.Config, log *zap.Logger) (proxy.RingSource, func(), error) {
+	if cfg.Etcd == nil {
+		r, err := cfg.BuildRing()
+		if err != nil {
+			return nil, nil, err
+		}
+		return proxy.NewAtomicRing(r), func() {}, nil
+	}
+	mode, err := cfg.RingMode()
+	if err != nil {
+		return nil, nil, err
+	}
+	cli, err := etcdClient(cfg.Etcd, log.Named("etcd"))
+	if err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	m, err := startMembership(ctx, cli, cfg.Etcd, mode, gatewayID(cfg), log)
+	if err != nil {
+		cancel()
+		cli.Close()
+		return nil, nil, err
+	}
+	return m.watcher, func() { cancel(); m.stop(); cli.Close() }, nil
 }
 
 // newProxy turns the config's limits into proxy options.

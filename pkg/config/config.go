@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -32,7 +33,9 @@ type Config struct {
 	Frame    Frame     `yaml:"frame"`
 	Key      Key       `yaml:"key"`
 	Ring     Ring      `yaml:"ring"`
-	Backends []Backend `yaml:"backends"`
+	Backends []Backend `yaml:"backends"` // static list; exclusive with etcd
+	Etcd     *Etcd     `yaml:"etcd"`     // backends registered in etcd
+	Gateway  Gateway   `yaml:"gateway"`
 	Limits   Limits    `yaml:"limits"`
 	Log      Log       `yaml:"log"`
 }
@@ -78,6 +81,33 @@ type Backend struct {
 	Weight uint32            `yaml:"weight"` // default 100
 	Zone   string            `yaml:"zone"`
 	Meta   map[string]string `yaml:"meta"`
+}
+
+// Etcd is where backends register and replicas agree (DESIGN.md, "etcd
+// layout"). With it, the ring follows etcd instead of the static list.
+type Etcd struct {
+	Endpoints    []string `yaml:"endpoints"`    // required, e.g. https://etcd-0.etcd:2379
+	Prefix       string   `yaml:"prefix"`       // default /devgate
+	Cluster      string   `yaml:"cluster"`      // default "default"
+	DialTimeout  Duration `yaml:"dialTimeout"`  // default 5s
+	CAFile       string   `yaml:"caFile"`       // verifies the etcd server
+	CertFile     string   `yaml:"certFile"`     // client certificate
+	KeyFile      string   `yaml:"keyFile"`      // its key
+	Username     string   `yaml:"username"`     // etcd auth
+	PasswordFile string   `yaml:"passwordFile"` // file holding the password (not inline)
+	LeaseTTL     Duration `yaml:"leaseTTL"`     // of the gateway's own registration; default 10s
+
+	// A mass disappearance of backends is held back: when more than
+	// panicThreshold of the weight leaves within panicWindow, the departed
+	// stay in the ring for panicHold.
+	PanicThreshold float64  `yaml:"panicThreshold"` // default 0.5; -1 disables
+	PanicWindow    Duration `yaml:"panicWindow"`    // default 10s
+	PanicHold      Duration `yaml:"panicHold"`      // default 60s
+}
+
+// Gateway identifies this replica in etcd.
+type Gateway struct {
+	ID string `yaml:"id"` // default: the host name (the pod name in Kubernetes)
 }
 
 // Limits bound what clients can make the gateway hold.
@@ -163,6 +193,9 @@ func (c *Config) Validate() error {
 	if _, err := c.BuildRing(); err != nil {
 		return err
 	}
+	if err := c.Etcd.validate(len(c.Backends)); err != nil {
+		return err
+	}
 	if c.Limits.MaxConnections < -1 || c.Limits.MaxTries < 0 || c.Limits.DeviceCache < 0 {
 		return errors.New("limits: maxConnections, maxTries and deviceCache must not be negative (maxConnections -1 means none)")
 	}
@@ -175,6 +208,30 @@ func (c *Config) Validate() error {
 	case "", "json", "console":
 	default:
 		return fmt.Errorf("log.format %q: want json or console", c.Log.Format)
+	}
+	return nil
+}
+
+func (e *Etcd) validate(static int) error {
+	if e == nil {
+		return nil
+	}
+	switch {
+	case len(e.Endpoints) == 0:
+		return errors.New("etcd.endpoints: at least one is required")
+	case static > 0:
+		return errors.New("backends and etcd: choose one source of backends")
+	case e.PanicThreshold < -1 || e.PanicThreshold > 1:
+		return fmt.Errorf("etcd.panicThreshold %v: want 0..1, or -1 to disable", e.PanicThreshold)
+	case (e.CertFile == "") != (e.KeyFile == ""):
+		return errors.New("etcd: certFile and keyFile go together")
+	case e.PasswordFile != "" && e.Username == "":
+		return errors.New("etcd: passwordFile needs username")
+	}
+	for _, ep := range e.Endpoints {
+		if !strings.HasPrefix(ep, "http://") && !strings.HasPrefix(ep, "https://") {
+			return fmt.Errorf("etcd.endpoints: %q must start with http:// or https://", ep)
+		}
 	}
 	return nil
 }

@@ -76,6 +76,11 @@ func TestErrors(t *testing.T) {
 		{"negative limit", "limits: {maxTries: -2}\n", "negative"},
 		{"bad level", "log: {level: loud}\n", "log.level"},
 		{"not yaml", "{{{", "parse"},
+		{"etcd without endpoints", "etcd: {prefix: /x}\n", "etcd.endpoints"},
+		{"etcd and static", "etcd: {endpoints: ['http://e:2379']}\nbackends: [{id: a, addr: 'h:1'}]\n", "choose one"},
+		{"etcd bad scheme", "etcd: {endpoints: ['e:2379']}\n", "http://"},
+		{"etcd cert without key", "etcd: {endpoints: ['https://e:2379'], certFile: c.pem}\n", "keyFile"},
+		{"etcd panic", "etcd: {endpoints: ['http://e:2379'], panicThreshold: 2}\n", "panicThreshold"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,6 +89,16 @@ func TestErrors(t *testing.T) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestEtcdSection(t *testing.T) {
+	c, err := Parse([]byte("etcd:\n  endpoints: [https://etcd-0:2379, https://etcd-1:2379]\n  cluster: prod\n  panicHold: 2m\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Etcd.Endpoints) != 2 || c.Etcd.Cluster != "prod" || time.Duration(c.Etcd.PanicHold) != 2*time.Minute {
+		t.Fatalf("etcd = %+v", c.Etcd)
 	}
 }
 

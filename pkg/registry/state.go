@@ -1,0 +1,242 @@
+package registry
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/devgate/devgate/pkg/ring"
+)
+
+// State of a backend in a snapshot.
+type State string
+
+const (
+	StateActive   State = "active"   // in the ring
+	StateDraining State = "draining" // registered, out of the ring for new connections
+	StateHeld     State = "held"     // gone from etcd, kept in the ring by the panic threshold
+)
+
+// Member is one backend as a snapshot sees it.
+type Member struct {
+	ring.Backend
+	State State
+	Drain *DrainValue // set when a drain is stored for it
+}
+
+// Gateway is one replica registered under gateways/.
+type Gateway struct {
+	ID string
+	GatewayValue
+}
+
+// Snapshot is an immutable view of the cluster at one etcd revision.
+type Snapshot struct {
+	Revision  int64    // etcd revision the view is built from
+	ClusterID uint64   // etcd cluster the view came from
+	Members   []Member // registered and held backends, sorted by ID
+	Drains    map[string]DrainValue
+	Gateways  []Gateway // sorted by ID
+	Ring      ring.Ring // active and held members; never nil
+	Built     time.Time
+}
+
+// Member returns the member with id, if any.
+func (s *Snapshot) Member(id string) (Member, bool) {
+	i := sort.Search(len(s.Members), func(i int) bool { return s.Members[i].ID >= id })
+	if i < len(s.Members) && s.Members[i].ID == id {
+		return s.Members[i], true
+	}
+	return Member{}, false
+}
+
+// view is the mutable mirror of the cluster's keys that events update.
+type view struct {
+	backends map[string]ring.Backend
+	drains   map[string]DrainValue
+	gateways map[string]GatewayValue
+}
+
+func newView() *view {
+	return &view{
+		backends: make(map[string]ring.Backend),
+		drains:   make(map[string]DrainValue),
+		gateways: make(map[string]GatewayValue),
+	}
+}
+
+// apply records one key's value (nil for a delete). It returns an error for
+// a value it rejected; the key then counts as absent.
+func (v *view) apply(k Keys, key string, val []byte) error {
+	kind, id, ok := splitKey(k, key)
+	if !ok {
+		return nil
+	}
+	var err error
+	switch kind {
+	case "backends":
+		delete(v.backends, id)
+		if val != nil {
+			var b ring.Backend
+			if b, err = ParseBackend(id, val); err == nil {
+				if len(v.backends) >= MaxMembers {
+					return fmt.Errorf("%w: more than %d backends", ErrBadValue, MaxMembers)
+				}
+				v.backends[id] = b
+			}
+		}
+	case "drains":
+		delete(v.drains, id)
+		if val != nil {
+			var d DrainValue
+			if d, err = ParseDrain(id, val); err == nil {
+				v.drains[id] = d
+			}
+		}
+	case "gateways":
+		delete(v.gateways, id)
+		if val != nil {
+			var g GatewayValue
+			if g, err = ParseGateway(id, val); err == nil {
+				v.gateways[id] = g
+			}
+		}
+	}
+	return err
+}
+
+// splitKey turns <root>backends/<id> into ("backends", id).
+func splitKey(k Keys, key string) (kind, id string, ok bool) {
+	rest, found := strings.CutPrefix(key, k.Root())
+	if !found {
+		return "", "", false
+	}
+	kind, id, found = strings.Cut(rest, "/")
+	if !found || id == "" {
+		return "", "", false
+	}
+	switch kind {
+	case "backends", "drains", "gateways":
+		return kind, id, true
+	}
+	return "", "", false
+}
+
+// panicGuard holds back a mass disappearance of backends (a lease storm
+// while etcd is slow, or a restored etcd): when more than Threshold of the
+// weight leaves within Window, the departed stay in the ring for Hold, as
+// Envoy's panic mode routes to all hosts rather than overload a few.
+type panicGuard struct {
+	threshold float64
+	window    time.Duration
+	hold      time.Duration
+
+	prev      map[string]ring.Backend // live backends at the last build
+	departed  map[string]departure
+	held      map[string]ring.Backend
+	holdUntil time.Time
+	holds     uint64 // times the threshold tripped
+}
+
+type departure struct {
+	b  ring.Backend
+	at time.Time
+}
+
+// update takes the live backends now and returns the ones to hold.
+func (g *panicGuard) update(live map[string]ring.Backend, now time.Time) map[string]ring.Backend {
+	if g.departed == nil {
+		g.departed = make(map[string]departure)
+	}
+	for id, b := range g.prev {
+		if _, ok := live[id]; !ok {
+			if _, seen := g.departed[id]; !seen {
+				g.departed[id] = departure{b, now}
+			}
+		}
+	}
+	g.prev = live
+	for id := range live {
+		delete(g.departed, id)
+		delete(g.held, id)
+	}
+	if g.held != nil && !now.Before(g.holdUntil) { // hold over: let them go
+		for id := range g.held {
+			delete(g.departed, id)
+		}
+		g.held = nil
+	}
+	var recent, liveW float64
+	for id, d := range g.departed {
+		if now.Sub(d.at) > g.window {
+			delete(g.departed, id)
+			continue
+		}
+		recent += float64(d.b.Weight)
+	}
+	for _, b := range live {
+		liveW += float64(b.Weight)
+	}
+	if g.threshold < 0 || recent == 0 {
+		return g.held
+	}
+	if g.held != nil { // a storm in progress: hold newcomers to it too
+		for id, d := range g.departed {
+			g.held[id] = d.b
+		}
+		return g.held
+	}
+	if recent/(recent+liveW) > g.threshold {
+		g.held = make(map[string]ring.Backend, len(g.departed))
+		for id, d := range g.departed {
+			g.held[id] = d.b
+		}
+		g.holdUntil = now.Add(g.hold)
+		g.holds++
+	}
+	return g.held
+}
+
+// build makes the snapshot of v at rev.
+func build(v *view, held map[string]ring.Backend, mode ring.Mode, rev int64, cluster uint64, now time.Time) (*Snapshot, error) {
+	s := &Snapshot{Revision: rev, ClusterID: cluster, Built: now, Drains: make(map[string]DrainValue, len(v.drains))}
+	var inRing []ring.Backend
+	add := func(b ring.Backend, st State) {
+		m := Member{Backend: b, State: st}
+		if d, ok := v.drains[b.ID]; ok {
+			d := d
+			m.Drain = &d
+			m.State = StateDraining
+		}
+		if m.State != StateDraining {
+			inRing = append(inRing, b)
+		}
+		s.Members = append(s.Members, m)
+	}
+	for _, b := range v.backends {
+		add(b, StateActive)
+	}
+	for id, b := range held {
+		if _, live := v.backends[id]; !live {
+			add(b, StateHeld)
+		}
+	}
+	for id, d := range v.drains {
+		s.Drains[id] = d
+	}
+	for id, g := range v.gateways {
+		s.Gateways = append(s.Gateways, Gateway{ID: id, GatewayValue: g})
+	}
+	sort.Slice(s.Members, func(i, j int) bool { return s.Members[i].ID < s.Members[j].ID })
+	sort.Slice(s.Gateways, func(i, j int) bool { return s.Gateways[i].ID < s.Gateways[j].ID })
+	if mode == ring.ModeCRC32Mod { // its order is the configured one; here: by id
+		sort.Slice(inRing, func(i, j int) bool { return inRing[i].ID < inRing[j].ID })
+	}
+	r, err := ring.New(mode, inRing)
+	if err != nil {
+		return nil, err
+	}
+	s.Ring = r
+	return s, nil
+}

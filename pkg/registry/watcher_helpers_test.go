@@ -1,0 +1,160 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func putBackend(t *testing.T, cli *clientv3.Client, k Keys, id, addr string, weight uint32, lease clientv3.LeaseID) {
+	t.Helper()
+	val, _ := json.Marshal(BackendValue{Addr: addr, Weight: weight})
+	var opts []clientv3.OpOption
+	if lease != 0 {
+		opts = append(opts, clientv3.WithLease(lease))
+	}
+	if _, err := cli.Put(ctxT(t), k.Backend(id), string(val), opts...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startWatcher runs w against cli until the test ends.
+func startWatcher(t *testing.T, w *Watcher) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-w.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no first snapshot in 10s")
+	}
+}
+
+// waitSnap polls until cond holds for the current snapshot and returns
+// how long it took.
+func waitSnap(t *testing.T, w *Watcher, within time.Duration, what string, cond func(*Snapshot) bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		if s := w.Snapshot(); s != nil && cond(s) {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			s := w.Snapshot()
+			t.Fatalf("%s: not within %s (snapshot rev %d, members %v)", what, within, s.Revision, ids(s))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func ids(s *Snapshot) []string {
+	var out []string
+	for _, m := range s.Members {
+		out = append(out, m.ID+":"+string(m.State))
+	}
+	return out
+}
+
+func inRing(s *Snapshot, id string) bool {
+	for _, b := range s.Ring.Backends() {
+		if b.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// cutProxy forwards TCP to an etcd member and can cut the path, so a
+// watcher falls behind while the member keeps serving others.
+type cutProxy struct {
+	addr, target string
+	mu           sync.Mutex
+	l            net.Listener
+	conns        map[net.Conn]struct{}
+	wg           sync.WaitGroup
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	p := &cutProxy{target: target, conns: map[net.Conn]struct{}{}}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = l.Addr().String()
+	p.serve(l)
+	t.Cleanup(func() { p.cut(); p.wg.Wait() })
+	return p
+}
+
+func (p *cutProxy) serve(l net.Listener) {
+	p.mu.Lock()
+	p.l = l
+	p.mu.Unlock()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns[c], p.conns[b] = struct{}{}, struct{}{}
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go func() { defer p.wg.Done(); io.Copy(b, c); b.Close() }()
+			go func() { defer p.wg.Done(); io.Copy(c, b); c.Close() }()
+		}
+	}()
+}
+
+// cut closes the listener and every forwarded connection.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.l != nil {
+		p.l.Close()
+		p.l = nil
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+	p.conns = map[net.Conn]struct{}{}
+}
+
+// restore listens again on the same address.
+func (p *cutProxy) restore(t *testing.T) {
+	l, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.serve(l)
+}
+
+func clientAt(t *testing.T, endpoint string) *clientv3.Client {
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
