@@ -26,6 +26,7 @@ func commands() []command {
 		{"serve", "run the gateway from a config file", runServe},
 		{"sim", "connect simulated devices and report where they landed", runSim},
 		{"backend", "run one demo backend", runBackend},
+		{"register", "register a backend in etcd while its port accepts connections", runRegister},
 		{"version", "print the version", func([]string) error { fmt.Println(version); return nil }},
 	}
 }
@@ -54,7 +55,7 @@ func main() {
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: devgate <command> [flags]\n\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(os.Stderr, "  %-8s %s\n", c.name, c.summary)
+		fmt.Fprintf(os.Stderr, "  %-9s %s\n", c.name, c.summary)
 	}
 	fmt.Fprintln(os.Stderr, "\nrun 'devgate <command> -h' for a command's flags")
 }
