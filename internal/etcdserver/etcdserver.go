@@ -22,6 +22,10 @@ type Config struct {
 	Name       string // member name; default "devgate"
 	LogLevel   string // etcd's own log level; default "fatal"
 
+	// Quick shortens heartbeats and elections (10/100 ms): a single member
+	// then starts and stops in well under a second, which tests want.
+	Quick bool
+
 	// ProgressNotifyInterval makes the server send watch progress
 	// notifications this often; zero keeps etcd's default (10 min).
 	ProgressNotifyInterval time.Duration
@@ -70,6 +74,9 @@ func (s *Server) start() error {
 	c.ListenClientUrls, c.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	c.ListenPeerUrls, c.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
 	c.InitialCluster = c.InitialClusterFromName(c.Name)
+	if s.cfg.Quick {
+		c.TickMs, c.ElectionMs = 10, 100
+	}
 	if s.cfg.ProgressNotifyInterval > 0 {
 		c.WatchProgressNotifyInterval = s.cfg.ProgressNotifyInterval
 	}

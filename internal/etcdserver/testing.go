@@ -11,7 +11,7 @@ import (
 // when the test ends.
 func StartT(t testing.TB) *Server {
 	t.Helper()
-	s, err := Start(Config{Dir: t.TempDir(), ProgressNotifyInterval: 200 * time.Millisecond})
+	s, err := Start(Config{Dir: t.TempDir(), Quick: true, ProgressNotifyInterval: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -186,7 +186,7 @@ func TestRestoredWithLowerRevision(t *testing.T) {
 	high := w.Snapshot().Revision
 	a.Stop()
 
-	b, err := etcdserver.Start(etcdserver.Config{Dir: t.TempDir(), ClientAddr: a.ClientAddr(), ProgressNotifyInterval: 200 * time.Millisecond})
+	b, err := etcdserver.Start(etcdserver.Config{Dir: t.TempDir(), ClientAddr: a.ClientAddr(), Quick: true, ProgressNotifyInterval: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
