@@ -177,7 +177,7 @@ func FuzzViewApply(f *testing.F) {
 	f.Fuzz(func(t *testing.T, key string, val []byte) {
 		v := newView()
 		_ = v.apply(k, key, val)
-		if _, err := build(v, nil, ring.ModeConsistent, 1, 1, time.Unix(0, 0)); err != nil {
+		if _, err := build(nil, v, nil, ring.ModeConsistent, 1, 1, time.Unix(0, 0)); err != nil {
 			t.Fatalf("a view built from accepted values fails: %v", err)
 		}
 		_ = v.apply(k, key, nil)

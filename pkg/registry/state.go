@@ -198,8 +198,9 @@ func (g *panicGuard) update(live map[string]ring.Backend, now time.Time) map[str
 	return g.held
 }
 
-// build makes the snapshot of v at rev.
-func build(v *view, held map[string]ring.Backend, mode ring.Mode, rev int64, cluster uint64, now time.Time) (*Snapshot, error) {
+// build makes the snapshot of v at rev; prev's ring, if any, is reused so a
+// change of a few backends costs a fraction of a full build.
+func build(prev ring.Ring, v *view, held map[string]ring.Backend, mode ring.Mode, rev int64, cluster uint64, now time.Time) (*Snapshot, error) {
 	s := &Snapshot{Revision: rev, ClusterID: cluster, Built: now, Drains: make(map[string]DrainValue, len(v.drains))}
 	var inRing []ring.Backend
 	add := func(b ring.Backend, st State) {
@@ -233,7 +234,7 @@ func build(v *view, held map[string]ring.Backend, mode ring.Mode, rev int64, clu
 	if mode == ring.ModeCRC32Mod { // its order is the configured one; here: by id
 		sort.Slice(inRing, func(i, j int) bool { return inRing[i].ID < inRing[j].ID })
 	}
-	r, err := ring.New(mode, inRing)
+	r, err := ring.NewFrom(prev, mode, inRing)
 	if err != nil {
 		return nil, err
 	}

@@ -326,7 +326,7 @@ func (w *Watcher) publish(v *view, rev int64, cluster uint64) error {
 	before := w.guard.holds
 	held := w.guard.update(live, now)
 	tripped := w.guard.holds != before
-	s, err := build(v, held, w.Mode, rev, cluster, now)
+	s, err := build(w.Ring(), v, held, w.Mode, rev, cluster, now)
 	w.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("build ring at revision %d: %w", rev, err)
