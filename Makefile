@@ -5,7 +5,12 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 20s
 PKGS     := ./...
 
-.PHONY: all build run test test-short vet fmt fuzz bench clean
+# Code generation, pinned; protoc 3.21 from Debian (protobuf-compiler, libprotobuf-dev).
+PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+TOOLS              := $(CURDIR)/bin/tools
+
+.PHONY: all build run test test-short vet fmt fuzz bench proto clean
 
 all: vet test build
 
@@ -42,6 +47,16 @@ fuzz:
 # Hot-path micro-benchmarks (frame parse + key, ring lookup).
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=5 ./pkg/frame/ ./pkg/ring/ ./pkg/proxy/
+
+# Regenerates api/ from admin.proto (offline once the module cache has the plugins).
+proto:
+	@command -v protoc >/dev/null || { echo 'protoc missing: apt-get install -y protobuf-compiler libprotobuf-dev'; exit 1; }
+	GOBIN=$(TOOLS) $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(TOOLS) $(GO) install $(PROTOC_GEN_GO_GRPC)
+	PATH=$(TOOLS):$$PATH protoc -I api -I /usr/include \
+	  --go_out=api --go_opt=paths=source_relative \
+	  --go-grpc_out=api --go-grpc_opt=paths=source_relative \
+	  api/devgate/admin/v1/admin.proto
 
 clean:
 	rm -rf bin
