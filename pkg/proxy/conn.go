@@ -26,8 +26,12 @@ func (p *Proxy) handle(c net.Conn) {
 	p.setKeepAlive(c)
 
 	bp := prereadPool.Get().(*[]byte)
+	start := time.Now()
 	buf, key, err := p.preread(c, (*bp)[:0])
 	p.endPreread(c)
+	if p.OnPreread != nil {
+		p.OnPreread(time.Since(start))
+	}
 	if err != nil {
 		p.reject(c, err, buf)
 		p.putBuf(bp, buf)

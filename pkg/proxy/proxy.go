@@ -58,6 +58,10 @@ type Proxy struct {
 	// again through this replica. By default the older one is closed.
 	KeepDuplicates bool
 
+	// OnPreread, if set, is called with the time each client took to send
+	// its key frame (or to fail to).
+	OnPreread func(time.Duration)
+
 	// Dial opens a connection to a backend. If nil, a net.Dialer is used.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -207,14 +211,7 @@ func (p *Proxy) startConn(c net.Conn) bool {
 // Shutdown stops accepting, then waits for open connections to end. When
 // ctx expires first, it closes the rest and returns ctx.Err().
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	p.init()
-	p.mu.Lock()
-	p.closing = true
-	for l := range p.listeners {
-		l.Close()
-	}
-	p.mu.Unlock()
-
+	p.StopAccepting()
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {
@@ -255,15 +252,59 @@ func (p *Proxy) Stats() Stats { return p.stats.snapshot() }
 func (p *Proxy) Conns() map[string]int { return p.table.counts() }
 
 // Evict closes up to n proxied connections to backend id (n <= 0: all of
-// them; an empty id: of any backend) with reason "evicted", and returns how
-// many it closed.
-func (p *Proxy) Evict(id string, n int) int {
-	cs := p.table.pick(id, n)
+// them; an empty id: of any backend), counted as closed with reason
+// "evicted_<cause>", and returns how many it closed.
+func (p *Proxy) Evict(id string, n int, cause string) int {
+	return p.evict(p.table.pick(id, n), cause)
+}
+
+// EvictMisplaced closes up to n connections (n <= 0: all) whose device the
+// current ring now gives to another backend, as after a scale-out.
+func (p *Proxy) EvictMisplaced(n int, cause string) int {
+	return p.evict(p.misplaced(n), cause)
+}
+
+// CountMisplaced counts the connections EvictMisplaced would close.
+func (p *Proxy) CountMisplaced() int { return len(p.misplaced(0)) }
+
+func (p *Proxy) misplaced(n int) []*conn {
+	r := p.Source.Ring()
+	if r == nil || r.Len() == 0 {
+		return nil
+	}
+	bs := r.Backends()
+	return p.table.filter(n, func(c *conn) bool {
+		return bs[r.Lookup([]byte(c.device))].ID != c.backendID
+	})
+}
+
+func (p *Proxy) evict(cs []*conn, cause string) int {
 	for _, c := range cs {
-		c.close(ReasonEvicted)
+		c.close(ReasonEvicted + "_" + cause)
 	}
 	return len(cs)
 }
+
+// StopAccepting closes the listeners without touching open connections:
+// the first step of draining this replica. Serve returns ErrServerClosed.
+func (p *Proxy) StopAccepting() {
+	p.init()
+	p.mu.Lock()
+	p.closing = true
+	for l := range p.listeners {
+		l.Close()
+	}
+	p.mu.Unlock()
+}
+
+// Draining reports whether the proxy has stopped accepting.
+func (p *Proxy) Draining() bool {
+	p.init()
+	return p.isClosing()
+}
+
+// Proxied is the number of connections routed to a backend and open now.
+func (p *Proxy) Proxied() int64 { return p.stats.proxied.Load() }
 
 func (p *Proxy) String() string {
 	return fmt.Sprintf("proxy(active=%d)", p.stats.active.Load())

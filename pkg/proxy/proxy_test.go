@@ -296,11 +296,11 @@ func TestEvictByBackend(t *testing.T) {
 		}
 	}()
 	waitFor(t, "table filled", func() bool { return c.proxy.Conns()["b1"] == per["b1"] })
-	if n := c.proxy.Evict("b1", 3); n != min(3, per["b1"]) {
+	if n := c.proxy.Evict("b1", 3, "test"); n != min(3, per["b1"]) {
 		t.Fatalf("evicted %d", n)
 	}
-	waitFor(t, "3 evicted", func() bool { return c.proxy.Stats().Closed[ReasonEvicted] == uint64(min(3, per["b1"])) })
-	c.proxy.Evict("b1", 0)
+	waitFor(t, "3 evicted", func() bool { return c.proxy.Stats().Closed["evicted_test"] == uint64(min(3, per["b1"])) })
+	c.proxy.Evict("b1", 0, "test")
 	waitFor(t, "b1 empty", func() bool { return c.proxy.Conns()["b1"] == 0 })
 	if got := c.proxy.Conns()["b2"]; got != per["b2"] {
 		t.Fatalf("b2 holds %d, want %d untouched", got, per["b2"])
@@ -353,5 +353,54 @@ func TestSanitize(t *testing.T) {
 	}
 	if got := sanitize(string(bytes.Repeat([]byte("a"), 100))); len(got) != 67 {
 		t.Fatalf("long id logged as %d bytes", len(got))
+	}
+}
+
+// After a scale-out, exactly the connections whose device the new ring
+// gives to the newcomer are misplaced, and only they are evicted.
+func TestEvictMisplaced(t *testing.T) {
+	c := newCluster(t, 2, nil)
+	old := c.ring.Ring()
+	var conns []net.Conn
+	for i := 0; i < 60; i++ {
+		conn, _ := c.connect(fmt.Sprintf("dev-%d", i))
+		conns = append(conns, conn)
+	}
+	defer func() {
+		for _, cn := range conns {
+			cn.Close()
+		}
+	}()
+	waitFor(t, "all proxied", func() bool { return c.proxy.Proxied() == 60 })
+	if n := c.proxy.CountMisplaced(); n != 0 {
+		t.Fatalf("%d misplaced before any change", n)
+	}
+	grown, err := ring.New(ring.ModeConsistent, append(append([]ring.Backend(nil), old.Backends()...), ring.Backend{ID: "b3", Addr: "127.0.0.1:1"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ring.Store(grown)
+	want := 0
+	for i := 0; i < 60; i++ {
+		k := []byte(fmt.Sprintf("dev-%d", i))
+		if grown.Backends()[grown.Lookup(k)].ID != old.Backends()[old.Lookup(k)].ID {
+			want++
+			if grown.Backends()[grown.Lookup(k)].ID != "b3" {
+				t.Fatalf("%s moved between old backends", k)
+			}
+		}
+	}
+	if want == 0 {
+		t.Fatal("no device moved to b3; the test needs some")
+	}
+	if got := c.proxy.CountMisplaced(); got != want {
+		t.Fatalf("misplaced %d, want %d", got, want)
+	}
+	if got := c.proxy.EvictMisplaced(0, "rebalance"); got != want {
+		t.Fatalf("evicted %d, want %d", got, want)
+	}
+	waitFor(t, "evictions counted", func() bool { return c.proxy.Stats().Closed["evicted_rebalance"] == uint64(want) })
+	if got := c.proxy.Proxied(); got != int64(60-want) {
+		t.Fatalf("%d proxied after rebalance, want %d", got, 60-want)
 	}
 }

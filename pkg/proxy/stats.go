@@ -23,7 +23,7 @@ const (
 	ReasonClientClosed   = "client_closed"   // proxied; the client ended it
 	ReasonBackendClosed  = "backend_closed"  // proxied; the backend ended it
 	ReasonReplaced       = "replaced"        // proxied; the same device logged in again on this replica
-	ReasonEvicted        = "evicted"         // proxied; closed by Evict (drain, rebalance)
+	ReasonEvicted        = "evicted"         // proxied; closed by Evict: "evicted_<cause>" (drain, rebalance...)
 )
 
 // Stats is a point-in-time copy of the proxy's counters.

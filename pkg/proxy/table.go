@@ -92,15 +92,37 @@ func (t *connTable) counts() map[string]int {
 func (t *connTable) pick(id string, n int) []*conn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if id != "" {
+		return appendUpTo(nil, t.byBackend[id], n, nil)
+	}
 	var out []*conn
-	for bid, set := range t.byBackend {
-		if id != "" && bid != id {
-			continue
+	for _, set := range t.byBackend {
+		if out = appendUpTo(out, set, n, nil); n > 0 && len(out) >= n {
+			break
 		}
-		for c := range set {
-			if n > 0 && len(out) >= n {
-				return out
-			}
+	}
+	return out
+}
+
+// filter returns up to n connections (n <= 0: no bound) for which keep holds.
+func (t *connTable) filter(n int, keep func(*conn) bool) []*conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*conn
+	for _, set := range t.byBackend {
+		if out = appendUpTo(out, set, n, keep); n > 0 && len(out) >= n {
+			break
+		}
+	}
+	return out
+}
+
+func appendUpTo(out []*conn, set map[*conn]struct{}, n int, keep func(*conn) bool) []*conn {
+	for c := range set {
+		if n > 0 && len(out) >= n {
+			break
+		}
+		if keep == nil || keep(c) {
 			out = append(out, c)
 		}
 	}
