@@ -33,3 +33,12 @@ func (r *crcRing) Owners(key []byte, n int, dst []int) []int {
 func (r *crcRing) Backends() []Backend { return r.backends }
 func (r *crcRing) Len() int            { return len(r.backends) }
 func (r *crcRing) Mode() Mode          { return ModeCRC32Mod }
+
+// Shares are equal: crc32 spreads keys evenly and weights do not apply.
+func (r *crcRing) Shares() []float64 {
+	out := make([]float64, len(r.backends))
+	for i := range out {
+		out[i] = 1 / float64(len(out))
+	}
+	return out
+}

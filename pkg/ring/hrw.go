@@ -35,6 +35,17 @@ func (r *hrwRing) Backends() []Backend { return r.backends }
 func (r *hrwRing) Len() int            { return len(r.backends) }
 func (r *hrwRing) Mode() Mode          { return ModeConsistent }
 
+func (r *hrwRing) Shares() []float64 {
+	out := make([]float64, len(r.backends))
+	for _, owner := range r.table {
+		out[owner]++
+	}
+	for i := range out {
+		out[i] /= float64(len(r.table))
+	}
+	return out
+}
+
 // draw is the pseudo-random value u of backend seed s for bucket b: the
 // (b+1)-th output of SplitMix64 seeded with s (Java: new SplittableRandom(s)).
 func draw(b, s uint64) uint64 {

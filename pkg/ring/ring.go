@@ -54,6 +54,9 @@ type Ring interface {
 	Backends() []Backend
 	Len() int
 	Mode() Mode
+	// Shares returns, per backend index, the share of the key space it
+	// owns (summing to 1), for operators; not for the hot path.
+	Shares() []float64
 }
 
 // Errors returned by New, wrapped with the offending backend.

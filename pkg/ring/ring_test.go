@@ -232,3 +232,18 @@ func TestLookupAllocs(t *testing.T) {
 		t.Errorf("Lookup+Owners allocate %v times", a)
 	}
 }
+
+func TestShares(t *testing.T) {
+	r, err := New(ModeConsistent, []Backend{{ID: "a", Weight: 100}, {ID: "b", Weight: 300}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := r.Shares()
+	if len(s) != 2 || s[0] < 0.24 || s[0] > 0.26 || s[1] < 0.74 || s[1] > 0.76 || s[0]+s[1] != 1 {
+		t.Fatalf("shares %v, want about 0.25 / 0.75", s)
+	}
+	c, _ := New(ModeCRC32Mod, []Backend{{ID: "a"}, {ID: "b"}, {ID: "c"}, {ID: "d"}})
+	if s := c.Shares(); len(s) != 4 || s[3] != 0.25 {
+		t.Fatalf("crc32-mod shares %v", s)
+	}
+}
