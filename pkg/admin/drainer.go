@@ -1,0 +1,99 @@
+package admin
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/devgate/devgate/pkg/registry"
+)
+
+// evicter is the part of the proxy a drain needs.
+type evicter interface {
+	Evict(backend string, n int, cause string) int
+}
+
+// drainer carries out, on this replica, the drains stored in etcd: after a
+// drain's deadline it evicts the backend's connections here at this
+// replica's share of the fleet-wide pace, so devices reconnect to their new
+// owners without a herd. An undrain stops it.
+type drainer struct {
+	proxy evicter
+	log   *zap.Logger
+
+	mu   sync.Mutex
+	ctx  context.Context
+	jobs map[string]*drainJob
+	wg   sync.WaitGroup
+}
+
+type drainJob struct {
+	drain   registry.DrainValue
+	share   float64 // this replica's pace
+	cancel  context.CancelFunc
+	evicted int
+	done    bool
+}
+
+func newDrainer(ctx context.Context, p evicter, log *zap.Logger) *drainer {
+	return &drainer{proxy: p, log: log, ctx: ctx, jobs: make(map[string]*drainJob)}
+}
+
+// update starts, changes or stops jobs to match a snapshot's drains.
+func (d *drainer) update(s *registry.Snapshot) {
+	gateways := max(len(s.Gateways), 1)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ctx.Err() != nil {
+		return
+	}
+	for id, j := range d.jobs {
+		dv, ok := s.Drains[id]
+		if !ok || dv != j.drain || j.share != dv.EvictPerSecond/float64(gateways) {
+			j.cancel()
+			delete(d.jobs, id)
+		}
+	}
+	for id, dv := range s.Drains {
+		if _, ok := d.jobs[id]; ok {
+			continue
+		}
+		rate := dv.EvictPerSecond
+		if rate <= 0 {
+			rate = DefaultPace
+		}
+		ctx, cancel := context.WithCancel(d.ctx)
+		j := &drainJob{drain: dv, share: rate / float64(gateways), cancel: cancel}
+		d.jobs[id] = j
+		d.wg.Add(1)
+		go d.run(ctx, id, j)
+	}
+}
+
+func (d *drainer) run(ctx context.Context, id string, j *drainJob) {
+	defer d.wg.Done()
+	if wait := time.Until(j.drain.Deadline); wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+	d.log.Info("drain deadline reached; evicting", zap.String("backend", id), zap.Float64("perSecond", j.share))
+	n := pace(ctx, j.share, func(n int) int { return d.proxy.Evict(id, n, "drain") }, func(total int) {
+		d.mu.Lock()
+		j.evicted = total
+		d.mu.Unlock()
+	})
+	d.mu.Lock()
+	j.done = ctx.Err() == nil
+	d.mu.Unlock()
+	d.log.Info("drain evictions over", zap.String("backend", id), zap.Int("evicted", n), zap.Bool("complete", ctx.Err() == nil))
+}
+
+// wait stops every job (its ctx must be done) and waits for them.
+func (d *drainer) wait() { d.wg.Wait() }

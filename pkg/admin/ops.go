@@ -1,0 +1,281 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
+	"github.com/devgate/devgate/pkg/registry"
+)
+
+func sortGateways(gs []*adminv1.Gateway) {
+	sort.Slice(gs, func(i, j int) bool { return gs[i].Id < gs[j].Id })
+}
+
+// DrainBackend stores the drain in etcd; every replica's drainer acts on it.
+func (s *Service) DrainBackend(ctx context.Context, req *adminv1.DrainBackendRequest) (*adminv1.DrainBackendResponse, error) {
+	snap, err := s.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := snap.Member(req.Id); !ok {
+		return nil, status.Errorf(codes.NotFound, "backend %q is not registered", req.Id)
+	}
+	if req.EvictPerSecond < 0 || req.EvictPerSecond > 1e6 || len(req.Reason) > 256 {
+		return nil, status.Error(codes.InvalidArgument, "evict_per_second 0..1e6, reason up to 256 bytes")
+	}
+	var wait time.Duration
+	if req.Deadline != nil {
+		if err := req.Deadline.CheckValid(); err != nil || req.Deadline.AsDuration() < 0 {
+			return nil, status.Error(codes.InvalidArgument, "deadline: a duration from now, not negative")
+		}
+		wait = req.Deadline.AsDuration()
+	}
+	d := registry.DrainValue{Deadline: time.Now().Add(wait).UTC().Round(time.Millisecond), EvictPerSecond: req.EvictPerSecond, Reason: req.Reason}
+	if d.EvictPerSecond == 0 {
+		d.EvictPerSecond = DefaultPace
+	}
+	val, err := json.Marshal(d)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if _, err := s.Client.Put(ctx, s.Keys.Drain(req.Id), string(val)); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "store the drain in etcd: %v", err)
+	}
+	s.log().Info("backend drained", zap.String("backend", req.Id), zap.Time("deadline", d.Deadline),
+		zap.Float64("perSecond", d.EvictPerSecond), zap.String("reason", d.Reason))
+	return &adminv1.DrainBackendResponse{Drain: drainPB(d)}, nil
+}
+
+// UndrainBackend removes the drain; the backend rejoins the ring everywhere.
+func (s *Service) UndrainBackend(ctx context.Context, req *adminv1.UndrainBackendRequest) (*adminv1.UndrainBackendResponse, error) {
+	if err := registry.ValidID(req.Id); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	r, err := s.Client.Delete(ctx, s.Keys.Drain(req.Id))
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "delete the drain in etcd: %v", err)
+	}
+	s.log().Info("backend undrained", zap.String("backend", req.Id), zap.Bool("wasDraining", r.Deleted > 0))
+	return &adminv1.UndrainBackendResponse{WasDraining: r.Deleted > 0}, nil
+}
+
+// Rebalance runs LocalRebalance on every replica, each at its share of the
+// pace, and streams the merged progress.
+func (s *Service) Rebalance(req *adminv1.RebalanceRequest, stream adminv1.Admin_RebalanceServer) error {
+	snap, err := s.snapshot()
+	if err != nil {
+		return err
+	}
+	rate := req.EvictPerSecond
+	if rate <= 0 {
+		rate = DefaultPace
+	}
+	gws := snap.Gateways
+	if len(gws) == 0 { // not registered (static mode): this replica alone
+		gws = []registry.Gateway{{ID: s.ID}}
+	}
+	share := &adminv1.RebalanceRequest{EvictPerSecond: rate / float64(len(gws)), DryRun: req.DryRun}
+
+	var mu sync.Mutex
+	progress := map[string]*adminv1.GatewayProgress{}
+	partial := &adminv1.Partial{Errors: map[string]string{}}
+	changed := make(chan struct{}, 1)
+	record := func(p *adminv1.GatewayProgress) {
+		mu.Lock()
+		progress[p.Gateway] = p
+		mu.Unlock()
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	ctx := stream.Context()
+	var wg sync.WaitGroup
+	for _, gw := range gws {
+		record(&adminv1.GatewayProgress{Gateway: gw.ID})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if gw.ID == s.ID {
+				err = s.localRebalance(ctx, share, record)
+			} else {
+				err = s.peerRebalance(ctx, gw, share, record)
+			}
+			if err != nil {
+				mu.Lock()
+				partial.Partial = true
+				partial.Errors[gw.ID] = err.Error()
+				p := progress[gw.ID]
+				p.Done, p.Error = true, err.Error()
+				mu.Unlock()
+			}
+		}()
+	}
+	all := make(chan struct{})
+	go func() { wg.Wait(); close(all) }()
+	send := func(done bool) error {
+		mu.Lock()
+		msg := &adminv1.RebalanceProgress{Done: done, Partial: partial}
+		for _, p := range progress {
+			msg.Misplaced += p.Misplaced
+			msg.Evicted += p.Evicted
+			msg.Gateways = append(msg.Gateways, &adminv1.GatewayProgress{
+				Gateway: p.Gateway, Misplaced: p.Misplaced, Evicted: p.Evicted, Done: p.Done, Error: p.Error})
+		}
+		mu.Unlock()
+		sort.Slice(msg.Gateways, func(i, j int) bool { return msg.Gateways[i].Gateway < msg.Gateways[j].Gateway })
+		return stream.Send(msg)
+	}
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-all:
+			return send(true)
+		case <-tick.C:
+			if err := send(false); err != nil {
+				<-all // ctx is done with the stream; the workers follow
+				return err
+			}
+		case <-changed:
+		}
+	}
+}
+
+func (s *Service) peerRebalance(ctx context.Context, gw registry.Gateway, req *adminv1.RebalanceRequest, record func(*adminv1.GatewayProgress)) error {
+	if gw.Admin == "" || s.DialPeer == nil {
+		return status.Error(codes.Unavailable, "peer has no admin address")
+	}
+	conn, err := s.DialPeer(gw.Admin)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	st, err := adminv1.NewAdminClient(conn).LocalRebalance(ctx, req)
+	if err != nil {
+		return err
+	}
+	for {
+		p, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		for _, g := range p.Gateways {
+			record(g)
+		}
+		if p.Done {
+			return nil
+		}
+	}
+}
+
+// LocalRebalance evicts this replica's misplaced connections at the pace asked.
+func (s *Service) LocalRebalance(req *adminv1.RebalanceRequest, stream adminv1.Admin_LocalRebalanceServer) error {
+	var mu sync.Mutex
+	var last *adminv1.GatewayProgress
+	errc := make(chan error, 1)
+	go func() {
+		errc <- s.localRebalance(stream.Context(), req, func(p *adminv1.GatewayProgress) {
+			mu.Lock()
+			last = p
+			mu.Unlock()
+		})
+	}()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-errc:
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			return stream.Send(&adminv1.RebalanceProgress{Misplaced: last.Misplaced, Evicted: last.Evicted, Done: true,
+				Gateways: []*adminv1.GatewayProgress{last}})
+		case <-tick.C:
+			mu.Lock()
+			p := last
+			mu.Unlock()
+			if p != nil {
+				if err := stream.Send(&adminv1.RebalanceProgress{Misplaced: p.Misplaced, Evicted: p.Evicted,
+					Gateways: []*adminv1.GatewayProgress{p}}); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+func (s *Service) localRebalance(ctx context.Context, req *adminv1.RebalanceRequest, record func(*adminv1.GatewayProgress)) error {
+	misplaced := int64(s.Proxy.CountMisplaced())
+	p := &adminv1.GatewayProgress{Gateway: s.ID, Misplaced: misplaced}
+	record(p)
+	if req.DryRun || misplaced == 0 {
+		record(&adminv1.GatewayProgress{Gateway: s.ID, Misplaced: misplaced, Done: true})
+		return nil
+	}
+	s.log().Info("rebalance: evicting misplaced connections", zap.Int64("misplaced", misplaced), zap.Float64("perSecond", req.EvictPerSecond))
+	n := pace(ctx, req.EvictPerSecond, func(n int) int { return s.Proxy.EvictMisplaced(n, "rebalance") }, func(total int) {
+		record(&adminv1.GatewayProgress{Gateway: s.ID, Misplaced: misplaced, Evicted: int64(total)})
+	})
+	record(&adminv1.GatewayProgress{Gateway: s.ID, Misplaced: misplaced, Evicted: int64(n), Done: true})
+	return ctx.Err()
+}
+
+// DrainGateway drains this replica, or forwards to the one named.
+func (s *Service) DrainGateway(ctx context.Context, req *adminv1.DrainGatewayRequest) (*adminv1.DrainGatewayResponse, error) {
+	if req.Id == "" || req.Id == s.ID {
+		s.DrainSelf(req.EvictPerSecond)
+		return &adminv1.DrainGatewayResponse{Gateway: s.localStatus()}, nil
+	}
+	snap, err := s.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	for _, gw := range snap.Gateways {
+		if gw.ID != req.Id {
+			continue
+		}
+		var resp *adminv1.DrainGatewayResponse
+		err := s.withPeer(ctx, gw, func(ctx context.Context, c adminv1.AdminClient) error {
+			var err error
+			resp, err = c.DrainGateway(ctx, req)
+			return err
+		})
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "gateway %s: %v", req.Id, err)
+		}
+		return resp, nil
+	}
+	return nil, status.Errorf(codes.NotFound, "gateway %q is not registered", req.Id)
+}
+
+// DrainSelf fails readiness, stops accepting, and evicts this replica's
+// connections at perSecond (zero: DefaultPace). It returns at once; the
+// eviction runs until done or until Run's ctx ends.
+func (s *Service) DrainSelf(perSecond float64) {
+	if s.draining.Swap(true) {
+		return
+	}
+	s.Proxy.StopAccepting()
+	ctx := s.drainCtx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	s.log().Info("draining this gateway", zap.Float64("perSecond", perSecond), zap.Int64("connections", s.Proxy.Proxied()))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		pace(ctx, perSecond, func(n int) int { return s.Proxy.Evict("", n, "gateway_drain") }, nil)
+	}()
+}

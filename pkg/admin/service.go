@@ -1,0 +1,300 @@
+// Package admin serves the admin API (api/devgate/admin/v1) of one gateway
+// replica: it reads the registry's snapshots and the proxy's connection
+// table, writes drains to etcd, evicts paced, and answers fleet-wide calls
+// by asking the peers registered under gateways/.
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
+	"github.com/devgate/devgate/pkg/proxy"
+	"github.com/devgate/devgate/pkg/registry"
+)
+
+// Service implements adminv1.AdminServer for one replica. Set the fields,
+// call Run in a goroutine, and register it on a gRPC server.
+type Service struct {
+	adminv1.UnimplementedAdminServer
+
+	ID      string // this gateway's id under gateways/
+	Version string
+	Started time.Time
+
+	Proxy   *proxy.Proxy
+	Watcher *registry.Watcher // snapshots: backends, drains, gateways
+	Client  *clientv3.Client  // writes drains
+	Keys    registry.Keys
+
+	// DialPeer opens a client connection to a peer's admin address with
+	// this replica's credentials. Required for fleet-wide answers.
+	DialPeer func(addr string) (*grpc.ClientConn, error)
+
+	// PeerTimeout bounds each peer's answer. If zero, 2s.
+	PeerTimeout time.Duration
+
+	// LookupFallbacks is the fallback order length Lookup reports by
+	// default: the data path's tries minus one. If zero, 2.
+	LookupFallbacks int
+
+	Logger *zap.Logger
+
+	draining atomic.Bool
+	wg       sync.WaitGroup // DrainSelf's eviction
+	runOnce  sync.Once
+	drains   *drainer
+	drainCtx context.Context
+}
+
+func (s *Service) log() *zap.Logger {
+	if s.Logger == nil {
+		return zap.NewNop()
+	}
+	return s.Logger
+}
+
+// Run carries out drains stored in etcd on this replica until ctx ends.
+func (s *Service) Run(ctx context.Context) {
+	s.runOnce.Do(func() {
+		s.drainCtx = ctx
+		s.drains = newDrainer(ctx, s.Proxy, s.log().Named("drain"))
+	})
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	var seen *registry.Snapshot
+	for {
+		if snap := s.Watcher.Snapshot(); snap != nil && snap != seen {
+			s.drains.update(snap)
+			seen = snap
+		}
+		select {
+		case <-ctx.Done():
+			s.drains.wait()
+			s.wg.Wait()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Ready reports whether this replica should get new devices, and why not.
+func (s *Service) Ready() (bool, string) {
+	snap := s.Watcher.Snapshot()
+	switch {
+	case s.draining.Load() || s.Proxy.Draining():
+		return false, "draining"
+	case snap == nil:
+		return false, "no ring yet"
+	}
+	st := s.Watcher.Stats()
+	if !st.Connected {
+		return true, fmt.Sprintf("etcd unreachable for %s; routing on revision %d", st.Staleness.Round(time.Second), snap.Revision)
+	}
+	return true, fmt.Sprintf("ok: revision %d, %d backends in the ring", snap.Revision, snap.Ring.Len())
+}
+
+func (s *Service) snapshot() (*registry.Snapshot, error) {
+	snap := s.Watcher.Snapshot()
+	if snap == nil {
+		return nil, status.Error(codes.Unavailable, "no ring yet: waiting for etcd")
+	}
+	return snap, nil
+}
+
+// LocalStatus is this replica's own state.
+func (s *Service) LocalStatus(context.Context, *adminv1.LocalStatusRequest) (*adminv1.Gateway, error) {
+	return s.localStatus(), nil
+}
+
+func (s *Service) localStatus() *adminv1.Gateway {
+	g := &adminv1.Gateway{
+		Id: s.ID, Version: s.Version, Uptime: durationpb.New(time.Since(s.Started)),
+		Connections: s.Proxy.Proxied(), Draining: s.draining.Load() || s.Proxy.Draining(),
+		ConnectionsByBackend: map[string]int64{},
+	}
+	g.Ready, _ = s.Ready()
+	for id, n := range s.Proxy.Conns() {
+		g.ConnectionsByBackend[id] = int64(n)
+	}
+	st := s.Watcher.Stats()
+	g.EtcdConnected = st.Connected
+	g.EtcdStaleness = durationpb.New(st.Staleness)
+	if snap := s.Watcher.Snapshot(); snap != nil {
+		g.RingRevision, g.RingSize = snap.Revision, int32(snap.Ring.Len())
+		for _, gw := range snap.Gateways {
+			if gw.ID == s.ID {
+				g.Admin = gw.Admin
+			}
+		}
+	}
+	return g
+}
+
+// fleet asks every registered gateway for its status (this one locally).
+func (s *Service) fleet(ctx context.Context) ([]*adminv1.Gateway, *adminv1.Partial) {
+	snap := s.Watcher.Snapshot()
+	partial := &adminv1.Partial{Errors: map[string]string{}}
+	out := []*adminv1.Gateway{s.localStatus()}
+	if snap == nil {
+		return out, partial
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, gw := range snap.Gateways {
+		if gw.ID == s.ID {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := s.peerStatus(ctx, gw)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				partial.Partial = true
+				partial.Errors[gw.ID] = err.Error()
+				return
+			}
+			out = append(out, st)
+		}()
+	}
+	wg.Wait()
+	sortGateways(out)
+	return out, partial
+}
+
+func (s *Service) peerStatus(ctx context.Context, gw registry.Gateway) (*adminv1.Gateway, error) {
+	var st *adminv1.Gateway
+	err := s.withPeer(ctx, gw, func(ctx context.Context, c adminv1.AdminClient) error {
+		var err error
+		st, err = c.LocalStatus(ctx, &adminv1.LocalStatusRequest{})
+		return err
+	})
+	return st, err
+}
+
+// withPeer calls f on gw's admin API under the peer timeout.
+func (s *Service) withPeer(ctx context.Context, gw registry.Gateway, f func(context.Context, adminv1.AdminClient) error) error {
+	if gw.Admin == "" {
+		return errors.New("registered without an admin address")
+	}
+	if s.DialPeer == nil {
+		return errors.New("peer calls are not configured")
+	}
+	conn, err := s.DialPeer(gw.Admin)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, s.peerTimeout())
+	defer cancel()
+	return f(ctx, adminv1.NewAdminClient(conn))
+}
+
+func (s *Service) peerTimeout() time.Duration {
+	if s.PeerTimeout > 0 {
+		return s.PeerTimeout
+	}
+	return 2 * time.Second
+}
+
+// ListGateways answers for the fleet; consistent says whether every
+// answering replica routes on the same ring revision.
+func (s *Service) ListGateways(ctx context.Context, _ *adminv1.ListGatewaysRequest) (*adminv1.ListGatewaysResponse, error) {
+	gws, partial := s.fleet(ctx)
+	resp := &adminv1.ListGatewaysResponse{Gateways: gws, Partial: partial, Consistent: true}
+	for _, g := range gws {
+		if g.RingRevision != gws[0].RingRevision {
+			resp.Consistent = false
+		}
+	}
+	return resp, nil
+}
+
+// ListBackends lists the backends with their fleet-wide connections.
+func (s *Service) ListBackends(ctx context.Context, _ *adminv1.ListBackendsRequest) (*adminv1.ListBackendsResponse, error) {
+	snap, err := s.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	gws, partial := s.fleet(ctx)
+	shares := map[string]float64{}
+	for i, sh := range snap.Ring.Shares() {
+		shares[snap.Ring.Backends()[i].ID] = sh
+	}
+	resp := &adminv1.ListBackendsResponse{Revision: snap.Revision, Partial: partial}
+	for _, m := range snap.Members {
+		b := &adminv1.Backend{
+			Id: m.ID, Addr: m.Addr, Weight: m.Weight, Zone: m.Zone, Meta: m.Meta,
+			State: backendState(m.State), RingShare: shares[m.ID],
+			ConnectionsByGateway: map[string]int64{},
+		}
+		if m.Drain != nil {
+			b.Drain = drainPB(*m.Drain)
+		}
+		for _, g := range gws {
+			if n := g.ConnectionsByBackend[m.ID]; n > 0 {
+				b.ConnectionsByGateway[g.Id] = n
+				b.Connections += n
+			}
+		}
+		resp.Backends = append(resp.Backends, b)
+	}
+	return resp, nil
+}
+
+func backendState(st registry.State) adminv1.BackendState {
+	switch st {
+	case registry.StateActive:
+		return adminv1.BackendState_BACKEND_STATE_ACTIVE
+	case registry.StateDraining:
+		return adminv1.BackendState_BACKEND_STATE_DRAINING
+	case registry.StateHeld:
+		return adminv1.BackendState_BACKEND_STATE_HELD
+	}
+	return adminv1.BackendState_BACKEND_STATE_UNSPECIFIED
+}
+
+func drainPB(d registry.DrainValue) *adminv1.Drain {
+	return &adminv1.Drain{Deadline: timestamppb.New(d.Deadline), EvictPerSecond: d.EvictPerSecond, Reason: d.Reason}
+}
+
+// Lookup answers with the ring the data path routes on.
+func (s *Service) Lookup(_ context.Context, req *adminv1.LookupRequest) (*adminv1.LookupResponse, error) {
+	if req.Devid == "" || len(req.Devid) > 1024 {
+		return nil, status.Error(codes.InvalidArgument, "devid: 1..1024 bytes")
+	}
+	snap, err := s.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	n := int(req.Fallbacks)
+	if n == 0 {
+		n = s.LookupFallbacks
+		if n == 0 {
+			n = 2
+		}
+	}
+	resp := &adminv1.LookupResponse{Revision: snap.Revision, Gateway: s.ID}
+	bs := snap.Ring.Backends()
+	for _, i := range snap.Ring.Owners([]byte(req.Devid), min(n+1, len(bs)), nil) {
+		resp.Order = append(resp.Order, bs[i].ID)
+	}
+	if len(resp.Order) > 0 {
+		resp.Owner = resp.Order[0]
+	}
+	return resp, nil
+}
