@@ -77,7 +77,7 @@ func runDev(args []string) error {
 	if err != nil {
 		return err
 	}
-	src, stopSource, err := ringSource(cfg, log.Named("gateway"))
+	src, m, stopSource, err := ringSource(cfg, log.Named("gateway"))
 	if err != nil {
 		return err
 	}
@@ -86,16 +86,21 @@ func runDev(args []string) error {
 	if err != nil {
 		return err
 	}
+	ap, err := startAdmin(cfg, p, src, m, log.Named("gateway"))
+	if err != nil {
+		return err
+	}
+	defer ap.stop()
 	l, err := net.Listen("tcp", cfg.ListenAddr())
 	if err != nil {
 		return err
 	}
-	fmt.Printf("devgate dev %s\n  etcd      %s (embedded, data in %s)\n  gateway   %s (devices connect here)\n",
-		version, etcd.Endpoint(), dir, l.Addr())
+	fmt.Printf("devgate dev %s\n  etcd      %s (embedded, data in %s)\n  gateway   %s (devices connect here)\n  admin     %s (gRPC: devgate ctl), http://%s/metrics\n",
+		version, etcd.Endpoint(), dir, l.Addr(), cfg.Admin.GRPCAddr(), cfg.Admin.HTTPAddr())
 	for _, b := range backends {
 		fmt.Printf("  backend   %-8s %s (registered in etcd, lease TTL %s)\n", b.id, b.addr, *ttl)
 	}
-	fmt.Printf("\ntry:\n  devgate sim --target %s --devices 1000\n  devgate backend --id demo-%d --listen 127.0.0.1:0 --etcd %s   # one more backend; kill -9 it to see its lease expire\n\n",
+	fmt.Printf("\ntry:\n  devgate sim --target %s --devices 1000\n  devgate ctl backends\n  devgate backend --id demo-%d --listen 127.0.0.1:0 --etcd %s   # one more backend; kill -9 it to see its lease expire\n\n",
 		l.Addr(), *n+1, etcd.Endpoint())
 	return serveUntilSignal(p, l, *grace, log)
 }

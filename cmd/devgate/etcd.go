@@ -34,12 +34,15 @@ func etcdClient(e *config.Etcd, log *zap.Logger) (*clientv3.Client, error) {
 // membership runs the watcher that turns etcd into rings and registers this
 // gateway under gateways/, until ctx ends.
 type membership struct {
+	id      string
+	client  *clientv3.Client
+	keys    registry.Keys
 	watcher *registry.Watcher
 	reg     *registry.Registration
 	done    chan struct{}
 }
 
-func startMembership(ctx context.Context, cli *clientv3.Client, e *config.Etcd, mode ring.Mode, gatewayID string, log *zap.Logger) (*membership, error) {
+func startMembership(ctx context.Context, cli *clientv3.Client, e *config.Etcd, mode ring.Mode, gatewayID, adminAddr string, log *zap.Logger) (*membership, error) {
 	keys := registry.Keys{Prefix: e.Prefix, Cluster: e.Cluster}
 	w := &registry.Watcher{
 		Client: cli, Keys: keys, Mode: mode, Logger: log.Named("registry"),
@@ -58,7 +61,7 @@ func startMembership(ctx context.Context, cli *clientv3.Client, e *config.Etcd, 
 			last = now
 		}
 	}
-	m := &membership{watcher: w, done: make(chan struct{})}
+	m := &membership{id: gatewayID, client: cli, keys: keys, watcher: w, done: make(chan struct{})}
 	go func() { defer close(m.done); w.Run(ctx) }()
 
 	log.Info("waiting for the first ring from etcd", zap.Strings("endpoints", e.Endpoints), zap.String("root", keys.Root()))
@@ -69,7 +72,7 @@ func startMembership(ctx context.Context, cli *clientv3.Client, e *config.Etcd, 
 		return nil, ctx.Err()
 	}
 	reg, err := registry.RegisterGateway(ctx, cli, keys, gatewayID,
-		registry.GatewayValue{Version: version, Started: time.Now().UTC()},
+		registry.GatewayValue{Admin: adminAddr, Version: version, Started: time.Now().UTC()},
 		registry.RegisterOptions{TTL: time.Duration(e.LeaseTTL), Logger: log.Named("register")})
 	if err != nil {
 		<-m.done

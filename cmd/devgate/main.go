@@ -27,6 +27,7 @@ func commands() []command {
 		{"sim", "connect simulated devices and report where they landed", runSim},
 		{"backend", "run one demo backend", runBackend},
 		{"register", "register a backend in etcd while its port accepts connections", runRegister},
+		{"ctl", "operate the fleet through the admin API (backends, drain, lookup, ...)", runCtl},
 		{"version", "print the version", func([]string) error { fmt.Println(version); return nil }},
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devgate/devgate/pkg/admin"
 	"github.com/devgate/devgate/pkg/config"
 	"github.com/devgate/devgate/pkg/proxy"
 )
@@ -32,7 +33,7 @@ func runServe(args []string) error {
 	}
 	defer log.Sync()
 
-	src, stop, err := ringSource(cfg, log)
+	src, m, stop, err := ringSource(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -41,6 +42,11 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	ap, err := startAdmin(cfg, p, src, m, log)
+	if err != nil {
+		return err
+	}
+	defer ap.stop()
 	l, err := net.Listen("tcp", cfg.ListenAddr())
 	if err != nil {
 		return err
@@ -50,32 +56,37 @@ func runServe(args []string) error {
 	return serveUntilSignal(p, l, *grace, log)
 }
 
-// ringSource is the static list, or etcd when the config has it; stop
-// releases what it started.
-func ringSource(cfg *config.Config, log *zap.Logger) (proxy.RingSource, func(), error) {
+// ringSource is the static list, or etcd when the config has it (then m
+// is set); stop releases what it started.
+func ringSource(cfg *config.Config, log *zap.Logger) (src proxy.RingSource, m *membership, stop func(), err error) {
 	if cfg.Etcd == nil {
 		r, err := cfg.BuildRing()
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return proxy.NewAtomicRing(r), func() {}, nil
+		return proxy.NewAtomicRing(r), nil, func() {}, nil
 	}
 	mode, err := cfg.RingMode()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cli, err := etcdClient(cfg.Etcd, log.Named("etcd"))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	m, err := startMembership(ctx, cli, cfg.Etcd, mode, gatewayID(cfg), log)
+	// The watcher outlives SIGTERM: the ring stays current while draining.
+	ctx, cancel := context.WithCancel(context.Background())
+	adminAddr := ""
+	if cfg.Admin.GRPCAddr() != "off" {
+		adminAddr = cfg.Admin.AdvertiseAddr()
+	}
+	m, err = startMembership(ctx, cli, cfg.Etcd, mode, gatewayID(cfg), adminAddr, log)
 	if err != nil {
 		cancel()
 		cli.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return m.watcher, func() { cancel(); m.stop(); cli.Close() }, nil
+	return m.watcher, m, func() { cancel(); m.stop(); cli.Close() }, nil
 }
 
 // newProxy turns the config's limits into proxy options.
@@ -110,9 +121,18 @@ func serveUntilSignal(p *proxy.Proxy, l net.Listener, grace time.Duration, log *
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down", zap.Duration("grace", grace), zap.Int64("active", p.Stats().Active))
+	// Readiness fails and accepting stops at once; open connections are
+	// evicted paced over most of the grace period, so devices come back
+	// through other replicas without a herd; Shutdown closes what is left.
+	n := p.Proxied()
+	log.Info("shutting down", zap.Duration("grace", grace), zap.Int64("connections", n))
+	p.StopAccepting()
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	if n > 0 {
+		rate := float64(n) / (0.8 * grace.Seconds())
+		go admin.Pace(sctx, rate, func(k int) int { return p.Evict("", k, "shutdown") }, nil)
+	}
 	err := p.Shutdown(sctx)
 	if serr := <-errc; serr != nil && !errors.Is(serr, proxy.ErrServerClosed) {
 		return serr

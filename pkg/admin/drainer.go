@@ -84,7 +84,7 @@ func (d *drainer) run(ctx context.Context, id string, j *drainJob) {
 		}
 	}
 	d.log.Info("drain deadline reached; evicting", zap.String("backend", id), zap.Float64("perSecond", j.share))
-	n := pace(ctx, j.share, func(n int) int { return d.proxy.Evict(id, n, "drain") }, func(total int) {
+	n := Pace(ctx, j.share, func(n int) int { return d.proxy.Evict(id, n, "drain") }, func(total int) {
 		d.mu.Lock()
 		j.evicted = total
 		d.mu.Unlock()

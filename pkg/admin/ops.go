@@ -46,12 +46,31 @@ func (s *Service) DrainBackend(ctx context.Context, req *adminv1.DrainBackendReq
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	if _, err := s.Client.Put(ctx, s.Keys.Drain(req.Id), string(val)); err != nil {
+	put, err := s.Client.Put(ctx, s.Keys.Drain(req.Id), string(val))
+	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "store the drain in etcd: %v", err)
 	}
+	s.awaitRevision(ctx, put.Header.Revision)
 	s.log().Info("backend drained", zap.String("backend", req.Id), zap.Time("deadline", d.Deadline),
 		zap.Float64("perSecond", d.EvictPerSecond), zap.String("reason", d.Reason))
 	return &adminv1.DrainBackendResponse{Drain: drainPB(d)}, nil
+}
+
+// awaitRevision waits, briefly, until this replica routes on rev, so a
+// caller reads its own write (a list right after a drain shows it).
+func (s *Service) awaitRevision(ctx context.Context, rev int64) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	for {
+		if snap := s.Watcher.Snapshot(); snap != nil && snap.Revision >= rev {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // UndrainBackend removes the drain; the backend rejoins the ring everywhere.
@@ -63,6 +82,7 @@ func (s *Service) UndrainBackend(ctx context.Context, req *adminv1.UndrainBacken
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "delete the drain in etcd: %v", err)
 	}
+	s.awaitRevision(ctx, r.Header.Revision)
 	s.log().Info("backend undrained", zap.String("backend", req.Id), zap.Bool("wasDraining", r.Deleted > 0))
 	return &adminv1.UndrainBackendResponse{WasDraining: r.Deleted > 0}, nil
 }
@@ -225,7 +245,7 @@ func (s *Service) localRebalance(ctx context.Context, req *adminv1.RebalanceRequ
 		return nil
 	}
 	s.log().Info("rebalance: evicting misplaced connections", zap.Int64("misplaced", misplaced), zap.Float64("perSecond", req.EvictPerSecond))
-	n := pace(ctx, req.EvictPerSecond, func(n int) int { return s.Proxy.EvictMisplaced(n, "rebalance") }, func(total int) {
+	n := Pace(ctx, req.EvictPerSecond, func(n int) int { return s.Proxy.EvictMisplaced(n, "rebalance") }, func(total int) {
 		record(&adminv1.GatewayProgress{Gateway: s.ID, Misplaced: misplaced, Evicted: int64(total)})
 	})
 	record(&adminv1.GatewayProgress{Gateway: s.ID, Misplaced: misplaced, Evicted: int64(n), Done: true})
@@ -276,6 +296,6 @@ func (s *Service) DrainSelf(perSecond float64) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		pace(ctx, perSecond, func(n int) int { return s.Proxy.Evict("", n, "gateway_drain") }, nil)
+		Pace(ctx, perSecond, func(n int) int { return s.Proxy.Evict("", n, "gateway_drain") }, nil)
 	}()
 }

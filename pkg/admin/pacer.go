@@ -9,11 +9,11 @@ import (
 // fleet, when a request gives none.
 const DefaultPace = 50
 
-// pace calls evict(n) so that connections close at perSecond on average,
+// Pace calls evict(n) so that connections close at perSecond on average,
 // until evict closes fewer than it was asked (nothing left) or ctx ends.
 // It returns how many were closed. Budgets are computed from the start
 // time, not per tick, so timer jitter does not drift the rate.
-func pace(ctx context.Context, perSecond float64, evict func(n int) int, progress func(total int)) int {
+func Pace(ctx context.Context, perSecond float64, evict func(n int) int, progress func(total int)) int {
 	if perSecond <= 0 {
 		perSecond = DefaultPace
 	}

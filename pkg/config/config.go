@@ -36,6 +36,7 @@ type Config struct {
 	Backends []Backend `yaml:"backends"` // static list; exclusive with etcd
 	Etcd     *Etcd     `yaml:"etcd"`     // backends registered in etcd
 	Gateway  Gateway   `yaml:"gateway"`
+	Admin    Admin     `yaml:"admin"`
 	Limits   Limits    `yaml:"limits"`
 	Log      Log       `yaml:"log"`
 }
@@ -108,6 +109,25 @@ type Etcd struct {
 // Gateway identifies this replica in etcd.
 type Gateway struct {
 	ID string `yaml:"id"` // default: the host name (the pod name in Kubernetes)
+}
+
+// Admin is the admin API (gRPC) and the admin HTTP port (metrics, health).
+type Admin struct {
+	Listen       string       `yaml:"listen"`       // gRPC; default 127.0.0.1:9090; "off" disables
+	HTTPListen   string       `yaml:"httpListen"`   // /metrics /healthz /readyz; default 127.0.0.1:9091
+	Advertise    string       `yaml:"advertise"`    // address peers dial; default listen (required if listen has no host)
+	CertFile     string       `yaml:"certFile"`     // TLS server certificate
+	KeyFile      string       `yaml:"keyFile"`      // its key
+	ClientCAFile string       `yaml:"clientCAFile"` // mTLS: verifies client certificates (OU devgate-read: read-only)
+	Tokens       []AdminToken `yaml:"tokens"`       // bearer tokens
+	Insecure     bool         `yaml:"insecure"`     // allow a non-loopback listener without auth
+	Pprof        bool         `yaml:"pprof"`        // /debug/pprof on the HTTP port
+}
+
+// AdminToken is a bearer token, read from a file, with its role.
+type AdminToken struct {
+	File string `yaml:"file"`
+	Role string `yaml:"role"` // admin or read
 }
 
 // Limits bound what clients can make the gateway hold.
@@ -196,6 +216,9 @@ func (c *Config) Validate() error {
 	if err := c.Etcd.validate(len(c.Backends)); err != nil {
 		return err
 	}
+	if err := c.Admin.validate(); err != nil {
+		return err
+	}
 	if c.Limits.MaxConnections < -1 || c.Limits.MaxTries < 0 || c.Limits.DeviceCache < 0 {
 		return errors.New("limits: maxConnections, maxTries and deviceCache must not be negative (maxConnections -1 means none)")
 	}
@@ -234,6 +257,61 @@ func (e *Etcd) validate(static int) error {
 		}
 	}
 	return nil
+}
+
+func (a *Admin) validate() error {
+	for _, t := range a.Tokens {
+		if t.File == "" || (t.Role != "admin" && t.Role != "read") {
+			return fmt.Errorf("admin.tokens: each needs a file and role admin or read (got %+v)", t)
+		}
+	}
+	if (a.CertFile == "") != (a.KeyFile == "") {
+		return errors.New("admin: certFile and keyFile go together")
+	}
+	if a.ClientCAFile != "" && a.CertFile == "" {
+		return errors.New("admin: clientCAFile needs certFile and keyFile (mTLS)")
+	}
+	addr := a.GRPCAddr()
+	if addr == "off" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("admin.listen: %w", err)
+	}
+	ip := net.ParseIP(host)
+	loopback := ip != nil && ip.IsLoopback() || host == "localhost"
+	if !loopback && len(a.Tokens) == 0 && a.ClientCAFile == "" && !a.Insecure {
+		return fmt.Errorf("admin.listen %s is not loopback: set admin.tokens or admin.clientCAFile, or admin.insecure: true", addr)
+	}
+	if (host == "" || ip != nil && ip.IsUnspecified()) && a.Advertise == "" {
+		return fmt.Errorf("admin.listen %s has no host peers can dial: set admin.advertise", addr)
+	}
+	return nil
+}
+
+// GRPCAddr is the admin gRPC listen address or its default.
+func (a *Admin) GRPCAddr() string {
+	if a.Listen == "" {
+		return "127.0.0.1:9090"
+	}
+	return a.Listen
+}
+
+// HTTPAddr is the admin HTTP listen address or its default.
+func (a *Admin) HTTPAddr() string {
+	if a.HTTPListen == "" {
+		return "127.0.0.1:9091"
+	}
+	return a.HTTPListen
+}
+
+// AdvertiseAddr is the address peers dial.
+func (a *Admin) AdvertiseAddr() string {
+	if a.Advertise != "" {
+		return a.Advertise
+	}
+	return a.GRPCAddr()
 }
 
 // ListenAddr is Listen or its default.

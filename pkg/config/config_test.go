@@ -76,6 +76,10 @@ func TestErrors(t *testing.T) {
 		{"negative limit", "limits: {maxTries: -2}\n", "negative"},
 		{"bad level", "log: {level: loud}\n", "log.level"},
 		{"not yaml", "{{{", "parse"},
+		{"admin open to the world", "admin: {listen: '0.0.0.0:9090', advertise: 'g:9090'}\n", "not loopback"},
+		{"admin no advertise", "admin: {listen: '0.0.0.0:9090', insecure: true}\n", "advertise"},
+		{"admin bad role", "admin: {tokens: [{file: t, role: root}]}\n", "role"},
+		{"admin ca without cert", "admin: {clientCAFile: ca.pem}\n", "mTLS"},
 		{"etcd without endpoints", "etcd: {prefix: /x}\n", "etcd.endpoints"},
 		{"etcd and static", "etcd: {endpoints: ['http://e:2379']}\nbackends: [{id: a, addr: 'h:1'}]\n", "choose one"},
 		{"etcd bad scheme", "etcd: {endpoints: ['e:2379']}\n", "http://"},
@@ -99,6 +103,20 @@ func TestEtcdSection(t *testing.T) {
 	}
 	if len(c.Etcd.Endpoints) != 2 || c.Etcd.Cluster != "prod" || time.Duration(c.Etcd.PanicHold) != 2*time.Minute {
 		t.Fatalf("etcd = %+v", c.Etcd)
+	}
+}
+
+func TestAdminSection(t *testing.T) {
+	for _, doc := range []string{
+		"admin: {listen: '0.0.0.0:9090', advertise: 'g:9090', tokens: [{file: /t, role: admin}]}\n",
+		"admin: {listen: '0.0.0.0:9090', advertise: 'g:9090', certFile: c, keyFile: k, clientCAFile: ca}\n",
+		"admin: {listen: '0.0.0.0:9090', advertise: 'g:9090', insecure: true}\n",
+		"admin: {listen: '127.0.0.1:9090'}\n",
+		"admin: {listen: 'off'}\n",
+	} {
+		if _, err := Parse([]byte(doc)); err != nil {
+			t.Errorf("%s: %v", doc, err)
+		}
 	}
 }
 

@@ -51,6 +51,7 @@ func (p *Proxy) handle(c net.Conn) {
 	}
 	// Every byte read before routing goes to the backend first, unchanged.
 	_, err = backend.Write(buf)
+	p.stats.bytesIn.Add(uint64(len(buf)))
 	p.putBuf(bp, buf)
 	if err != nil {
 		c.Close()

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
+	"github.com/devgate/devgate/pkg/admin"
+	"github.com/devgate/devgate/pkg/config"
+	"github.com/devgate/devgate/pkg/metrics"
+	"github.com/devgate/devgate/pkg/proxy"
+)
+
+// adminPlane is the admin gRPC server and the admin HTTP server of one
+// replica.
+type adminPlane struct {
+	svc    *admin.Service // nil without etcd
+	ready  func() (bool, string)
+	grpc   *grpc.Server
+	health *health.Server
+	http   *http.Server
+	wg     sync.WaitGroup
+	cancel context.CancelFunc
+}
+
+// startAdmin serves the admin API (with etcd) and the HTTP port. The
+// proxy's preread hook is set here, so call it before the proxy serves.
+func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *membership, log *zap.Logger) (*adminPlane, error) {
+	a := &adminPlane{}
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(metrics.NewProxyCollector(p))
+	hist := metrics.NewPrereadHistogram()
+	reg.MustRegister(hist)
+	p.OnPreread = metrics.ObserveSeconds(hist)
+	a.ready = func() (bool, string) {
+		if p.Draining() {
+			return false, "draining"
+		}
+		if r := src.Ring(); r == nil {
+			return false, "no ring yet"
+		}
+		return true, "ok"
+	}
+
+	if m != nil && cfg.Admin.GRPCAddr() != "off" {
+		reg.MustRegister(metrics.NewRegistryCollector(m.watcher))
+		if err := a.startGRPC(ctx, cfg, p, m, log); err != nil {
+			cancel()
+			return nil, err
+		}
+		a.ready = a.svc.Ready
+	}
+	h := admin.NewHTTPHandler(admin.HTTPOptions{Gatherer: reg, Ready: func() (bool, string) { return a.ready() }, Pprof: cfg.Admin.Pprof})
+	a.http = admin.NewHTTPServer(cfg.Admin.HTTPAddr(), h)
+	l, err := net.Listen("tcp", cfg.Admin.HTTPAddr())
+	if err != nil {
+		a.stop()
+		return nil, fmt.Errorf("admin http: %w", err)
+	}
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.http.Serve(l) }()
+	log.Info("admin http serving", zap.Stringer("addr", l.Addr()), zap.Bool("pprof", cfg.Admin.Pprof))
+	return a, nil
+}
+
+func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy.Proxy, m *membership, log *zap.Logger) error {
+	ac := cfg.Admin
+	auth, peerToken, err := loadAuth(ac)
+	if err != nil {
+		return err
+	}
+	serverTLS, peerTLS, err := loadAdminTLS(ac)
+	if err != nil {
+		return err
+	}
+	opts := auth.ServerOptions()
+	if serverTLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(serverTLS)))
+	}
+	a.grpc = grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(1<<20), grpc.MaxConcurrentStreams(256))...)
+	a.svc = &admin.Service{
+		ID: m.id, Version: version, Started: time.Now(), Proxy: p, Watcher: m.watcher,
+		Client: m.client, Keys: m.keys, Logger: log.Named("admin"),
+		LookupFallbacks: max(cfg.Limits.MaxTries, 3) - 1,
+		DialPeer: func(addr string) (*grpc.ClientConn, error) {
+			creds := insecure.NewCredentials()
+			if peerTLS != nil {
+				creds = credentials.NewTLS(peerTLS)
+			}
+			dopts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+			if peerToken != "" {
+				dopts = append(dopts, grpc.WithPerRPCCredentials(admin.TokenCredentials(peerToken, peerTLS != nil)))
+			}
+			return grpc.NewClient(addr, dopts...)
+		},
+	}
+	adminv1.RegisterAdminServer(a.grpc, a.svc)
+	a.health = health.NewServer()
+	healthpb.RegisterHealthServer(a.grpc, a.health)
+	reflection.Register(a.grpc)
+	l, err := net.Listen("tcp", ac.GRPCAddr())
+	if err != nil {
+		return fmt.Errorf("admin grpc: %w", err)
+	}
+	a.wg.Add(3)
+	go func() { defer a.wg.Done(); a.grpc.Serve(l) }()
+	go func() { defer a.wg.Done(); a.svc.Run(ctx) }()
+	go func() { // health follows readiness
+		defer a.wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			st := healthpb.HealthCheckResponse_NOT_SERVING
+			if ok, _ := a.svc.Ready(); ok {
+				st = healthpb.HealthCheckResponse_SERVING
+			}
+			a.health.SetServingStatus("", st)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	log.Info("admin grpc serving", zap.Stringer("addr", l.Addr()), zap.String("advertise", ac.AdvertiseAddr()),
+		zap.Bool("tls", serverTLS != nil), zap.Int("tokens", len(ac.Tokens)), zap.Bool("open", auth.Open))
+	return nil
+}
+
+func (a *adminPlane) stop() {
+	a.cancel()
+	if a.grpc != nil {
+		a.grpc.Stop()
+	}
+	if a.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		a.http.Shutdown(ctx)
+		cancel()
+	}
+	a.wg.Wait()
+}
+
+// loadAuth reads the token files. Without tokens or a client CA the API is
+// open; config validation allows that only on loopback or when insecure.
+func loadAuth(ac config.Admin) (*admin.Auth, string, error) {
+	auth := &admin.Auth{Tokens: map[string]admin.Role{}}
+	peer := ""
+	for _, t := range ac.Tokens {
+		b, err := os.ReadFile(t.File)
+		if err != nil {
+			return nil, "", fmt.Errorf("admin token: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if len(tok) < 16 {
+			return nil, "", fmt.Errorf("admin token in %s: at least 16 characters", t.File)
+		}
+		role := admin.RoleRead
+		if t.Role == "admin" {
+			role = admin.RoleAdmin
+			if peer == "" {
+				peer = tok
+			}
+		}
+		auth.Tokens[tok] = role
+	}
+	auth.Open = len(auth.Tokens) == 0 && ac.ClientCAFile == ""
+	return auth, peer, nil
+}
+
+// loadAdminTLS returns the server's TLS config and the one peers dial with
+// (the same certificate as a client certificate, trusting the client CA).
+func loadAdminTLS(ac config.Admin) (server, peer *tls.Config, err error) {
+	if ac.CertFile == "" {
+		return nil, nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(ac.CertFile, ac.KeyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin tls: %w", err)
+	}
+	server = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	peer = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if ac.ClientCAFile != "" {
+		pem, err := os.ReadFile(ac.ClientCAFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("admin client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, errors.New("admin client CA: no certificate in " + ac.ClientCAFile)
+		}
+		// Tokens still work without a certificate; a certificate given must verify.
+		server.ClientAuth, server.ClientCAs = tls.VerifyClientCertIfGiven, pool
+		peer.RootCAs = pool
+	}
+	return server, peer, nil
+}

@@ -1,0 +1,61 @@
+// Package metrics exposes devgate's counters to Prometheus. It owns no
+// counters of its own except the preread histogram: its collectors read a
+// proxy's Stats and Conns and a watcher's WatcherStats and Snapshot at
+// scrape time, so the hot path pays nothing for them.
+//
+//	reg := prometheus.NewRegistry()
+//	reg.MustRegister(metrics.NewProxyCollector(p), metrics.NewRegistryCollector(w))
+//	hist := metrics.NewPrereadHistogram()
+//	reg.MustRegister(hist)
+//	p.OnPreread = metrics.ObserveSeconds(hist)
+//
+// # Metrics
+//
+// From the proxy (NewProxyCollector):
+//
+//	devgate_connections_accepted_total        counter  connections accepted (refused ones included)
+//	devgate_connections_active                gauge    connections open now (prereading or proxied)
+//	devgate_connections_proxied               gauge    connections open now and routed to a backend
+//	devgate_backend_connections{backend}      gauge    proxied connections per backend id
+//	devgate_connections_closed_total{reason}  counter  connections ended or refused, by reason
+//	devgate_routed_total                      counter  connections routed to a backend
+//	devgate_fallbacks_total                   counter  routed to a backend other than the owner
+//	devgate_dial_failures_total               counter  failed backend dials, each try counted
+//	devgate_device_moved_total                counter  devices that reconnected to another backend than last time
+//	devgate_bytes_total{direction}            counter  bytes proxied: "in" client to backend, "out" back;
+//	                                                   counted when a connection ends
+//	devgate_evictions_total{cause}            counter  proxied connections the gateway closed on purpose
+//
+// Reasons of devgate_connections_closed_total are the proxy's Reason*
+// constants (max_conns, shutdown, empty, client_gone, preread_timeout,
+// read_error, no_backends, dial_failed, backend_write, client_closed,
+// backend_closed, replaced, evicted_<cause>) and, for bad input, the frame
+// package's labels (bad_header, too_large, no_key, key_too_long, not_json,
+// too_many_frames, preread_cap, bad_key). These and the evicted_<cause> of
+// EvictionCauses are exported as 0 before they first happen, so rate() and
+// alerts see them; any other reason the proxy records shows up too.
+//
+// devgate_evictions_total is a view of the same counts: reason
+// "evicted_<cause>" gives cause <cause> ("drain", "rebalance",
+// "gateway_drain", "shutdown", ...), "replaced" (a device logged in again
+// while its older connection was open) gives cause "replaced", and a bare
+// "evicted" gives "other". A hard cut when Shutdown's context expires
+// counts as reason "shutdown", not as an eviction.
+//
+// From the registry watcher (NewRegistryCollector):
+//
+//	devgate_ring_revision                 gauge    etcd revision of the snapshot routed on (0: none yet)
+//	devgate_ring_backends{state}          gauge    backends of the snapshot by state: active, draining, held;
+//	                                               active + held are in the ring
+//	devgate_etcd_connected                gauge    1 while the watch is open and etcd answers
+//	devgate_etcd_staleness_seconds        gauge    time since etcd last answered (0 before the first answer)
+//	devgate_registry_relists_total        counter  full lists (start, compaction, restore, broken watch)
+//	devgate_registry_bad_values_total     counter  keys in etcd rejected as untrusted input
+//	devgate_registry_builds_total         counter  snapshots built
+//	devgate_panic_holds_total             counter  times the panic threshold held departed backends
+//
+// Fed by the proxy through Proxy.OnPreread (NewPrereadHistogram):
+//
+//	devgate_preread_seconds               histogram  time a client took to send its key frame (or fail to);
+//	                                                 buckets 100us .. 10s
+package metrics

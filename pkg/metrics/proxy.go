@@ -1,0 +1,172 @@
+package metrics
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/devgate/devgate/pkg/frame"
+	"github.com/devgate/devgate/pkg/proxy"
+)
+
+const namespace = "devgate"
+
+// EvictionCauses are the causes exported as 0 in devgate_evictions_total
+// (and as evicted_<cause> in devgate_connections_closed_total) before the
+// first eviction; NewProxyCollector copies it. Other causes appear when
+// they first happen.
+var EvictionCauses = []string{"drain", "rebalance", "gateway_drain", "shutdown", "replaced"}
+
+// ProxySource is what NewProxyCollector reads; *proxy.Proxy is one.
+type ProxySource interface {
+	Stats() proxy.Stats
+	Conns() map[string]int
+}
+
+// closedReasons are the reasons exported before they first happen: the
+// proxy's own and the frame package's bad-input labels.
+func closedReasons() []string {
+	rs := []string{
+		proxy.ReasonMaxConns, proxy.ReasonShutdown, proxy.ReasonEmpty, proxy.ReasonClientGone,
+		proxy.ReasonPrereadTimeout, proxy.ReasonReadError, proxy.ReasonNoBackends,
+		proxy.ReasonDialFailed, proxy.ReasonBackendWrite, proxy.ReasonClientClosed,
+		proxy.ReasonBackendClosed, proxy.ReasonReplaced,
+	}
+	for _, err := range []error{
+		frame.ErrBadHeader, frame.ErrTooLarge, frame.ErrNoKey, frame.ErrKeyTooLong, frame.ErrNotJSON,
+		frame.ErrTooManyFrames, frame.ErrPrereadCap, frame.ErrBadKey,
+	} {
+		rs = append(rs, frame.Reason(err))
+	}
+	for _, c := range EvictionCauses {
+		if c != proxy.ReasonReplaced {
+			rs = append(rs, proxy.ReasonEvicted+"_"+c)
+		}
+	}
+	return rs
+}
+
+// evictionCause returns the cause a closed reason counts under in
+// devgate_evictions_total, and false if it is not an eviction.
+func evictionCause(reason string) (string, bool) {
+	switch {
+	case reason == proxy.ReasonReplaced:
+		return "replaced", true
+	case reason == proxy.ReasonEvicted:
+		return "other", true
+	case strings.HasPrefix(reason, proxy.ReasonEvicted+"_"):
+		if c := strings.TrimPrefix(reason, proxy.ReasonEvicted+"_"); c != "" {
+			return c, true
+		}
+		return "other", true
+	}
+	return "", false
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(prometheus.BuildFQName(namespace, "", name), help, labels, nil)
+}
+
+type proxyCollector struct {
+	src ProxySource
+
+	accepted, active, proxied, backend, closed, routed, fallbacks,
+	dialFailures, moved, bytes, evictions *prometheus.Desc
+
+	reasons []string // pre-declared closed reasons
+	causes  []string // pre-declared eviction causes
+}
+
+// NewProxyCollector exposes a proxy's Stats() and Conns(), read at scrape
+// time. See the package comment for the metrics.
+func NewProxyCollector(p ProxySource) prometheus.Collector {
+	return &proxyCollector{
+		src:          p,
+		accepted:     desc("connections_accepted_total", "Connections accepted, including those refused at once (max_conns)."),
+		active:       desc("connections_active", "Connections open now, prereading or proxied."),
+		proxied:      desc("connections_proxied", "Connections open now and routed to a backend."),
+		backend:      desc("backend_connections", "Proxied connections open now, by backend id.", "backend"),
+		closed:       desc("connections_closed_total", "Connections ended or refused, by reason.", "reason"),
+		routed:       desc("routed_total", "Connections routed to a backend."),
+		fallbacks:    desc("fallbacks_total", "Connections routed to a backend other than the key's owner, because the owner's dial failed."),
+		dialFailures: desc("dial_failures_total", "Failed dials to backends, each try counted."),
+		moved:        desc("device_moved_total", "Devices that reconnected through this replica to a different backend than last time."),
+		bytes:        desc("bytes_total", "Bytes proxied, counted when a connection ends: in is client to backend, out is backend to client.", "direction"),
+		evictions:    desc("evictions_total", "Proxied connections closed by the gateway on purpose, by cause (drain, rebalance, gateway_drain, replaced).", "cause"),
+		reasons:      closedReasons(),
+		causes:       slices.Clone(EvictionCauses),
+	}
+}
+
+func (c *proxyCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.accepted, c.active, c.proxied, c.backend, c.closed,
+		c.routed, c.fallbacks, c.dialFailures, c.moved, c.bytes, c.evictions} {
+		ch <- d
+	}
+}
+
+func (c *proxyCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.src.Stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter(c.accepted, s.Accepted)
+	gauge(c.active, float64(s.Active))
+	gauge(c.proxied, float64(s.Proxied))
+	counter(c.routed, s.Routed)
+	counter(c.fallbacks, s.Fallbacks)
+	counter(c.dialFailures, s.DialFailures)
+	counter(c.moved, s.Moved)
+	counter(c.bytes, s.BytesIn, "in")
+	counter(c.bytes, s.BytesOut, "out")
+	for id, n := range c.src.Conns() {
+		gauge(c.backend, float64(n), id)
+	}
+
+	closed := make(map[string]uint64, len(c.reasons)+len(s.Closed))
+	for _, r := range c.reasons {
+		closed[r] = 0
+	}
+	for r, n := range s.Closed {
+		closed[r] = n
+	}
+	evictions := make(map[string]uint64, len(c.causes))
+	for _, cause := range c.causes {
+		evictions[cause] = 0
+	}
+	for r, n := range closed {
+		counter(c.closed, n, r)
+		if cause, ok := evictionCause(r); ok {
+			evictions[cause] += n
+		}
+	}
+	for cause, n := range evictions {
+		counter(c.evictions, n, cause)
+	}
+}
+
+// NewPrereadHistogram returns the devgate_preread_seconds histogram, with
+// buckets from 100us to 10s. Register it, and feed it through
+// Proxy.OnPreread = ObserveSeconds(h).
+func NewPrereadHistogram() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: namespace,
+		Name:      "preread_seconds",
+		Help:      "Time a client took to send its key frame, or to fail to.",
+		Buckets: []float64{
+			.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05,
+			.1, .25, .5, 1, 2.5, 5, 10,
+		},
+	})
+}
+
+// ObserveSeconds returns a hook for Proxy.OnPreread that records each
+// duration in o, in seconds.
+func ObserveSeconds(o prometheus.Observer) func(time.Duration) {
+	return func(d time.Duration) { o.Observe(d.Seconds()) }
+}

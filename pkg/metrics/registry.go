@@ -1,0 +1,86 @@
+package metrics
+
+import (
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/devgate/devgate/pkg/registry"
+)
+
+// RegistrySource is what NewRegistryCollector reads; *registry.Watcher is one.
+type RegistrySource interface {
+	Stats() registry.WatcherStats
+	Snapshot() *registry.Snapshot
+}
+
+// states are the member states exported, 0 when no member is in them.
+var states = []registry.State{registry.StateActive, registry.StateDraining, registry.StateHeld}
+
+type registryCollector struct {
+	src RegistrySource
+
+	revision, backends, connected, staleness, relists, badValues, builds, panicHolds *prometheus.Desc
+}
+
+// NewRegistryCollector exposes a watcher's WatcherStats and its snapshot
+// (ring revision, backends by state), read at scrape time. See the package
+// comment for the metrics.
+func NewRegistryCollector(w RegistrySource) prometheus.Collector {
+	return &registryCollector{
+		src:        w,
+		revision:   desc("ring_revision", "etcd revision of the snapshot this replica routes on; 0 before the first."),
+		backends:   desc("ring_backends", "Backends of the current snapshot by state; active and held ones are in the ring.", "state"),
+		connected:  desc("etcd_connected", "1 while the etcd watch is open and etcd answers, else 0."),
+		staleness:  desc("etcd_staleness_seconds", "Seconds since etcd last answered; 0 before the first answer."),
+		relists:    desc("registry_relists_total", "Full lists of the cluster's keys (start, compaction, restore, broken watch)."),
+		badValues:  desc("registry_bad_values_total", "Keys in etcd rejected as untrusted input."),
+		builds:     desc("registry_builds_total", "Snapshots (rings) built from etcd."),
+		panicHolds: desc("panic_holds_total", "Times the panic threshold held departed backends in the ring."),
+	}
+}
+
+func (c *registryCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.revision, c.backends, c.connected, c.staleness,
+		c.relists, c.badValues, c.builds, c.panicHolds} {
+		ch <- d
+	}
+}
+
+func (c *registryCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.src.Stats()
+	snap := c.src.Snapshot() // revision and members from one snapshot
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	byState := make(map[registry.State]int, len(states))
+	var rev int64
+	if snap != nil {
+		rev = snap.Revision
+		for _, m := range snap.Members {
+			byState[m.State]++
+		}
+	}
+	gauge(c.revision, float64(rev))
+	for _, st := range states {
+		gauge(c.backends, float64(byState[st]), string(st))
+	}
+	for st, n := range byState { // a state added later still shows
+		if !slices.Contains(states, st) {
+			gauge(c.backends, float64(n), string(st))
+		}
+	}
+	connected := 0.0
+	if s.Connected {
+		connected = 1
+	}
+	gauge(c.connected, connected)
+	gauge(c.staleness, s.Staleness.Seconds())
+	counter(c.relists, s.Relists)
+	counter(c.badValues, s.BadValues)
+	counter(c.builds, s.Builds)
+	counter(c.panicHolds, s.PanicHolds)
+}
