@@ -301,3 +301,50 @@ func TestListGatewaysAndPartial(t *testing.T) {
 func registryPutGateway(f *fleet, id, admin string) (any, error) {
 	return f.cli.Put(context.Background(), fleetKeys.Gateway(id), fmt.Sprintf(`{"admin":%q,"started":"2026-01-01T00:00:00Z"}`, admin))
 }
+
+// Draining a gateway through another replica: it stops accepting, fails
+// readiness, and evicts its own connections at the pace asked.
+func TestDrainGatewayThroughPeer(t *testing.T) {
+	f := newFleet(t, 2, 2)
+	g1, g2 := f.gateways[0], f.gateways[1]
+	var closed sync.WaitGroup
+	for i := 0; i < 10; i++ {
+		c, _ := login(t, g2.addr, fmt.Sprintf("dev-%d", i))
+		closed.Add(1)
+		go func() {
+			defer closed.Done()
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			io.Copy(io.Discard, c)
+		}()
+	}
+	start := time.Now()
+	resp, err := f.client(g1, adminToken).DrainGateway(ctx5(t), &adminv1.DrainGatewayRequest{Id: "g2", EvictPerSecond: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp.Gateway.Draining || resp.Gateway.Id != "g2" {
+		t.Fatalf("answer %v", resp.Gateway)
+	}
+	if ok, why := g2.svc.Ready(); ok || why != "draining" {
+		t.Fatalf("g2 ready=%v (%s) while draining", ok, why)
+	}
+	if c, err := net.DialTimeout("tcp", g2.addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("g2 still accepts devices")
+	}
+	closed.Wait()
+	took := time.Since(start)
+	t.Logf("g2 evicted its 10 connections in %s at 10/s", took.Round(time.Millisecond))
+	if took < 800*time.Millisecond {
+		t.Fatalf("10 connections at 10/s evicted in %s: faster than the pace", took)
+	}
+	// The proxy counts a close just after the client sees it.
+	waitUntil(t, "10 counted as evicted_gateway_drain", func() bool { return g2.proxy.Stats().Closed["evicted_gateway_drain"] == 10 })
+	// g1 is untouched and still takes devices.
+	c, _ := login(t, g1.addr, "dev-after")
+	c.Close()
+	if _, err := f.client(g1, adminToken).DrainGateway(ctx5(t), &adminv1.DrainGatewayRequest{Id: "nope"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown gateway: %v", err)
+	}
+}

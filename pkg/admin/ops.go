@@ -288,14 +288,15 @@ func (s *Service) DrainSelf(perSecond float64) {
 		return
 	}
 	s.Proxy.StopAccepting()
-	ctx := s.drainCtx
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	s.log().Info("draining this gateway", zap.Float64("perSecond", perSecond), zap.Int64("connections", s.Proxy.Proxied()))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.runCtx == nil || s.stopped { // not running: Shutdown closes the rest
+		return
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		Pace(ctx, perSecond, func(n int) int { return s.Proxy.Evict("", n, "gateway_drain") }, nil)
+		Pace(s.runCtx, perSecond, func(n int) int { return s.Proxy.Evict("", n, "gateway_drain") }, nil)
 	}()
 }

@@ -53,10 +53,13 @@ type Service struct {
 	Logger *zap.Logger
 
 	draining atomic.Bool
-	wg       sync.WaitGroup // DrainSelf's eviction
 	runOnce  sync.Once
 	drains   *drainer
-	drainCtx context.Context
+
+	mu      sync.Mutex
+	runCtx  context.Context // set by Run; DrainSelf's eviction runs under it
+	stopped bool
+	wg      sync.WaitGroup // DrainSelf's eviction
 }
 
 func (s *Service) log() *zap.Logger {
@@ -69,7 +72,9 @@ func (s *Service) log() *zap.Logger {
 // Run carries out drains stored in etcd on this replica until ctx ends.
 func (s *Service) Run(ctx context.Context) {
 	s.runOnce.Do(func() {
-		s.drainCtx = ctx
+		s.mu.Lock()
+		s.runCtx = ctx
+		s.mu.Unlock()
 		s.drains = newDrainer(ctx, s.Proxy, s.log().Named("drain"))
 	})
 	t := time.NewTicker(100 * time.Millisecond)
@@ -83,6 +88,9 @@ func (s *Service) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			s.drains.wait()
+			s.mu.Lock()
+			s.stopped = true
+			s.mu.Unlock()
 			s.wg.Wait()
 			return
 		case <-t.C:
