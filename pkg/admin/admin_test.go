@@ -208,14 +208,6 @@ func TestRebalanceMovesOnlyMisplaced(t *testing.T) {
 		t.Fatalf("progress %v, want %d misplaced and evicted over 2 gateways", last, want)
 	}
 	t.Logf("rebalance: %d of %d devices misplaced after adding b3, all evicted, none other", want, len(devs))
-	for _, d := range devs {
-		if d.backend != "" {
-			select {
-			case <-d.closed:
-			default:
-			}
-		}
-	}
 	f.cancel() // the rest close with the fleet
 }
 
@@ -247,7 +239,6 @@ func TestAuth(t *testing.T) {
 func TestLookupAgreesWithDataPath(t *testing.T) {
 	f := newFleet(t, 2, 4)
 	cfg := sim.Config{Target: f.gateways[0].addr, Devices: 10000, Reconnects: -1, Heartbeats: -1, Concurrency: 32}
-	landed := map[string]string{}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // 10,000 logins under -race
 	defer cancel()
 	rep, err := sim.Run(ctx, cfg)
@@ -267,7 +258,6 @@ func TestLookupAgreesWithDataPath(t *testing.T) {
 		}
 	}
 	for id, n := range rep.PerBackend {
-		landed[id] = fmt.Sprint(n)
 		if count[id] != n {
 			t.Fatalf("landed %v, lookup says %v", rep.PerBackend, count)
 		}

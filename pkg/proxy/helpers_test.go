@@ -15,17 +15,13 @@ import (
 
 	"github.com/devgate/devgate/pkg/demo"
 	"github.com/devgate/devgate/pkg/ring"
+	"github.com/devgate/devgate/pkg/sim"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // mkframe builds a frame of the default 6-byte header format.
-func mkframe(typ byte, body string) []byte {
-	b := make([]byte, 6, 6+len(body))
-	b[0], b[1] = typ, 1
-	binary.BigEndian.PutUint16(b[4:], uint16(len(body)))
-	return append(b, body...)
-}
+func mkframe(typ byte, body string) []byte { return sim.AppendFrame(nil, typ, 1, 0, []byte(body)) }
 
 func login(devid string) []byte {
 	return mkframe(1, fmt.Sprintf(`{"devid":%q,"token":"t0k3n","os":"android"}`, devid))
