@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -27,13 +28,16 @@ func (p *Proxy) handle(c net.Conn) {
 
 	bp := prereadPool.Get().(*[]byte)
 	start := time.Now()
-	buf, key, err := p.preread(c, (*bp)[:0])
+	client, src, buf, key, release, err := p.admit(c, (*bp)[:0])
 	p.endPreread(c)
 	if p.OnPreread != nil {
 		p.OnPreread(time.Since(start))
 	}
+	if release != nil {
+		defer release()
+	}
 	if err != nil {
-		p.reject(c, err, buf)
+		p.reject(client, err, buf)
 		p.putBuf(bp, buf)
 		return
 	}
@@ -43,18 +47,26 @@ func (p *Proxy) handle(c net.Conn) {
 	b, backend, reason := p.dial(r, key)
 	if backend == nil {
 		p.putBuf(bp, buf)
-		c.Close()
+		client.Close()
 		p.stats.close(reason)
 		p.badLog.Warn("connection refused", zap.String("reason", reason),
-			zap.String("device", sanitize(device)), zap.Stringer("client", c.RemoteAddr()))
+			zap.String("device", sanitize(device)), zap.Stringer("client", src))
 		return
 	}
-	// Every byte read before routing goes to the backend first, unchanged.
-	_, err = backend.Write(buf)
+	// Every byte read before routing goes to the backend first, unchanged,
+	// after the PROXY header when the backend wants one.
+	if p.SendProxyV2 {
+		var hdr []byte
+		if hdr, err = proxyV2Header(src, c.LocalAddr()); err == nil {
+			_, err = backend.Write(append(hdr, buf...))
+		}
+	} else {
+		_, err = backend.Write(buf)
+	}
 	p.stats.bytesIn.Add(uint64(len(buf)))
 	p.putBuf(bp, buf)
 	if err != nil {
-		c.Close()
+		client.Close()
 		backend.Close()
 		p.stats.close(ReasonBackendWrite)
 		p.badLog.Warn("write to backend failed", zap.String("backend", b.ID), zap.Error(err))
@@ -62,7 +74,7 @@ func (p *Proxy) handle(c net.Conn) {
 	}
 	p.setKeepAlive(backend)
 
-	pc := &conn{client: c, backend: backend, device: device, backendID: b.ID, since: time.Now()}
+	pc := &conn{client: client, backend: backend, device: device, backendID: b.ID, since: time.Now()}
 	p.stats.routed.Add(1)
 	p.stats.proxied.Add(1)
 	p.table.add(pc)
@@ -88,6 +100,67 @@ func (p *Proxy) handle(c net.Conn) {
 	p.stats.close(pc.endReason())
 }
 
+// admit takes a new connection through the steps before routing, all under
+// the preread deadline: the PROXY header (from trusted balancers), the
+// per-address limits, the TLS handshake, and the key frame. It returns the
+// connection to talk to the device on, the device's address, every byte
+// read after the PROXY header, the key, and the release of the per-address
+// slot (nil when none was taken).
+func (p *Proxy) admit(c net.Conn, buf []byte) (client net.Conn, src net.Addr, _ []byte, key []byte, release func(), err error) {
+	client, src = c, c.RemoteAddr()
+	if err = c.SetReadDeadline(time.Now().Add(p.prereadTimeout())); err != nil {
+		return client, src, buf, nil, nil, err
+	}
+	if len(p.TrustedProxies) > 0 {
+		if buf, src, err = p.readProxyHeader(c, buf); err != nil {
+			return client, src, buf, nil, nil, err
+		}
+	}
+	if p.perIP.enabled() {
+		ip := addrIP(src)
+		ok, reason := p.perIP.acquire(ip, time.Now())
+		if !ok {
+			return client, src, buf, nil, nil, limitError(reason)
+		}
+		release = func() { p.perIP.release(ip) }
+	}
+	if p.TLS != nil {
+		tc := tls.Server(&prefixConn{Conn: c, prefix: buf}, p.TLS)
+		client, buf = tc, buf[:0]
+		if err = tc.Handshake(); err != nil {
+			return client, src, buf, nil, release, &tlsError{err}
+		}
+	}
+	buf, key, err = p.preread(client, buf)
+	return client, src, buf, key, release, err
+}
+
+// limitError carries the reason a per-address limit refused a connection.
+type limitError string
+
+func (e limitError) Error() string { return "proxy: refused by limit " + string(e) }
+
+type tlsError struct{ err error }
+
+func (e *tlsError) Error() string { return "tls handshake: " + e.err.Error() }
+func (e *tlsError) Unwrap() error { return e.err }
+
+// prefixConn replays bytes read before a TLS handshake (after a PROXY
+// header) ahead of the socket.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(b []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(b, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
+}
+
 func (p *Proxy) putBuf(bp *[]byte, buf []byte) {
 	if cap(buf) > 4096 { // do not let one large frame pin memory in the pool
 		buf = make([]byte, 0, 512)
@@ -102,13 +175,18 @@ func (p *Proxy) endPreread(c net.Conn) {
 	p.mu.Unlock()
 }
 
-// preread reads until the matcher finds the key, under the deadline and the
-// matcher's byte cap. The returned buf holds every byte read.
+// preread reads until the matcher finds the key, under the deadline admit
+// set and the matcher's byte cap. buf may already hold bytes; the returned
+// buf holds every byte read.
 func (p *Proxy) preread(c net.Conn, buf []byte) ([]byte, []byte, error) {
-	if err := c.SetReadDeadline(time.Now().Add(p.prereadTimeout())); err != nil {
-		return buf, nil, err
-	}
 	limit := p.Matcher.PrereadLimit()
+	if len(buf) > 0 { // bytes that came with a PROXY header
+		if key, ferr := p.Matcher.Find(buf); ferr == nil {
+			return buf, key, c.SetReadDeadline(time.Time{})
+		} else if !errors.Is(ferr, frame.ErrShort) {
+			return buf, nil, ferr
+		}
+	}
 	for {
 		if len(buf) >= limit {
 			return buf, nil, frame.ErrPrereadCap
@@ -149,7 +227,17 @@ func (p *Proxy) reject(c net.Conn, err error, buf []byte) {
 
 func prereadReason(err error, n int) string {
 	var ne net.Error
+	var le limitError
+	var te *tlsError
 	switch {
+	case errors.As(err, &le):
+		return string(le)
+	case errors.As(err, &te):
+		return ReasonTLSHandshake
+	case errors.Is(err, ErrProxyUntrusted):
+		return ReasonProxyUntrusted
+	case errors.Is(err, ErrProxyHeader):
+		return ReasonProxyHeader
 	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
 		return ReasonPrereadTimeout
 	case errors.Is(err, io.EOF) && n == 0:
@@ -195,6 +283,10 @@ func (p *Proxy) dial(r ring.Ring, key []byte) (ring.Backend, net.Conn, string) {
 func (p *Proxy) dialer(ctx context.Context, network, addr string) (net.Conn, error) {
 	if p.Dial != nil {
 		return p.Dial(ctx, network, addr)
+	}
+	if p.BackendTLS != nil {
+		d := tls.Dialer{Config: p.BackendTLS}
+		return d.DialContext(ctx, network, addr)
 	}
 	var d net.Dialer
 	return d.DialContext(ctx, network, addr)

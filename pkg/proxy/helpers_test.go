@@ -72,7 +72,9 @@ func newCluster(t *testing.T, n int, configure func(*Proxy)) *cluster {
 		t.Fatal(err)
 	}
 	c.ring.Store(r)
-	c.proxy = &Proxy{Source: c.ring, PrereadTimeout: 2 * time.Second, DialTimeout: time.Second}
+	// Every test device comes from 127.0.0.1: per-address limits have their own tests.
+	c.proxy = &Proxy{Source: c.ring, PrereadTimeout: 2 * time.Second, DialTimeout: time.Second,
+		MaxConnsPerIP: -1, AcceptRatePerIP: -1}
 	if configure != nil {
 		configure(c.proxy)
 	}

@@ -4,13 +4,19 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // pipe copies both ways until both directions end, honouring half-close:
 // when one side stops sending, the other side's write half is shut and the
 // opposite direction goes on. It returns bytes client->backend and back.
 func (p *Proxy) pipe(c *conn) (in, out int64) {
+	if p.IdleTimeout > 0 {
+		return p.pipeIdle(c)
+	}
 	done := make(chan int64, 1)
 	go func() { done <- copyBackendToClient(c) }()
 	in = copyClientToBackend(c)
@@ -43,6 +49,60 @@ func copyHalf(c *conn, dst, src net.Conn, eofReason string) int64 {
 	}
 	c.close(eofReason)
 	return n
+}
+
+// pipeIdle is pipe with an idle timeout: each direction reads under a
+// deadline and, when it fires, closes the connection only if the other
+// direction was quiet too. It copies through pooled buffers, so it costs
+// more memory than the splice path; it runs only when IdleTimeout is set.
+func (p *Proxy) pipeIdle(c *conn) (in, out int64) {
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	done := make(chan int64, 1)
+	go func() { done <- copyIdle(c, c.client, c.backend, p.IdleTimeout, &last, ReasonBackendClosed) }()
+	in = copyIdle(c, c.backend, c.client, p.IdleTimeout, &last, ReasonClientClosed)
+	out = <-done
+	c.close(ReasonClientClosed)
+	return in, out
+}
+
+var idleBufPool = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+
+func copyIdle(c *conn, dst, src net.Conn, idle time.Duration, last *atomic.Int64, eofReason string) int64 {
+	bp := idleBufPool.Get().(*[]byte)
+	defer idleBufPool.Put(bp)
+	var total int64
+	for {
+		src.SetReadDeadline(time.Now().Add(idle))
+		n, err := src.Read(*bp)
+		if n > 0 {
+			last.Store(time.Now().UnixNano())
+			if _, werr := dst.Write((*bp)[:n]); werr != nil {
+				c.close(eofReason)
+				return total
+			}
+			total += int64(n)
+		}
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			if time.Since(time.Unix(0, last.Load())) < idle {
+				continue // the other direction is busy
+			}
+			c.close(ReasonIdleTimeout)
+			return total
+		}
+		if errors.Is(err, io.EOF) {
+			c.setReason(eofReason)
+			if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+				return total
+			}
+		}
+		c.close(eofReason)
+		return total
+	}
 }
 
 func isReset(err error) bool {

@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -54,6 +56,43 @@ type Proxy struct {
 	// metric and duplicate-login replacement. If zero, 100000.
 	DeviceCacheSize int
 
+	// MaxConnsPerIP caps open connections from one source address (the
+	// device's, from the PROXY header when there is one). If zero, 10000:
+	// loose enough for carrier NAT and for a balancer that hides device
+	// addresses; tighten it when the gateway sees real ones. If negative,
+	// no limit.
+	MaxConnsPerIP int
+
+	// AcceptRatePerIP caps new connections per second from one source
+	// address, with bursts of AcceptBurstPerIP (if zero, twice the rate).
+	// If zero, 1000. If negative, no limit.
+	AcceptRatePerIP  float64
+	AcceptBurstPerIP int
+
+	// IdleTimeout closes a proxied connection when nothing flowed either
+	// way for this long. If zero, none: heartbeats are the backend's
+	// business, and TCP keepalive finds dead peers.
+	IdleTimeout time.Duration
+
+	// TrustedProxies are the networks (the L4 balancer) allowed to send a
+	// PROXY protocol v1/v2 header; their connections must start with one
+	// unless ProxyProtocolOptional. A header from any other address is
+	// refused. If empty, no header is accepted or looked for.
+	TrustedProxies        []netip.Prefix
+	ProxyProtocolOptional bool
+
+	// SendProxyV2 writes a PROXY v2 header with the device's address to the
+	// backend before any other byte (Netty: HAProxyMessageDecoder).
+	SendProxyV2 bool
+
+	// TLS, if set, terminates TLS on device connections before the
+	// preread; the handshake counts against PrereadTimeout. See
+	// CertReloader for rotation without restart.
+	TLS *tls.Config
+
+	// BackendTLS, if set, dials backends over TLS.
+	BackendTLS *tls.Config
+
 	// KeepDuplicates keeps a device's older connection open when it logs in
 	// again through this replica. By default the older one is closed.
 	KeepDuplicates bool
@@ -69,6 +108,7 @@ type Proxy struct {
 	log      *zap.Logger
 	badLog   *zap.Logger // sampled: hostile clients must not flood the log
 	devices  *deviceCache
+	perIP    *ipLimiter
 	table    connTable
 	stats    counters
 
@@ -96,6 +136,7 @@ func (p *Proxy) init() {
 			size = 100000
 		}
 		p.devices = newDeviceCache(size)
+		p.perIP = newIPLimiter(orInt(p.MaxConnsPerIP, 10000), orFloat(p.AcceptRatePerIP, 1000), p.AcceptBurstPerIP, 1<<20)
 		p.listeners = make(map[net.Listener]struct{})
 		p.prereads = make(map[net.Conn]struct{})
 	})
@@ -119,6 +160,27 @@ func (p *Proxy) maxConns() int64 {
 		return 100000
 	}
 	return int64(p.MaxConns)
+}
+
+// orInt and orFloat: zero means the default, negative means none (0).
+func orInt(v, def int) int {
+	switch {
+	case v < 0:
+		return 0
+	case v == 0:
+		return def
+	}
+	return v
+}
+
+func orFloat(v, def float64) float64 {
+	switch {
+	case v < 0:
+		return 0
+	case v == 0:
+		return def
+	}
+	return v
 }
 
 func orDuration(d, def time.Duration) time.Duration {
@@ -152,6 +214,7 @@ func (p *Proxy) Serve(l net.Listener) error {
 			if errors.Is(err, net.ErrClosed) {
 				return err
 			}
+			p.stats.acceptErrors.Add(1)
 			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
 			p.badLog.Warn("accept failed; retrying", zap.Error(err), zap.Duration("pause", pause))
 			time.Sleep(pause)

@@ -11,24 +11,31 @@ import (
 // frame.Reason): bad_header, too_large, no_key, key_too_long, not_json,
 // too_many_frames, preread_cap, bad_key.
 const (
-	ReasonMaxConns       = "max_conns"       // refused: the connection limit was reached
-	ReasonShutdown       = "shutdown"        // closed by Shutdown or Close
-	ReasonEmpty          = "empty"           // client closed before sending a byte (LB health checks)
-	ReasonClientGone     = "client_gone"     // client closed or reset in the middle of the first frame
-	ReasonPrereadTimeout = "preread_timeout" // no key frame within the preread deadline
-	ReasonReadError      = "read_error"      // other socket error while prereading
-	ReasonNoBackends     = "no_backends"     // the ring is empty
-	ReasonDialFailed     = "dial_failed"     // every owner tried refused or timed out
-	ReasonBackendWrite   = "backend_write"   // the backend took the connection but not the preread bytes
-	ReasonClientClosed   = "client_closed"   // proxied; the client ended it
-	ReasonBackendClosed  = "backend_closed"  // proxied; the backend ended it
-	ReasonReplaced       = "replaced"        // proxied; the same device logged in again on this replica
-	ReasonEvicted        = "evicted"         // proxied; closed by Evict: "evicted_<cause>" (drain, rebalance...)
+	ReasonMaxConns       = "max_conns"        // refused: the connection limit was reached
+	ReasonMaxConnsPerIP  = "max_conns_per_ip" // refused: the source address holds its limit
+	ReasonRateLimited    = "rate_limited"     // refused: the source address opens connections too fast
+	ReasonProxyUntrusted = "proxy_untrusted"  // a PROXY header from an address not trusted to send one
+	ReasonProxyHeader    = "proxy_header"     // a missing or malformed PROXY header from a trusted address
+	ReasonTLSHandshake   = "tls_handshake"    // the TLS handshake failed or timed out
+	ReasonIdleTimeout    = "idle_timeout"     // proxied; nothing flowed either way for the idle timeout
+	ReasonShutdown       = "shutdown"         // closed by Shutdown or Close
+	ReasonEmpty          = "empty"            // client closed before sending a byte (LB health checks)
+	ReasonClientGone     = "client_gone"      // client closed or reset in the middle of the first frame
+	ReasonPrereadTimeout = "preread_timeout"  // no key frame within the preread deadline
+	ReasonReadError      = "read_error"       // other socket error while prereading
+	ReasonNoBackends     = "no_backends"      // the ring is empty
+	ReasonDialFailed     = "dial_failed"      // every owner tried refused or timed out
+	ReasonBackendWrite   = "backend_write"    // the backend took the connection but not the preread bytes
+	ReasonClientClosed   = "client_closed"    // proxied; the client ended it
+	ReasonBackendClosed  = "backend_closed"   // proxied; the backend ended it
+	ReasonReplaced       = "replaced"         // proxied; the same device logged in again on this replica
+	ReasonEvicted        = "evicted"          // proxied; closed by Evict: "evicted_<cause>" (drain, rebalance...)
 )
 
 // Stats is a point-in-time copy of the proxy's counters.
 type Stats struct {
 	Accepted     uint64            // connections accepted
+	AcceptErrors uint64            // failed accepts (such as running out of file descriptors)
 	Active       int64             // connections open now (prereading or proxied)
 	Proxied      int64             // connections open now and routed to a backend
 	Routed       uint64            // connections routed to a backend
@@ -51,8 +58,8 @@ func (s Stats) Reasons() []string {
 }
 
 type counters struct {
-	accepted, routed, fallbacks, dialFailures, moved, bytesIn, bytesOut atomic.Uint64
-	active, proxied                                                     atomic.Int64
+	accepted, acceptErrors, routed, fallbacks, dialFailures, moved, bytesIn, bytesOut atomic.Uint64
+	active, proxied                                                                   atomic.Int64
 
 	mu     sync.Mutex
 	closed map[string]uint64
@@ -70,6 +77,7 @@ func (c *counters) close(reason string) {
 func (c *counters) snapshot() Stats {
 	s := Stats{
 		Accepted:     c.accepted.Load(),
+		AcceptErrors: c.acceptErrors.Load(),
 		Active:       c.active.Load(),
 		Proxied:      c.proxied.Load(),
 		Routed:       c.routed.Load(),
