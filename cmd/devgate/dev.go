@@ -61,6 +61,8 @@ func runDev(args []string) error {
 	}
 	defer etcd.Stop()
 	cfg := &config.Config{Listen: *listen, Etcd: &config.Etcd{Endpoints: []string{etcd.Endpoint()}}}
+	// Every simulated device comes from 127.0.0.1: per-address limits off.
+	cfg.Limits.MaxConnectionsPerIP, cfg.Limits.AcceptRatePerIP = -1, -1
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
+	"fmt"
 	"net"
+	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -96,17 +100,57 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 		return nil, err
 	}
 	lim := cfg.Limits
-	return &proxy.Proxy{
-		Source:          src,
-		Matcher:         m,
-		Logger:          log,
-		PrereadTimeout:  time.Duration(lim.PrereadTimeout),
-		DialTimeout:     time.Duration(lim.DialTimeout),
-		MaxTries:        lim.MaxTries,
-		MaxConns:        lim.MaxConnections,
-		KeepAlive:       time.Duration(lim.KeepAlive),
-		DeviceCacheSize: lim.DeviceCache,
-	}, nil
+	trusted, err := cfg.ProxyProtocol.TrustedPrefixes()
+	if err != nil {
+		return nil, err
+	}
+	p := &proxy.Proxy{
+		Source:                src,
+		Matcher:               m,
+		Logger:                log,
+		PrereadTimeout:        time.Duration(lim.PrereadTimeout),
+		DialTimeout:           time.Duration(lim.DialTimeout),
+		MaxTries:              lim.MaxTries,
+		MaxConns:              lim.MaxConnections,
+		KeepAlive:             time.Duration(lim.KeepAlive),
+		DeviceCacheSize:       lim.DeviceCache,
+		MaxConnsPerIP:         lim.MaxConnectionsPerIP,
+		AcceptRatePerIP:       lim.AcceptRatePerIP,
+		AcceptBurstPerIP:      lim.AcceptBurstPerIP,
+		IdleTimeout:           time.Duration(lim.IdleTimeout),
+		TrustedProxies:        trusted,
+		ProxyProtocolOptional: cfg.ProxyProtocol.Optional,
+		SendProxyV2:           cfg.ProxyProtocol.SendV2,
+	}
+	if cfg.TLS != nil {
+		certs, err := proxy.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		p.TLS = &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
+	}
+	if b := cfg.BackendTLS; b != nil {
+		tc := &tls.Config{ServerName: b.ServerName, MinVersion: tls.VersionTLS12}
+		if b.CAFile != "" {
+			pem, err := os.ReadFile(b.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("backendTLS: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("backendTLS: no certificate in %s", b.CAFile)
+			}
+		}
+		if b.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(b.CertFile, b.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("backendTLS: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		p.BackendTLS = tc
+	}
+	return p, nil
 }
 
 // serveUntilSignal serves until SIGINT or SIGTERM, then stops accepting and

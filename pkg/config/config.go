@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -38,7 +39,11 @@ type Config struct {
 	Gateway  Gateway   `yaml:"gateway"`
 	Admin    Admin     `yaml:"admin"`
 	Limits   Limits    `yaml:"limits"`
-	Log      Log       `yaml:"log"`
+	// PROXY protocol from the L4 balancer and to backends.
+	ProxyProtocol ProxyProtocol `yaml:"proxyProtocol"`
+	TLS           *TLS          `yaml:"tls"`        // TLS on the device listener
+	BackendTLS    *BackendTLS   `yaml:"backendTLS"` // TLS to backends
+	Log           Log           `yaml:"log"`
 }
 
 // Frame mirrors Netty's LengthFieldBasedFrameDecoder parameters; unset
@@ -138,6 +143,49 @@ type Limits struct {
 	MaxTries       int      `yaml:"maxTries"`       // distinct owners dialled; default 3
 	KeepAlive      Duration `yaml:"keepAlive"`      // TCP keepalive idle; default 30s
 	DeviceCache    int      `yaml:"deviceCache"`    // devices remembered; default 100000
+
+	MaxConnectionsPerIP int      `yaml:"maxConnectionsPerIP"` // default 10000; -1 for none
+	AcceptRatePerIP     float64  `yaml:"acceptRatePerIP"`     // new connections/s per address; default 1000; -1 for none
+	AcceptBurstPerIP    int      `yaml:"acceptBurstPerIP"`    // default 2x the rate
+	IdleTimeout         Duration `yaml:"idleTimeout"`         // close proxied connections idle both ways; default none
+}
+
+// ProxyProtocol says who may send PROXY headers and whether to send one.
+type ProxyProtocol struct {
+	Trusted  []string `yaml:"trusted"`  // CIDRs of the balancers allowed to send v1/v2 headers
+	Optional bool     `yaml:"optional"` // trusted peers may omit the header (health checks)
+	SendV2   bool     `yaml:"sendV2"`   // send a v2 header with the device's address to backends
+}
+
+// TLS is the device listener's certificate, reloaded when the files change.
+type TLS struct {
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
+}
+
+// BackendTLS dials backends over TLS.
+type BackendTLS struct {
+	CAFile     string `yaml:"caFile"`     // verifies backends (default: system roots)
+	ServerName string `yaml:"serverName"` // expected name (default: the backend's host)
+	CertFile   string `yaml:"certFile"`   // client certificate, optional
+	KeyFile    string `yaml:"keyFile"`
+}
+
+// TrustedPrefixes parses ProxyProtocol.Trusted.
+func (p ProxyProtocol) TrustedPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range p.Trusted {
+		pf, err := netip.ParsePrefix(s)
+		if err != nil {
+			if ip, ierr := netip.ParseAddr(s); ierr == nil {
+				pf = netip.PrefixFrom(ip, ip.BitLen())
+			} else {
+				return nil, fmt.Errorf("proxyProtocol.trusted %q: %w", s, err)
+			}
+		}
+		out = append(out, pf.Masked())
+	}
+	return out, nil
 }
 
 // Log configures zap.
@@ -218,6 +266,21 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Admin.validate(); err != nil {
 		return err
+	}
+	if _, err := c.ProxyProtocol.TrustedPrefixes(); err != nil {
+		return err
+	}
+	if c.ProxyProtocol.Optional && len(c.ProxyProtocol.Trusted) == 0 {
+		return errors.New("proxyProtocol.optional needs trusted networks")
+	}
+	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		return errors.New("tls: certFile and keyFile are required")
+	}
+	if b := c.BackendTLS; b != nil && (b.CertFile == "") != (b.KeyFile == "") {
+		return errors.New("backendTLS: certFile and keyFile go together")
+	}
+	if l := c.Limits; l.MaxConnectionsPerIP < -1 || l.AcceptRatePerIP < -1 || l.AcceptBurstPerIP < 0 {
+		return errors.New("limits: maxConnectionsPerIP and acceptRatePerIP take -1 (none) or more; acceptBurstPerIP 0 or more")
 	}
 	if c.Limits.MaxConnections < -1 || c.Limits.MaxTries < 0 || c.Limits.DeviceCache < 0 {
 		return errors.New("limits: maxConnections, maxTries and deviceCache must not be negative (maxConnections -1 means none)")

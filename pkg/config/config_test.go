@@ -80,6 +80,10 @@ func TestErrors(t *testing.T) {
 		{"admin no advertise", "admin: {listen: '0.0.0.0:9090', insecure: true}\n", "advertise"},
 		{"admin bad role", "admin: {tokens: [{file: t, role: root}]}\n", "role"},
 		{"admin ca without cert", "admin: {clientCAFile: ca.pem}\n", "mTLS"},
+		{"bad cidr", "proxyProtocol: {trusted: [10.0.0.0/33]}\n", "trusted"},
+		{"optional without trusted", "proxyProtocol: {optional: true}\n", "trusted"},
+		{"tls without key", "tls: {certFile: c.pem}\n", "tls"},
+		{"bad per-ip", "limits: {maxConnectionsPerIP: -5}\n", "maxConnectionsPerIP"},
 		{"etcd without endpoints", "etcd: {prefix: /x}\n", "etcd.endpoints"},
 		{"etcd and static", "etcd: {endpoints: ['http://e:2379']}\nbackends: [{id: a, addr: 'h:1'}]\n", "choose one"},
 		{"etcd bad scheme", "etcd: {endpoints: ['e:2379']}\n", "http://"},
@@ -117,6 +121,17 @@ func TestAdminSection(t *testing.T) {
 		if _, err := Parse([]byte(doc)); err != nil {
 			t.Errorf("%s: %v", doc, err)
 		}
+	}
+}
+
+func TestHardeningSection(t *testing.T) {
+	c, err := Parse([]byte("proxyProtocol: {trusted: [10.0.0.0/8, 192.168.1.7], sendV2: true}\nlimits: {maxConnectionsPerIP: 100, acceptRatePerIP: 20, idleTimeout: 5m}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, _ := c.ProxyProtocol.TrustedPrefixes()
+	if len(ps) != 2 || ps[1].String() != "192.168.1.7/32" || !c.ProxyProtocol.SendV2 || time.Duration(c.Limits.IdleTimeout) != 5*time.Minute {
+		t.Fatalf("parsed %+v %v", c, ps)
 	}
 }
 

@@ -33,6 +33,8 @@ func closedReasons() []string {
 		proxy.ReasonPrereadTimeout, proxy.ReasonReadError, proxy.ReasonNoBackends,
 		proxy.ReasonDialFailed, proxy.ReasonBackendWrite, proxy.ReasonClientClosed,
 		proxy.ReasonBackendClosed, proxy.ReasonReplaced,
+		proxy.ReasonMaxConnsPerIP, proxy.ReasonRateLimited, proxy.ReasonProxyUntrusted,
+		proxy.ReasonProxyHeader, proxy.ReasonTLSHandshake, proxy.ReasonIdleTimeout,
 	}
 	for _, err := range []error{
 		frame.ErrBadHeader, frame.ErrTooLarge, frame.ErrNoKey, frame.ErrKeyTooLong, frame.ErrNotJSON,
@@ -72,7 +74,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 type proxyCollector struct {
 	src ProxySource
 
-	accepted, active, proxied, backend, closed, routed, fallbacks,
+	accepted, acceptErrors, active, proxied, backend, closed, routed, fallbacks,
 	dialFailures, moved, bytes, evictions *prometheus.Desc
 
 	reasons []string // pre-declared closed reasons
@@ -85,6 +87,7 @@ func NewProxyCollector(p ProxySource) prometheus.Collector {
 	return &proxyCollector{
 		src:          p,
 		accepted:     desc("connections_accepted_total", "Connections accepted, including those refused at once (max_conns)."),
+		acceptErrors: desc("accept_errors_total", "Failed accepts, such as when file descriptors run out (the loop backs off)."),
 		active:       desc("connections_active", "Connections open now, prereading or proxied."),
 		proxied:      desc("connections_proxied", "Connections open now and routed to a backend."),
 		backend:      desc("backend_connections", "Proxied connections open now, by backend id.", "backend"),
@@ -101,7 +104,7 @@ func NewProxyCollector(p ProxySource) prometheus.Collector {
 }
 
 func (c *proxyCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.accepted, c.active, c.proxied, c.backend, c.closed,
+	for _, d := range []*prometheus.Desc{c.accepted, c.acceptErrors, c.active, c.proxied, c.backend, c.closed,
 		c.routed, c.fallbacks, c.dialFailures, c.moved, c.bytes, c.evictions} {
 		ch <- d
 	}
@@ -116,6 +119,7 @@ func (c *proxyCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
 	counter(c.accepted, s.Accepted)
+	counter(c.acceptErrors, s.AcceptErrors)
 	gauge(c.active, float64(s.Active))
 	gauge(c.proxied, float64(s.Proxied))
 	counter(c.routed, s.Routed)
