@@ -35,12 +35,16 @@ vet:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-# Every fuzz target for FUZZTIME each; new crashers land in testdata/fuzz.
+# Every fuzz target for FUZZTIME each. The inputs the fuzzer found
+# interesting are copied into the package's testdata/fuzz, so plain
+# `go test` replays them from then on; crashers land there by themselves.
 fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
+	@set -e; cache=$$($(GO) env GOCACHE)/fuzz; \
+	for pkg in $$($(GO) list ./...); do \
 	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
 	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
 	    echo "== $$pkg $$t"; $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	    if [ -d $$cache/$$pkg/$$t ]; then mkdir -p $$dir/testdata/fuzz/$$t; cp -n $$cache/$$pkg/$$t/* $$dir/testdata/fuzz/$$t/ 2>/dev/null || true; fi; \
 	  done; \
 	done
 
