@@ -23,6 +23,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
+	"github.com/devgate/devgate/pkg/demo"
 	"github.com/devgate/devgate/pkg/ring"
 )
 
@@ -289,4 +290,45 @@ func FuzzProxyHeader(f *testing.F) {
 			t.Fatal("parsed a header with an empty source")
 		}
 	})
+}
+
+// Backends reached over TLS, verified against their CA.
+func TestBackendTLS(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir, "backend")
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &demo.Backend{ID: "tls-backend"}
+	done := make(chan struct{})
+	go func() { defer close(done); b.Serve(l) }()
+	defer func() { b.Close(); <-done }()
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(filepath.Join(dir, "tls.crt"))
+	pool.AppendCertsFromPEM(pem)
+	r, _ := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "tls-backend", Addr: l.Addr().String()}})
+	p := &Proxy{Source: NewAtomicRing(r), BackendTLS: &tls.Config{RootCAs: pool}}
+	addr := startProxy(t, p)
+	conn := dialFrom(t, "127.0.0.1", addr)
+	defer conn.Close()
+	conn.Write(login("dev-1"))
+	_, body, err := readFrame(bufio.NewReader(conn))
+	if err != nil || !bytes.Contains(body, []byte(`"backend":"tls-backend"`)) {
+		t.Fatalf("through TLS to the backend: %q %v", body, err)
+	}
+	// An untrusted backend certificate is a failed dial, not a connection.
+	p2 := &Proxy{Source: NewAtomicRing(r), BackendTLS: &tls.Config{RootCAs: x509.NewCertPool()}, MaxTries: 1}
+	addr2 := startProxy(t, p2)
+	c2 := dialFrom(t, "127.0.0.1", addr2)
+	defer c2.Close()
+	c2.Write(login("dev-2"))
+	if !refused(c2) {
+		t.Fatal("served through a backend whose certificate does not verify")
+	}
+	waitFor(t, "dial_failed", func() bool { return p2.Stats().Closed[ReasonDialFailed] == 1 })
 }
