@@ -10,7 +10,9 @@ PROTOC_GEN_GO      := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 TOOLS              := $(CURDIR)/bin/tools
 
-.PHONY: all build run test test-short vet fmt fuzz bench proto clean
+IMAGE_REPO ?= ghcr.io/devgate/devgate
+
+.PHONY: all build run test test-short vet fmt fuzz bench proto image clean
 
 all: vet test build
 
@@ -51,6 +53,13 @@ fuzz:
 # Hot-path micro-benchmarks (frame parse + key, ring lookup).
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=5 ./pkg/frame/ ./pkg/ring/ ./pkg/proxy/
+
+# OCI image without a Docker daemon: the static binary on an empty base, user
+# 65532. Writes bin/image (OCI layout) and bin/devgate-image.tar (docker/podman load).
+image: build
+	$(GO) run ./internal/image --binary bin/devgate --version $(VERSION) \
+	  --revision=$$(git rev-parse HEAD 2>/dev/null) --repo $(IMAGE_REPO) \
+	  --oci bin/image --tar bin/devgate-image.tar
 
 # Regenerates api/ from admin.proto (offline once the module cache has the plugins).
 proto:

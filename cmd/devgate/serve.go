@@ -24,10 +24,11 @@ func runServe(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	path := fs.String("config", "devgate.yaml", "config file (YAML)")
 	grace := fs.Duration("grace", 30*time.Second, "on SIGTERM, how long open connections may take to end before they are closed")
+	advertise := fs.String("admin-advertise", "", "address peers dial for the admin API: host (admin.listen's port) or host:port; overrides admin.advertise (Kubernetes: $(POD_IP))")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.LoadWith(*path, func(c *config.Config) error { return c.Admin.SetAdvertise(*advertise) })
 	if err != nil {
 		return err
 	}

@@ -211,7 +211,11 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 }
 
 // Load reads and validates the file at path.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return LoadWith(path, nil) }
+
+// LoadWith is Load with override applied between decoding and validation,
+// for command-line flags that complete the file (serve --admin-advertise).
+func LoadWith(path string, override func(*Config) error) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -224,7 +228,7 @@ func Load(path string) (*Config, error) {
 	if buf.Len() > MaxFileSize {
 		return nil, fmt.Errorf("%s: larger than %d bytes", path, MaxFileSize)
 	}
-	c, err := Parse(buf.Bytes())
+	c, err := ParseWith(buf.Bytes(), override)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -232,7 +236,10 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse decodes and validates a config document.
-func Parse(data []byte) (*Config, error) {
+func Parse(data []byte) (*Config, error) { return ParseWith(data, nil) }
+
+// ParseWith is Parse with override applied before validation.
+func ParseWith(data []byte, override func(*Config) error) (*Config, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("config larger than %d bytes", MaxFileSize)
 	}
@@ -241,6 +248,11 @@ func Parse(data []byte) (*Config, error) {
 	var c Config
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, errEOF) {
 		return nil, fmt.Errorf("parse: %w", err)
+	}
+	if override != nil {
+		if err := override(&c); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -350,6 +362,28 @@ func (a *Admin) validate() error {
 	if (host == "" || ip != nil && ip.IsUnspecified()) && a.Advertise == "" {
 		return fmt.Errorf("admin.listen %s has no host peers can dial: set admin.advertise", addr)
 	}
+	return nil
+}
+
+// SetAdvertise overrides Advertise: "" leaves it, host:port is used as it
+// is, and a bare host (IPv4 or IPv6, as a pod IP comes) takes the port of
+// the admin listener.
+func (a *Admin) SetAdvertise(s string) error {
+	if s == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(s); err == nil {
+		a.Advertise = s
+		return nil
+	}
+	if net.ParseIP(s) == nil && strings.ContainsAny(s, ":[]") {
+		return fmt.Errorf("admin advertise %q: want host or host:port", s)
+	}
+	_, port, err := net.SplitHostPort(a.GRPCAddr())
+	if err != nil {
+		return fmt.Errorf("admin advertise: admin.listen: %w", err)
+	}
+	a.Advertise = net.JoinHostPort(s, port)
 	return nil
 }
 

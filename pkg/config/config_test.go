@@ -135,6 +135,19 @@ func TestHardeningSection(t *testing.T) {
 	}
 }
 
+func TestSetAdvertise(t *testing.T) {
+	doc := []byte("admin: {listen: '0.0.0.0:9090'}\n")
+	if _, err := Parse(doc); err == nil {
+		t.Fatal("0.0.0.0 without advertise accepted")
+	}
+	for in, want := range map[string]string{"10.1.2.3": "10.1.2.3:9090", "fd00::1": "[fd00::1]:9090", "gw.ns.svc:7000": "gw.ns.svc:7000"} {
+		c, err := ParseWith(append(doc, "  \n"...), func(c *Config) error { c.Admin.Insecure = true; return c.Admin.SetAdvertise(in) })
+		if err != nil || c.Admin.AdvertiseAddr() != want {
+			t.Errorf("SetAdvertise(%q) = %q, %v; want %q", in, c.Admin.AdvertiseAddr(), err, want)
+		}
+	}
+}
+
 func TestLoadTooLarge(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "big.yaml")
 	if err := os.WriteFile(path, []byte("#"+strings.Repeat("x", MaxFileSize)+"\n"), 0o600); err != nil {
