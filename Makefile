@@ -12,7 +12,7 @@ TOOLS              := $(CURDIR)/bin/tools
 
 IMAGE_REPO ?= ghcr.io/devgate/devgate
 
-.PHONY: all build run test test-short vet fmt fuzz bench proto image clean
+.PHONY: all build run test test-short vet fmt fuzz bench bench-suite bench-micro proto image clean
 
 all: vet test build
 
@@ -50,8 +50,16 @@ fuzz:
 	  done; \
 	done
 
+# Issue 4's suite: devgate vs HAProxy vs nginx+njs on loopback, interleaved,
+# medians of 5, ratios to direct; writes docs/benchmarks/ (about 9 minutes).
+# Needs Debian's haproxy nginx libnginx-mod-stream-js gnuplot-nox.
+bench: bench-micro bench-suite
+
+bench-suite: build
+	$(GO) run ./test/bench/run --devgate bin/devgate --out docs/benchmarks
+
 # Hot-path micro-benchmarks (frame parse + key, ring lookup).
-bench:
+bench-micro:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=5 ./pkg/frame/ ./pkg/ring/ ./pkg/proxy/
 
 # OCI image without a Docker daemon: the static binary on an empty base, user

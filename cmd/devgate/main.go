@@ -26,6 +26,7 @@ func commands() []command {
 		{"serve", "run the gateway from a config file", runServe},
 		{"sim", "connect simulated devices and report where they landed", runSim},
 		{"backend", "run one demo backend", runBackend},
+		{"load", "load generator for benchmarks: hold, churn, pingpong, bulk (one JSON line)", runLoad},
 		{"register", "register a backend in etcd while its port accepts connections", runRegister},
 		{"ctl", "operate the fleet through the admin API (backends, drain, lookup, ...)", runCtl},
 		{"version", "print the version", func([]string) error { fmt.Println(version); return nil }},

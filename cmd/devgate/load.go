@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/devgate/devgate/pkg/loadgen"
+)
+
+// runLoad is `devgate load`: one load mode against one or more targets,
+// printed as one JSON line. hold prints its line once every device is
+// connected, then keeps them open until SIGINT/SIGTERM, EOF on stdin with
+// --until-eof, or --hold elapses.
+//
+//	devgate load --mode pingpong --target 127.0.0.1:9000 --concurrency 64 --duration 5s
+func runLoad(args []string) error {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	var c loadgen.Config
+	targets := fs.String("target", "127.0.0.1:9000", "comma-separated host:port; device i dials target i%n")
+	fs.StringVar(&c.Mode, "mode", "", "hold, churn, pingpong or bulk")
+	fs.IntVar(&c.Devices, "devices", 1000, "hold: connections to open")
+	fs.IntVar(&c.Concurrency, "concurrency", 64, "connections at once (hold: dials in flight)")
+	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "churn, pingpong, bulk: measured time")
+	fs.DurationVar(&c.Interval, "interval", 0, "pingpong: each device sends every interval; 0: back to back")
+	fs.IntVar(&c.Sources, "sources", 0, "loopback source addresses to spread over (127.B.x.y); 0: OS default")
+	fs.IntVar(&c.SourceBase, "source-base", 10, "second octet B of the source addresses")
+	fs.IntVar(&c.FirstDevice, "first-device", 0, "index of the first device id")
+	fs.StringVar(&c.Prefix, "prefix", "dev-", "device id prefix")
+	fs.IntVar(&c.FrameSize, "frame-size", 4090, "bulk: frame body bytes")
+	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "deadline of each dial and exchange")
+	fs.IntVar(&c.MaxFailures, "max-failures", 1000, "hold: stop dialling after this many failures; -1: never")
+	hold := fs.Duration("hold", 0, "hold: keep the connections this long; 0: until a signal")
+	untilEOF := fs.Bool("until-eof", false, "hold: keep the connections until stdin reaches EOF")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c.Targets = strings.Split(*targets, ",")
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := loadgen.Run(ctx, c)
+	if err != nil {
+		return err
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		return err
+	}
+	if c.Mode != loadgen.Hold {
+		return nil
+	}
+	defer res.Release()
+	if *untilEOF {
+		go func() {
+			var b [512]byte
+			for {
+				if _, err := os.Stdin.Read(b[:]); err != nil {
+					stop()
+					return
+				}
+			}
+		}()
+	}
+	if *hold > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *hold)
+		defer cancel()
+	}
+	<-ctx.Done()
+	return nil
+}

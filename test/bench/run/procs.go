@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/template"
+	"time"
+)
+
+// Loopback ports of the suite.
+const (
+	backendBase = 19101 // backends on 19101..
+	numBackends = 3
+	adminHTTP   = "127.0.0.1:19091" // devgate's pprof
+)
+
+var proxyAddr = map[string]string{
+	"devgate": "127.0.0.1:19000",
+	"haproxy": "127.0.0.1:19001",
+	"nginx":   "127.0.0.1:19002",
+}
+
+type backendAddr struct{ ID, Addr string }
+
+// bench owns every process of a run.
+type bench struct {
+	o        options
+	dir      string
+	backends []*exec.Cmd
+	proxies  map[string]*exec.Cmd
+	targets  []string // proxies that started
+}
+
+func (b *bench) backendList() []backendAddr {
+	var l []backendAddr
+	for i := range numBackends {
+		l = append(l, backendAddr{fmt.Sprintf("netty-%d", i+1), fmt.Sprintf("127.0.0.1:%d", backendBase+i)})
+	}
+	return l
+}
+
+// addrs is what a load process dials for target t.
+func (b *bench) addrs(t string) string {
+	if t == "direct" {
+		var a []string
+		for _, be := range b.backendList() {
+			a = append(a, be.Addr)
+		}
+		return strings.Join(a, ",")
+	}
+	return proxyAddr[t]
+}
+
+func (b *bench) startBackends(ctx context.Context) error {
+	for _, be := range b.backendList() {
+		cmd := exec.CommandContext(ctx, b.o.devgate, "backend", "--id", be.ID, "--listen", be.Addr, "--log-level", "error")
+		if err := b.start(cmd, "backend-"+be.ID); err != nil {
+			return err
+		}
+		b.backends = append(b.backends, cmd)
+		if err := waitListening(be.Addr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// start starts cmd with its output in the run directory.
+func (b *bench) start(cmd *exec.Cmd, name string) error {
+	f, err := os.Create(filepath.Join(b.dir, name+".log"))
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	return nil
+}
+
+// stop ends cmd's process group and waits for it.
+func stop(cmd *exec.Cmd) {
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+func (b *bench) stopAll() {
+	for _, c := range b.proxies {
+		stop(c)
+	}
+	for _, c := range b.backends {
+		stop(c)
+	}
+}
+
+// render fills template src/name.tmpl into the run directory.
+func (b *bench) render(name, listen string) (string, error) {
+	t, err := template.ParseFiles(filepath.Join(b.o.src, name+".tmpl"))
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(b.dir, name)
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return path, t.Execute(f, map[string]any{
+		"Dir": b.dir, "Src": b.o.src, "Listen": listen, "AdminHTTP": adminHTTP, "Backends": b.backendList(),
+	})
+}
+
+// startProxy (re)starts proxy name and waits until it routes a device.
+func (b *bench) startProxy(ctx context.Context, name string) error {
+	if b.proxies == nil {
+		b.proxies = map[string]*exec.Cmd{}
+	}
+	stop(b.proxies[name])
+	delete(b.proxies, name)
+	listen := proxyAddr[name]
+	var cmd *exec.Cmd
+	switch name {
+	case "devgate":
+		cfg, err := b.render("devgate.yaml", listen)
+		if err != nil {
+			return err
+		}
+		cmd = exec.CommandContext(ctx, b.o.devgate, "serve", "--config", cfg)
+	case "haproxy":
+		if _, err := exec.LookPath("haproxy"); err != nil {
+			return err
+		}
+		if err := copyFile(filepath.Join(b.o.src, "devid.lua"), filepath.Join(b.dir, "devid.lua")); err != nil {
+			return err
+		}
+		cfg, err := b.render("haproxy.cfg", listen)
+		if err != nil {
+			return err
+		}
+		cmd = exec.CommandContext(ctx, "haproxy", "-db", "-f", cfg)
+	case "nginx":
+		if _, err := exec.LookPath("nginx"); err != nil {
+			return err
+		}
+		if _, err := os.Stat("/usr/lib/nginx/modules/ngx_stream_js_module.so"); err != nil {
+			return fmt.Errorf("njs stream module missing (apt-get install libnginx-mod-stream-js): %w", err)
+		}
+		cfg, err := b.render("nginx.conf", listen)
+		if err != nil {
+			return err
+		}
+		cmd = exec.CommandContext(ctx, "nginx", "-c", cfg, "-e", filepath.Join(b.dir, "nginx-error.log"))
+	default:
+		return fmt.Errorf("unknown proxy %q", name)
+	}
+	if err := b.start(cmd, name); err != nil {
+		return err
+	}
+	b.proxies[name] = cmd
+	if err := waitListening(listen); err != nil {
+		return err
+	}
+	// One device end to end proves the config routes.
+	out, err := exec.Command(b.o.devgate, "load", "--mode", "pingpong", "--target", listen,
+		"--concurrency", "1", "--duration", "100ms", "--timeout", "3s").Output()
+	if err != nil || !strings.Contains(string(out), `"failed":0`) {
+		logs, _ := os.ReadFile(filepath.Join(b.dir, name+".log"))
+		return fmt.Errorf("%s does not route: %v %s %s", name, err, out, logs)
+	}
+	return nil
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o644)
+}
+
+func waitListening(addr string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not listening: %w", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// procStats is the RSS (KiB) and open files of a process and its children
+// (nginx workers).
+type procStats struct{ RSSKB, FDs int }
+
+func statsTree(pid int) procStats {
+	var s procStats
+	for _, p := range append([]int{pid}, children(pid)...) {
+		s.RSSKB += vmRSS(p)
+		if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p)); err == nil {
+			s.FDs += len(ents)
+		}
+	}
+	return s
+}
+
+func vmRSS(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				n, _ := strconv.Atoi(f[0])
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// children lists the direct children of pid.
+func children(pid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var kids []int
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so cut at ')'.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			kids = append(kids, p)
+		}
+	}
+	return kids
+}

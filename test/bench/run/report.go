@@ -1,0 +1,291 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// metric is one row of the table.
+type metric struct {
+	run, name string
+	higher    bool // higher is better
+	get       func(record) (float64, bool)
+	// target checks devgate's median against the same run's medians.
+	target string
+	met    func(med map[string]float64) (bool, bool) // (met, known)
+}
+
+func metrics(o options) []metric {
+	held := func(r record) bool { return r.Target != "direct" && r.Load.Ok > 0 }
+	ms := []metric{
+		{run: "hold", name: fmt.Sprintf("RSS KB per idle device (%d held)", o.holdDevices),
+			get: func(r record) (float64, bool) { return r.KBPerDevice, held(r) }, target: "devgate <= 4 KB",
+			met: func(m map[string]float64) (bool, bool) { v, ok := m["devgate"]; return v <= 4, ok }},
+		{run: "hold", name: "fds per idle device",
+			get: func(r record) (float64, bool) { return r.FDsPerDevice, held(r) }, target: "devgate <= 2",
+			met: func(m map[string]float64) (bool, bool) { v, ok := m["devgate"]; return v <= 2.05, ok }},
+		{run: "hold", name: "devices held", higher: true,
+			get: func(r record) (float64, bool) { return float64(r.Load.Ok), true }, target: fmt.Sprintf("all %d", o.holdDevices),
+			met: func(m map[string]float64) (bool, bool) {
+				v, ok := m["devgate"]
+				return v >= float64(o.holdDevices), ok
+			}},
+		{run: "churn", name: fmt.Sprintf("churn conns/s (C=%d)", o.churnConc), higher: true,
+			get: func(r record) (float64, bool) { return r.Load.ConnsPerSec, true }, target: ">= 1.2x haproxy",
+			met: vsHAProxy(func(d, h float64) bool { return d >= 1.2*h })},
+		{run: "churn", name: "churn setup p50 us", get: func(r record) (float64, bool) { return r.Load.P50us, true }},
+		{run: "churn", name: "churn setup p99 us", get: func(r record) (float64, bool) { return r.Load.P99us, true },
+			target: "<= haproxy", met: vsHAProxy(func(d, h float64) bool { return d <= h })},
+		{run: "pingpong", name: fmt.Sprintf("pingpong exchanges/s (C=%d)", o.pingConc), higher: true,
+			get: func(r record) (float64, bool) { return r.Load.OpsPerSec, true }},
+		{run: "pingpong", name: "pingpong RTT p50 us", get: func(r record) (float64, bool) { return r.Load.P50us, true }},
+		{run: "pingpong", name: "pingpong RTT p99 us", get: func(r record) (float64, bool) { return r.Load.P99us, true },
+			target: "<= haproxy", met: vsHAProxy(func(d, h float64) bool { return d <= h })},
+		{run: "pingpong", name: "pingpong RTT p99.9 us", get: func(r record) (float64, bool) { return r.Load.P999us, true }},
+		{run: "pingpong-paced", name: fmt.Sprintf("paced RTT p50 us (C=%d, 1 per %s each)", o.pingConc, o.pingInterval),
+			get: func(r record) (float64, bool) { return r.Load.P50us, true }},
+		{run: "pingpong-paced", name: "paced RTT p99 us", get: func(r record) (float64, bool) { return r.Load.P99us, true },
+			target: "<= haproxy", met: vsHAProxy(func(d, h float64) bool { return d <= h })},
+		{run: "pingpong-paced", name: "paced RTT p99.9 us", get: func(r record) (float64, bool) { return r.Load.P999us, true }},
+	}
+	for _, c := range o.bulkConc {
+		ms = append(ms, metric{run: fmt.Sprintf("bulk-%d", c), name: fmt.Sprintf("bulk MB/s both ways (%d conn)", c), higher: true,
+			get: func(r record) (float64, bool) { return r.Load.MBPerSec, true }, target: ">= 0.9x haproxy",
+			met: vsHAProxy(func(d, h float64) bool { return d >= 0.9*h })})
+	}
+	return ms
+}
+
+func vsHAProxy(ok func(d, h float64) bool) func(map[string]float64) (bool, bool) {
+	return func(m map[string]float64) (bool, bool) {
+		d, ok1 := m["devgate"]
+		h, ok2 := m["haproxy"]
+		if !ok1 || !ok2 {
+			return false, false
+		}
+		return ok(d, h), true
+	}
+}
+
+// row is a metric's medians per target.
+type row struct {
+	metric
+	med map[string]float64
+	n   map[string]int
+}
+
+type table struct {
+	targets []string
+	rows    []row
+}
+
+func summarise(all []record, targets []string, o options) table {
+	t := table{targets: targets}
+	for _, m := range metrics(o) {
+		r := row{metric: m, med: map[string]float64{}, n: map[string]int{}}
+		for _, tg := range targets {
+			var vs []float64
+			for _, rec := range all {
+				if rec.Run != m.run || rec.Target != tg {
+					continue
+				}
+				if v, ok := m.get(rec); ok {
+					vs = append(vs, v)
+				}
+			}
+			if len(vs) > 0 {
+				r.med[tg], r.n[tg] = median(vs), len(vs)
+			}
+		}
+		t.rows = append(t.rows, r)
+	}
+	return t
+}
+
+func median(vs []float64) float64 {
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func fmtNum(v float64) string {
+	switch {
+	case v >= 1000:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func ratio(a, b float64, okA, okB bool) string {
+	if !okA || !okB || b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}
+
+func renderMarkdown(t table, o options, skipped, versions []string, loads []float64) string {
+	var sb strings.Builder
+	p := func(f string, a ...any) { fmt.Fprintf(&sb, f, a...) }
+	p("# Benchmarks: devgate vs HAProxy vs nginx (issue 4)\n\n")
+	p("Generated by `make bench-suite` (`go run ./test/bench/run`) on %s, %s.\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), hostLine())
+	p("Medians of %d interleaved repetitions; every load runs straight at the backends (direct), then through each proxy, in an order that rotates per repetition.\n", o.reps)
+	p("Backends: 3 `devgate backend` demo servers. Load: `devgate load` (pkg/loadgen). Raw runs: [results.jsonl](results.jsonl). Plot: [plot.png](plot.png).\n\n")
+	p("Measured: %s.\n\n", strings.Join(versions, "; "))
+	if len(loads) > 0 {
+		p("1-minute load average at the end of each run: median %.1f, max %.1f (2 cores). Above about 3, other work on the machine competed with the runs: rates and latency tails are then noisy; the hold figures (memory, files) are not affected.\n\n",
+			median(loads), slices.Max(loads))
+	}
+	for _, s := range skipped {
+		p("Left out: %s\n\n", s)
+	}
+	p("| run | metric | %s |", strings.Join(t.targets, " | "))
+	var proxies []string
+	for _, tg := range t.targets {
+		if tg != "direct" {
+			proxies = append(proxies, tg)
+			p(" %s / direct |", tg)
+		}
+	}
+	p(" devgate / haproxy | target | met |\n|")
+	for range 2 + len(t.targets) + len(proxies) + 3 {
+		p("---|")
+	}
+	p("\n")
+	for _, r := range t.rows {
+		p("| %s | %s |", r.run, r.name)
+		for _, tg := range t.targets {
+			if v, ok := r.med[tg]; ok {
+				p(" %s |", fmtNum(v))
+			} else {
+				p(" – |")
+			}
+		}
+		d, okD := r.med["direct"]
+		for _, tg := range proxies {
+			v, ok := r.med[tg]
+			p(" %s |", ratio(v, d, ok, okD))
+		}
+		dv, ok1 := r.med["devgate"]
+		hv, ok2 := r.med["haproxy"]
+		p(" %s |", ratio(dv, hv, ok1, ok2))
+		verdict := ""
+		if r.met != nil {
+			if met, known := r.met(r.med); known {
+				verdict = map[bool]string{true: "yes", false: "**no**"}[met]
+			}
+		}
+		p(" %s | %s |\n", r.target, verdict)
+	}
+	p("\nRatios to direct: for rates above 1 is impossible, below 1 is the proxy's cost; for latencies above 1 is the added delay. ")
+	p("Hold has no direct figure: it measures the proxy process alone (VmRSS and /proc/PID/fd of the process and its children, after minus before, divided by the devices held).\n\n")
+	p("Profiles of devgate (first repetition): [heap under hold](profiles/devgate-hold-heap.pprof), [goroutines under hold](profiles/devgate-hold-goroutines.txt), [MemStats under hold](profiles/devgate-hold-heap.txt), ")
+	p("[CPU under churn](profiles/devgate-churn-cpu.pprof), [CPU under pingpong](profiles/devgate-pingpong-cpu.pprof); read them with `go tool pprof -top bin/devgate FILE`.\n")
+	return sb.String()
+}
+
+func hostLine() string {
+	cpu := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		n := strings.Count(string(b), "processor\t:")
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name\t: "); ok {
+				cpu = fmt.Sprintf("%d × %s", n, v)
+				break
+			}
+		}
+	}
+	return "loopback, " + cpu
+}
+
+// plot draws plot.png with gnuplot: ratios to direct per proxy, and memory
+// and files per idle device.
+func plot(t table, out, dir string) error {
+	if _, err := exec.LookPath("gnuplot"); err != nil {
+		return fmt.Errorf("gnuplot missing (apt-get install gnuplot-nox): %w", err)
+	}
+	var proxies []string
+	for _, tg := range t.targets {
+		if tg != "direct" {
+			proxies = append(proxies, tg)
+		}
+	}
+	var rat, hold strings.Builder
+	fmt.Fprintf(&rat, "metric %s\n", strings.Join(proxies, " "))
+	fmt.Fprintf(&hold, "metric %s\n", strings.Join(proxies, " "))
+	for _, r := range t.rows {
+		label := strings.ReplaceAll(r.name, " ", "_")
+		if r.run == "hold" {
+			if strings.HasPrefix(r.name, "devices") {
+				continue
+			}
+			fmt.Fprintf(&hold, "%s", label)
+			for _, p := range proxies {
+				fmt.Fprintf(&hold, " %g", r.med[p])
+			}
+			hold.WriteString("\n")
+			continue
+		}
+		d, ok := r.med["direct"]
+		if !ok || d == 0 {
+			continue
+		}
+		fmt.Fprintf(&rat, "%s", label)
+		for _, p := range proxies {
+			fmt.Fprintf(&rat, " %g", r.med[p]/d)
+		}
+		rat.WriteString("\n")
+	}
+	ratF, holdF := filepath.Join(dir, "ratios.dat"), filepath.Join(dir, "hold.dat")
+	if err := os.WriteFile(ratF, []byte(rat.String()), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(holdF, []byte(hold.String()), 0o644); err != nil {
+		return err
+	}
+	cols := func(f string) string {
+		var s []string
+		for i := range proxies {
+			s = append(s, fmt.Sprintf("'%s' using %d:xtic(1) title columnheader", f, i+2))
+		}
+		return strings.Join(s, ", ")
+	}
+	script := fmt.Sprintf(`set terminal pngcairo size 1400,900 font ",10"
+set termoption noenhanced
+set output '%s'
+set multiplot layout 2,1 title "devgate vs HAProxy vs nginx (medians; loopback, same backends)"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set grid ytics
+set key top left
+set xtics rotate by -25
+set bmargin 9
+set rmargin 22
+set datafile separator " "
+set title "ratio to direct (rates: < 1 is lost throughput; latencies: > 1 is added delay)"
+set logscale y
+plot %s
+unset logscale y
+set title "per idle device held (target: <= 4 KB, <= 2 fds)"
+plot %s
+unset multiplot
+`, filepath.Join(out, "plot.png"), cols(ratF), cols(holdF))
+	gp := filepath.Join(dir, "plot.gp")
+	if err := os.WriteFile(gp, []byte(script), 0o644); err != nil {
+		return err
+	}
+	if b, err := exec.Command("gnuplot", gp).CombinedOutput(); err != nil {
+		return fmt.Errorf("gnuplot: %v: %s", err, b)
+	}
+	return nil
+}
