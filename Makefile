@@ -12,7 +12,7 @@ TOOLS              := $(CURDIR)/bin/tools
 
 IMAGE_REPO ?= ghcr.io/devgate/devgate
 
-.PHONY: all build run test test-short vet fmt fuzz bench bench-suite bench-micro proto image clean
+.PHONY: all build run test test-short vet fmt fuzz bench bench-suite bench-micro proto image e2e clean
 
 all: vet test build
 
@@ -27,12 +27,18 @@ run: build
 test:
 	$(GO) test -race -count=1 -timeout 10m $(PKGS)
 
+# End-to-end cluster suite: 3 etcd members, 3 replicas behind HAProxy, Go and
+# Netty backends, all separate processes on loopback; about 4 minutes.
+e2e:
+	ulimit -n 20000 2>/dev/null || true; $(GO) test -tags e2e -count=1 -v -timeout 15m ./test/e2e/
+
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags e2e ./test/e2e/
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

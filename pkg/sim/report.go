@@ -35,6 +35,11 @@ type Report struct {
 	// "dial_refused", "login_timeout", "heartbeat_closed", "canceled".
 	Errors map[string]int
 
+	// Backends is set when Config.RecordBackends is: Backends[i] lists, for
+	// device i (Config.DeviceID(i)), the backend that answered each of its
+	// connections in order, "" for a connection that failed.
+	Backends [][]string `json:",omitempty"`
+
 	// MaxOverMean is max/mean of PerBackend: 1 is perfect balance.
 	MaxOverMean float64
 

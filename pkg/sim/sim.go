@@ -45,6 +45,10 @@ type Config struct {
 
 	// Dialer dials the target, e.g. with a LocalAddr. If nil, a zero Dialer.
 	Dialer *net.Dialer
+
+	// RecordBackends fills Report.Backends: per device, the backend of each
+	// connection. Off by default (it costs a slice per device).
+	RecordBackends bool
 }
 
 // version is the protocol version byte the simulator sends.
@@ -126,14 +130,21 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	wg.Wait()
 
 	rep := summarize(devs, errs)
+	if cfg.RecordBackends {
+		rep.Backends = make([][]string, len(devs))
+		for i, d := range devs {
+			rep.Backends[i] = d.conns
+		}
+	}
 	rep.Elapsed = time.Since(start)
 	return rep, ctx.Err()
 }
 
 // deviceResult is what one device saw over all its connections.
 type deviceResult struct {
-	first  string // backend of the first successful connection
-	moved  bool   // a later connection landed elsewhere
+	conns  []string // backend of each connection, "" if it failed (RecordBackends only)
+	first  string   // backend of the first successful connection
+	moved  bool     // a later connection landed elsewhere
 	ok     int
 	failed int
 }
@@ -155,6 +166,9 @@ func (w *worker) device(ctx context.Context, id string) deviceResult {
 			break
 		}
 		backend, reason := w.session(ctx, id, login)
+		if w.cfg.RecordBackends {
+			res.conns = append(res.conns, backend)
+		}
 		if reason != "" {
 			res.failed++
 			w.errs[reason]++

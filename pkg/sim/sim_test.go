@@ -157,3 +157,23 @@ func TestDeviceID(t *testing.T) {
 		}
 	}
 }
+
+func TestRunRecordBackends(t *testing.T) {
+	_, addr := backend(t, "b1")
+	rep, err := sim.Run(context.Background(), sim.Config{Target: addr, Devices: 5, Reconnects: 2})
+	if err != nil || rep.Backends != nil {
+		t.Fatalf("without RecordBackends: %v %v", err, rep.Backends)
+	}
+	rep, err = sim.Run(context.Background(), sim.Config{Target: addr, Devices: 5, Reconnects: 2, RecordBackends: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Backends) != 5 {
+		t.Fatalf("Backends %v", rep.Backends)
+	}
+	for i, conns := range rep.Backends {
+		if len(conns) != 3 || conns[0] != "b1" || conns[1] != "b1" || conns[2] != "b1" {
+			t.Fatalf("device %d: %v", i, conns)
+		}
+	}
+}
