@@ -9,10 +9,12 @@ import (
 // fleet, when a request gives none.
 const DefaultPace = 50
 
-// Pace calls evict(n) so that connections close at perSecond on average,
-// until evict closes fewer than it was asked (nothing left) or ctx ends.
-// It returns how many were closed. Budgets are computed from the start
-// time, not per tick, so timer jitter does not drift the rate.
+// Pace calls evict(n) so that connections close at perSecond, until evict
+// closes fewer than it was asked (nothing left) or ctx ends. It returns how
+// many were closed. It is a token bucket holding at most a fifth of a
+// second's worth: after a stall (a paused process, a slow tick) it resumes
+// at the pace instead of catching up in a burst, because a burst is the
+// herd the pace exists to prevent.
 func Pace(ctx context.Context, perSecond float64, evict func(n int) int, progress func(total int)) int {
 	if perSecond <= 0 {
 		perSecond = DefaultPace
@@ -20,13 +22,16 @@ func Pace(ctx context.Context, perSecond float64, evict func(n int) int, progres
 	step := min(max(time.Duration(float64(time.Second)/perSecond), 10*time.Millisecond), 100*time.Millisecond)
 	tick := time.NewTicker(step)
 	defer tick.Stop()
-	start := time.Now()
+	burst := max(1, perSecond/5)
+	tokens, last := 1.0, time.Now() // the first connection goes at once
 	total := 0
 	for {
-		// The first connection goes at once; then perSecond.
-		allowed := 1 + int(perSecond*time.Since(start).Seconds()) - total
-		if allowed > 0 {
+		now := time.Now()
+		tokens = min(burst, tokens+perSecond*now.Sub(last).Seconds())
+		last = now
+		if allowed := int(tokens); allowed > 0 {
 			n := evict(allowed)
+			tokens -= float64(n)
 			total += n
 			if progress != nil && n > 0 {
 				progress(total)

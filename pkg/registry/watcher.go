@@ -141,10 +141,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 	w.init()
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
+		listed := w.relists.Load()
 		err := w.cycle(ctx)
 		w.connected.Store(false)
 		if ctx.Err() != nil {
 			break
+		}
+		if w.relists.Load() != listed { // it listed, so etcd was fine: retry soon
+			backoff = 0
 		}
 		backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
 		w.Logger.Warn("etcd watch interrupted; listing again", zap.Error(err), zap.Duration("backoff", backoff))
@@ -214,7 +218,13 @@ func (w *Watcher) watch(ctx context.Context, v *view, rev int64, cluster uint64)
 	defer progress.Stop()
 	// RequestProgress can block while etcd is unreachable, so it runs apart
 	// from the loop that must notice the silence.
+	// It also reads etcd's current revision: a watch resumed against a
+	// restored etcd waits, silent, for a revision that is not coming, so a
+	// revision below ours or another cluster id is looked for directly.
 	askProgress := make(chan struct{}, 1)
+	backwards := make(chan error, 1)
+	var seen atomic.Int64
+	seen.Store(rev)
 	pctx, pcancel := context.WithCancel(ctx)
 	pdone := make(chan struct{})
 	defer func() { pcancel(); <-pdone }()
@@ -227,7 +237,15 @@ func (w *Watcher) watch(ctx context.Context, v *view, rev int64, cluster uint64)
 			case <-askProgress:
 				rctx, rcancel := context.WithTimeout(pctx, interval)
 				_ = w.Client.RequestProgress(rctx)
+				r, err := w.Client.Get(rctx, w.Keys.Root()+"\x00probe", clientv3.WithCountOnly())
 				rcancel()
+				if err == nil && (r.Header.Revision < seen.Load() || r.Header.ClusterId != cluster) {
+					select {
+					case backwards <- fmt.Errorf("etcd at revision %d of cluster %x, we are at %d of %x (restored?)",
+						r.Header.Revision, r.Header.ClusterId, seen.Load(), cluster):
+					default:
+					}
+				}
 			}
 		}
 	}()
@@ -252,6 +270,8 @@ func (w *Watcher) watch(ctx context.Context, v *view, rev int64, cluster uint64)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case err := <-backwards:
+			return err
 		case <-progress.C:
 			if last := time.Unix(0, w.lastContact.Load()); time.Since(last) > 3*interval {
 				return fmt.Errorf("watch silent for %s", time.Since(last).Round(time.Millisecond))
@@ -291,6 +311,7 @@ func (w *Watcher) watch(ctx context.Context, v *view, rev int64, cluster uint64)
 			}
 			w.touch()
 			rev = resp.Header.Revision
+			seen.Store(rev)
 			for _, ev := range resp.Events {
 				var val []byte
 				if ev.Type == mvccpb.PUT {
