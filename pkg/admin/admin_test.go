@@ -73,7 +73,10 @@ func TestDrainThroughOneReplicaActsOnAll(t *testing.T) {
 		Id: "b1", Deadline: durationpb.New(time.Minute), EvictPerSecond: 10, Reason: "upgrade"}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "drain seen by B", func() bool { m, _ := b.watcher.Snapshot().Member("b1"); return m.State == "draining" })
+	// DrainBackend returns once every replica routes on the drain.
+	if m, _ := b.watcher.Snapshot().Member("b1"); m.State != "draining" {
+		t.Fatalf("DrainBackend returned before replica B applied it: %s", m.State)
+	}
 	c, got := login(t, b.addr, dev)
 	c.Close()
 	if got == "b1" {

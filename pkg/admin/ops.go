@@ -56,19 +56,35 @@ func (s *Service) DrainBackend(ctx context.Context, req *adminv1.DrainBackendReq
 	return &adminv1.DrainBackendResponse{Drain: drainPB(d)}, nil
 }
 
-// awaitRevision waits, briefly, until this replica routes on rev, so a
-// caller reads its own write (a list right after a drain shows it).
+// awaitRevision waits, briefly, until this replica and its peers route on
+// rev, so a caller reads its own write and a drain that returned is in
+// force everywhere that answers (peers that do not answer are left out).
 func (s *Service) awaitRevision(ctx context.Context, rev int64) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	for {
 		if snap := s.Watcher.Snapshot(); snap != nil && snap.Revision >= rev {
-			return
+			break
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	for {
+		gws, _ := s.fleet(ctx)
+		behind := false
+		for _, g := range gws {
+			behind = behind || g.RingRevision < rev
+		}
+		if !behind {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
