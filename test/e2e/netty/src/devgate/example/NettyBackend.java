@@ -122,7 +122,8 @@ public final class NettyBackend {
             value.put("addr", advertise);
             value.put("weight", o.weight);
             value.put("zone", o.zone);
-            value.put("meta", Map.of("impl", "netty"));
+            // "proxy":"v2" asks gateways for a PROXY v2 header with the device's address.
+            value.put("meta", o.proxyProtocol ? Map.of("impl", "netty", "proxy", "v2") : Map.of("impl", "netty"));
             registrar.start(Json.encode(value));
         }
 
