@@ -31,6 +31,7 @@ func TestCluster(t *testing.T) {
 		{"7_bad_input", scenarioBadInput},
 		{"5_rolling_restart", scenarioRollingRestart},
 		{"6_etcd_faults", scenarioEtcdFaults},
+		{"8_proxy_v2_to_netty", scenarioProxyV2},
 	} {
 		c.t = t
 		t.Run(s.name, func(t *testing.T) {

@@ -291,6 +291,9 @@ admin:
   httpListen: %s
 limits:
   prereadTimeout: %s
+  # HAProxy hides device addresses: every device is 127.0.0.1 here.
+  maxConnectionsPerIP: -1
+  acceptRatePerIP: -1
 log:
   level: warn
 `, g.listen, strings.Join(eps, ", "), g.id, g.admin, g.http, prereadTimeout)
