@@ -21,9 +21,16 @@ import (
 var prereadPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
 // handle owns one accepted client from preread to close.
+// When the connection is handed to an event loop (EventLoop), handle
+// returns once it is registered and the loop calls finish at the end.
 func (p *Proxy) handle(c net.Conn) {
-	defer p.wg.Done()
-	defer p.stats.active.Add(-1)
+	var release func()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			p.endConn(release)
+		}
+	}()
 	p.setKeepAlive(c)
 
 	bp := prereadPool.Get().(*[]byte)
@@ -32,9 +39,6 @@ func (p *Proxy) handle(c net.Conn) {
 	p.endPreread(c)
 	if p.OnPreread != nil {
 		p.OnPreread(time.Since(start))
-	}
-	if release != nil {
-		defer release()
 	}
 	if err != nil {
 		p.reject(client, err, buf)
@@ -75,6 +79,11 @@ func (p *Proxy) handle(c net.Conn) {
 	p.setKeepAlive(backend)
 
 	pc := &conn{client: client, backend: backend, device: device, backendID: b.ID, since: time.Now()}
+	if p.useEventLoop(client, backend) { // before the table can hand pc to close
+		if pc.ev, err = p.newEvPair(pc, release); err != nil {
+			p.badLog.Warn("copying with goroutines", zap.Error(err))
+		}
+	}
 	p.stats.routed.Add(1)
 	p.stats.proxied.Add(1)
 	p.table.add(pc)
@@ -90,14 +99,32 @@ func (p *Proxy) handle(c net.Conn) {
 		pc.close(ReasonShutdown)
 	}
 
+	if pc.ev != nil {
+		p.evAttach(pc.ev)
+		handedOff = true // the loop calls finish and endConn
+		return
+	}
 	in, out := p.pipe(pc)
+	p.finish(pc, in, out)
+}
 
+// finish accounts for a proxied connection once both directions ended.
+func (p *Proxy) finish(pc *conn, in, out int64) {
 	p.devices.logout(pc)
 	p.table.remove(pc)
 	p.stats.proxied.Add(-1)
 	p.stats.bytesIn.Add(uint64(in))
 	p.stats.bytesOut.Add(uint64(out))
 	p.stats.close(pc.endReason())
+}
+
+// endConn releases what startConn and admit took for a connection.
+func (p *Proxy) endConn(release func()) {
+	if release != nil {
+		release()
+	}
+	p.stats.active.Add(-1)
+	p.wg.Done()
 }
 
 // admit takes a new connection through the steps before routing, all under

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,10 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testEventLoop runs every cluster with Proxy.EventLoop on:
+// DEVGATE_TEST_EVENTLOOP=1 go test ./pkg/proxy
+var testEventLoop = os.Getenv("DEVGATE_TEST_EVENTLOOP") == "1"
 
 // mkframe builds a frame of the default 6-byte header format.
 func mkframe(typ byte, body string) []byte { return sim.AppendFrame(nil, typ, 1, 0, []byte(body)) }
@@ -74,7 +79,7 @@ func newCluster(t *testing.T, n int, configure func(*Proxy)) *cluster {
 	c.ring.Store(r)
 	// Every test device comes from 127.0.0.1: per-address limits have their own tests.
 	c.proxy = &Proxy{Source: c.ring, PrereadTimeout: 2 * time.Second, DialTimeout: time.Second,
-		MaxConnsPerIP: -1, AcceptRatePerIP: -1}
+		MaxConnsPerIP: -1, AcceptRatePerIP: -1, EventLoop: testEventLoop}
 	if configure != nil {
 		configure(c.proxy)
 	}

@@ -52,7 +52,7 @@ func TestPrereadBytesForwardedFirst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{Source: NewAtomicRing(r)}
+	p := &Proxy{Source: NewAtomicRing(r), EventLoop: testEventLoop}
 	paddr := startProxy(t, p)
 
 	hb := mkframe(2, `{"hb":1}`)
@@ -209,7 +209,7 @@ func TestFallbackToNextOwner(t *testing.T) {
 
 func TestNoBackendsAndAllDown(t *testing.T) {
 	src := &AtomicRing{}
-	p := &Proxy{Source: src, DialTimeout: 500 * time.Millisecond}
+	p := &Proxy{Source: src, DialTimeout: 500 * time.Millisecond, EventLoop: testEventLoop}
 	addr := startProxy(t, p)
 	try := func() {
 		conn, err := net.Dial("tcp", addr)

@@ -14,6 +14,7 @@ type conn struct {
 	device          string
 	backendID       string
 	since           time.Time
+	ev              *evPair // set when an event loop copies for this connection
 
 	once   sync.Once
 	mu     sync.Mutex
@@ -36,8 +37,14 @@ func (c *conn) endReason() string {
 }
 
 // close ends both sides at once; the copy loops see the error and return.
+// On an event loop it only shuts both sockets down: the loop sees them end,
+// closes them and accounts for the connection.
 func (c *conn) close(reason string) {
 	c.setReason(reason)
+	if c.ev != nil {
+		c.ev.kill()
+		return
+	}
 	c.once.Do(func() {
 		c.client.Close()
 		c.backend.Close()

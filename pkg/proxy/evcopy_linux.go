@@ -1,0 +1,134 @@
+//go:build linux
+
+package proxy
+
+import (
+	"syscall"
+
+	"go.uber.org/zap"
+)
+
+// The copy path of an evPair on its loop: level-triggered readiness, one
+// read per event into the loop's buffer, pending bytes and backpressure.
+// See evloop_linux.go for the design.
+
+// handle acts on the events of one fd of pr.
+func (l *evLoop) handle(pr *evPair, fd int, events uint32) {
+	if pr.killed.Load() {
+		l.finalize(pr)
+		return
+	}
+	i := 0
+	if pr.side[1].fd == fd {
+		i = 1
+	} else if pr.side[0].fd != fd {
+		return // stale: the fd now belongs to another pair
+	}
+	const hup = syscall.EPOLLERR | syscall.EPOLLHUP
+	if events&(syscall.EPOLLOUT|hup) != 0 && pr.pending[1-i] != nil {
+		l.flush(pr, 1-i)
+	}
+	if !pr.done && events&(syscall.EPOLLIN|hup) != 0 && pr.reading(i) {
+		l.copy(pr, i)
+	}
+	if !pr.done {
+		l.rearm(pr)
+	}
+}
+
+// reading says whether direction d reads its source now.
+func (pr *evPair) reading(d int) bool { return !pr.ended[d] && pr.pending[d] == nil }
+
+// copy reads once from side d and writes to the other side.
+func (l *evLoop) copy(pr *evPair, d int) {
+	n, err := syscall.Read(pr.side[d].fd, l.buf)
+	switch {
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+	case err != nil: // a reset reads as the same side going away, as in pipe
+		pr.pc.setReason(evEOFReason[d])
+		l.finalize(pr)
+	case n == 0: // EOF: half-close the peer, the other direction goes on
+		pr.pc.setReason(evEOFReason[d])
+		pr.ended[d] = true
+		if syscall.Shutdown(pr.side[1-d].fd, syscall.SHUT_WR) != nil || pr.ended[1-d] {
+			l.finalize(pr)
+		}
+	default:
+		if rest, ok := l.write(pr, d, l.buf[:n]); !ok {
+			return
+		} else if len(rest) > 0 { // the peer is full: keep the rest, stop reading
+			bp := evPendingPool.Get().(*[]byte)
+			pr.pbuf[d], pr.pending[d] = bp, append((*bp)[:0], rest...)
+			pr.p.loops.paused.Add(1)
+		}
+	}
+}
+
+// flush writes what direction d has pending.
+func (l *evLoop) flush(pr *evPair, d int) {
+	rest, ok := l.write(pr, d, pr.pending[d])
+	if !ok {
+		return
+	}
+	if len(rest) > 0 {
+		pr.pending[d] = rest
+		return
+	}
+	evPendingPool.Put(pr.pbuf[d])
+	pr.pbuf[d], pr.pending[d] = nil, nil
+}
+
+// write writes b to the destination of direction d until it would block,
+// and returns what is left. On an error it finalizes pr and says !ok.
+func (l *evLoop) write(pr *evPair, d int, b []byte) (rest []byte, ok bool) {
+	for len(b) > 0 {
+		n, err := syscall.Write(pr.side[1-d].fd, b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return b, true
+		case err != nil:
+			pr.pc.setReason(evEOFReason[d])
+			l.finalize(pr)
+			return nil, false
+		}
+		pr.n[d] += int64(n)
+		b = b[n:]
+	}
+	return b, true
+}
+
+// rearm brings the epoll set in line with what each side waits for: a side
+// is read while its direction runs unpaused, and written while the other
+// direction has bytes pending for it.
+func (l *evLoop) rearm(pr *evPair) {
+	for i := range pr.side {
+		var want uint32
+		if pr.reading(i) {
+			want |= syscall.EPOLLIN
+		}
+		if pr.pending[1-i] != nil {
+			want |= syscall.EPOLLOUT
+		}
+		s := &pr.side[i]
+		if want == s.mask {
+			continue
+		}
+		op := syscall.EPOLL_CTL_MOD
+		switch {
+		case want == 0:
+			op = syscall.EPOLL_CTL_DEL
+		case s.mask == 0:
+			op = syscall.EPOLL_CTL_ADD
+		}
+		ev := syscall.EpollEvent{Events: want, Fd: int32(s.fd)}
+		if err := syscall.EpollCtl(l.epfd, op, s.fd, &ev); err != nil {
+			l.p.log.Error("event loop: epoll_ctl failed", zap.Error(err))
+			pr.pc.setReason(ReasonShutdown)
+			l.finalize(pr)
+			return
+		}
+		s.mask = want
+	}
+}

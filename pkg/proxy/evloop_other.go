@@ -1,0 +1,29 @@
+//go:build !linux
+
+package proxy
+
+import (
+	"errors"
+	"net"
+)
+
+// errEventLoopUnsupported: EventLoop needs epoll.
+var errEventLoopUnsupported = errors.New("EventLoop is supported on Linux only")
+
+type evLoops struct{}
+
+func (*evLoops) stop() {}
+
+type evPair struct{}
+
+func (*evPair) kill() {}
+
+func (p *Proxy) useEventLoop(client, backend net.Conn) bool { return p.EventLoop }
+
+func (p *Proxy) newEvPair(*conn, func()) (*evPair, error) { return nil, errEventLoopUnsupported }
+
+func (p *Proxy) evAttach(*evPair) {}
+
+func (p *Proxy) evConns() int { return 0 }
+
+func (p *Proxy) evLoopFDs() int { return 0 }
