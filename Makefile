@@ -26,6 +26,7 @@ run: build
 # The test suite CI runs (race detector on; real sockets on loopback).
 test:
 	$(GO) test -race -count=1 -timeout 10m $(PKGS)
+	DEVGATE_TEST_EVENTLOOP=1 $(GO) test -race -count=1 -timeout 5m ./pkg/proxy/
 
 # End-to-end cluster suite: 3 etcd members, 3 replicas behind HAProxy, Go and
 # Netty backends, all separate processes on loopback; about 4 minutes.

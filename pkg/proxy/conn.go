@@ -59,7 +59,7 @@ func (p *Proxy) handle(c net.Conn) {
 	}
 	// Every byte read before routing goes to the backend first, unchanged,
 	// after the PROXY header when the backend wants one.
-	if p.SendProxyV2 {
+	if p.SendProxyV2 || b.Meta["proxy"] == "v2" {
 		var hdr []byte
 		if hdr, err = proxyV2Header(src, c.LocalAddr()); err == nil {
 			_, err = backend.Write(append(hdr, buf...))

@@ -81,8 +81,9 @@ type Proxy struct {
 	TrustedProxies        []netip.Prefix
 	ProxyProtocolOptional bool
 
-	// SendProxyV2 writes a PROXY v2 header with the device's address to the
-	// backend before any other byte (Netty: HAProxyMessageDecoder).
+	// SendProxyV2 writes a PROXY v2 header with the device's address to
+	// every backend before any other byte (Netty: HAProxyMessageDecoder).
+	// A backend whose registration has meta "proxy": "v2" gets one anyway.
 	SendProxyV2 bool
 
 	// TLS, if set, terminates TLS on device connections before the
@@ -352,11 +353,17 @@ func (p *Proxy) misplaced(n int) []*conn {
 	})
 }
 
+// evict closes cs and counts only the ones it closed first: a connection
+// already closing (evicted, replaced, gone) is neither closed nor counted
+// twice, so a paced eviction's count and pace are real.
 func (p *Proxy) evict(cs []*conn, cause string) int {
+	n := 0
 	for _, c := range cs {
-		c.close(ReasonEvicted + "_" + cause)
+		if c.close(ReasonEvicted + "_" + cause) {
+			n++
+		}
 	}
-	return len(cs)
+	return n
 }
 
 // StopAccepting closes the listeners without touching open connections:

@@ -404,3 +404,26 @@ func TestEvictMisplaced(t *testing.T) {
 		t.Fatalf("%d proxied after rebalance, want %d", got, 60-want)
 	}
 }
+
+// A connection being closed is not picked, counted or closed again by a
+// later eviction: paced evictions count what they really closed.
+func TestEvictSkipsClosing(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	var conns []net.Conn
+	for i := 0; i < 6; i++ {
+		conn, _ := c.connect(fmt.Sprintf("dev-%d", i))
+		conns = append(conns, conn)
+	}
+	defer func() {
+		for _, cn := range conns {
+			cn.Close()
+		}
+	}()
+	waitFor(t, "all proxied", func() bool { return c.proxy.Proxied() == 6 })
+	first := c.proxy.Evict("b1", 4, "test")
+	second := c.proxy.Evict("b1", 4, "test") // at once: the first four may still be in the table
+	if first != 4 || second != 2 {
+		t.Fatalf("evicted %d then %d; want 4 then the 2 left", first, second)
+	}
+	waitFor(t, "6 counted", func() bool { return c.proxy.Stats().Closed["evicted_test"] == 6 })
+}

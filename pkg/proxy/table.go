@@ -3,6 +3,7 @@ package proxy
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -16,9 +17,10 @@ type conn struct {
 	since           time.Time
 	ev              *evPair // set when an event loop copies for this connection
 
-	once   sync.Once
-	mu     sync.Mutex
-	reason string
+	once    sync.Once
+	closing atomic.Bool // set by the first close: Evict must not pick it again
+	mu      sync.Mutex
+	reason  string
 }
 
 // setReason records why the connection ends; the first reason wins.
@@ -38,17 +40,20 @@ func (c *conn) endReason() string {
 
 // close ends both sides at once; the copy loops see the error and return.
 // On an event loop it only shuts both sockets down: the loop sees them end,
-// closes them and accounts for the connection.
-func (c *conn) close(reason string) {
+// closes them and accounts for the connection. It reports whether this
+// call was the first to close it.
+func (c *conn) close(reason string) bool {
+	first := c.closing.CompareAndSwap(false, true)
 	c.setReason(reason)
 	if c.ev != nil {
 		c.ev.kill()
-		return
+		return first
 	}
 	c.once.Do(func() {
 		c.client.Close()
 		c.backend.Close()
 	})
+	return first
 }
 
 // connTable indexes live connections by backend, so a drain or rebalance
@@ -129,7 +134,7 @@ func appendUpTo(out []*conn, set map[*conn]struct{}, n int, keep func(*conn) boo
 		if n > 0 && len(out) >= n {
 			break
 		}
-		if keep == nil || keep(c) {
+		if !c.closing.Load() && (keep == nil || keep(c)) {
 			out = append(out, c)
 		}
 	}
