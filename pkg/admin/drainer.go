@@ -22,6 +22,9 @@ type evicter interface {
 type drainer struct {
 	proxy evicter
 	log   *zap.Logger
+	// share, if set, returns this replica's part of a fleet-wide pace for
+	// a backend's connections at the deadline; nil: an equal split.
+	share func(ctx context.Context, backend string, pace float64) (float64, bool)
 
 	mu   sync.Mutex
 	ctx  context.Context
@@ -83,8 +86,14 @@ func (d *drainer) run(ctx context.Context, id string, j *drainJob) {
 		case <-t.C:
 		}
 	}
-	d.log.Info("drain deadline reached; evicting", zap.String("backend", id), zap.Float64("perSecond", j.share))
-	n := Pace(ctx, j.share, func(n int) int { return d.proxy.Evict(id, n, "drain") }, func(total int) {
+	rate := j.share
+	if d.share != nil { // in proportion to what this replica holds, so the fleet ends together
+		if r, ok := d.share(ctx, id, j.drain.EvictPerSecond); ok {
+			rate = r
+		}
+	}
+	d.log.Info("drain deadline reached; evicting", zap.String("backend", id), zap.Float64("perSecond", rate))
+	n := Pace(ctx, rate, func(n int) int { return d.proxy.Evict(id, n, "drain") }, func(total int) {
 		d.mu.Lock()
 		j.evicted = total
 		d.mu.Unlock()

@@ -76,6 +76,7 @@ func (s *Service) Run(ctx context.Context) {
 		s.runCtx = ctx
 		s.mu.Unlock()
 		s.drains = newDrainer(ctx, s.Proxy, s.log().Named("drain"))
+		s.drains.share = s.paceShare
 	})
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
@@ -96,6 +97,29 @@ func (s *Service) Run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// paceShare splits a fleet-wide pace by the replicas' connections to a
+// backend: a replica holding a third of them evicts at a third of the pace,
+// so all finish together and the fleet's rate is the pace. It reports false
+// when the peers cannot be asked (the caller splits evenly then).
+func (s *Service) paceShare(ctx context.Context, backend string, pace float64) (float64, bool) {
+	if pace <= 0 {
+		pace = DefaultPace
+	}
+	mine := int64(s.Proxy.Conns()[backend])
+	gws, partial := s.fleet(ctx)
+	if partial.GetPartial() {
+		return 0, false
+	}
+	var total int64
+	for _, g := range gws {
+		total += g.ConnectionsByBackend[backend]
+	}
+	if total == 0 || mine == 0 {
+		return pace, true // nothing to split: whatever is here goes at the pace
+	}
+	return pace * float64(mine) / float64(total), true
 }
 
 // Ready reports whether this replica should get new devices, and why not.
