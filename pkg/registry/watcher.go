@@ -274,6 +274,7 @@ func (w *Watcher) watch(ctx context.Context, v *view, rev int64, cluster uint64)
 			return err
 		case <-progress.C:
 			if last := time.Unix(0, w.lastContact.Load()); time.Since(last) > 3*interval {
+				w.connected.Store(false) // now, not after the teardown below
 				return fmt.Errorf("watch silent for %s", time.Since(last).Round(time.Millisecond))
 			}
 			select { // answered on wch; silence is caught above
