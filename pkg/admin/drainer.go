@@ -77,20 +77,20 @@ func (d *drainer) update(s *registry.Snapshot) {
 
 func (d *drainer) run(ctx context.Context, id string, j *drainJob) {
 	defer d.wg.Done()
-	if wait := time.Until(j.drain.Deadline); wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
+	// The share is asked of the peers up to a second before the deadline,
+	// so every replica starts evicting at the deadline itself rather than
+	// after a round of peer calls.
+	if !sleepUntil(ctx, j.drain.Deadline.Add(-time.Second)) {
+		return
 	}
 	rate := j.share
 	if d.share != nil { // in proportion to what this replica holds, so the fleet ends together
 		if r, ok := d.share(ctx, id, j.drain.EvictPerSecond); ok {
 			rate = r
 		}
+	}
+	if !sleepUntil(ctx, j.drain.Deadline) {
+		return
 	}
 	d.log.Info("drain deadline reached; evicting", zap.String("backend", id), zap.Float64("perSecond", rate))
 	n := Pace(ctx, rate, func(n int) int { return d.proxy.Evict(id, n, "drain") }, func(total int) {
@@ -102,6 +102,22 @@ func (d *drainer) run(ctx context.Context, id string, j *drainJob) {
 	j.done = ctx.Err() == nil
 	d.mu.Unlock()
 	d.log.Info("drain evictions over", zap.String("backend", id), zap.Int("evicted", n), zap.Bool("complete", ctx.Err() == nil))
+}
+
+// sleepUntil waits for t; false if ctx ended first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	wait := time.Until(t)
+	if wait <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
 }
 
 // wait stops every job (its ctx must be done) and waits for them.

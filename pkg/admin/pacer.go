@@ -19,17 +19,17 @@ func Pace(ctx context.Context, perSecond float64, evict func(n int) int, progres
 	if perSecond <= 0 {
 		perSecond = DefaultPace
 	}
-	step := min(max(time.Duration(float64(time.Second)/perSecond), 10*time.Millisecond), 100*time.Millisecond)
-	tick := time.NewTicker(step)
-	defer tick.Stop()
 	burst := max(1, perSecond/5)
 	tokens, last := 1.0, time.Now() // the first connection goes at once
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
 	total := 0
 	for {
 		now := time.Now()
 		tokens = min(burst, tokens+perSecond*now.Sub(last).Seconds())
 		last = now
-		if allowed := int(tokens); allowed > 0 {
+		if allowed := int(tokens + 1e-9); allowed > 0 { // 1e-9: 0.3+0.7 may sum to 0.999...
 			n := evict(allowed)
 			tokens -= float64(n)
 			total += n
@@ -40,10 +40,15 @@ func Pace(ctx context.Context, perSecond float64, evict func(n int) int, progres
 				return total
 			}
 		}
+		// Wake when the next whole token is due (at least 10ms apart, so
+		// high paces evict in small batches), not on a fixed tick whose
+		// rounding would slow low paces down.
+		wait := max((1-tokens)/perSecond, 0.01)
+		timer.Reset(time.Duration(wait * float64(time.Second)))
 		select {
 		case <-ctx.Done():
 			return total
-		case <-tick.C:
+		case <-timer.C:
 		}
 	}
 }
