@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -203,13 +201,9 @@ func loadAdminTLS(ac config.Admin) (server, peer *tls.Config, err error) {
 	server = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	peer = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if ac.ClientCAFile != "" {
-		pem, err := os.ReadFile(ac.ClientCAFile)
+		pool, err := certPool(ac.ClientCAFile)
 		if err != nil {
 			return nil, nil, fmt.Errorf("admin client CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, nil, errors.New("admin client CA: no certificate in " + ac.ClientCAFile)
 		}
 		// Tokens still work without a certificate; a certificate given must verify.
 		server.ClientAuth, server.ClientCAs = tls.VerifyClientCertIfGiven, pool

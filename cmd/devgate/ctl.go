@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -102,23 +100,9 @@ func (g *ctlFlags) tls() bool { return g.cacert != "" || g.cert != "" }
 func (g *ctlFlags) dial() (*grpc.ClientConn, error) {
 	creds := insecure.NewCredentials()
 	if g.tls() {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-		if g.cacert != "" {
-			pem, err := os.ReadFile(g.cacert)
-			if err != nil {
-				return nil, fmt.Errorf("admin CA: %w", err)
-			}
-			cfg.RootCAs = x509.NewCertPool()
-			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("admin CA %s: no PEM certificate", g.cacert)
-			}
-		}
-		if g.cert != "" {
-			kp, err := tls.LoadX509KeyPair(g.cert, g.key)
-			if err != nil {
-				return nil, fmt.Errorf("client certificate: %w", err)
-			}
-			cfg.Certificates = []tls.Certificate{kp}
+		cfg, err := clientTLS(g.cacert, g.cert, g.key)
+		if err != nil {
+			return nil, fmt.Errorf("admin %w", err)
 		}
 		creds = credentials.NewTLS(cfg)
 	}

@@ -3,12 +3,10 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -132,24 +130,11 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 		p.TLS = &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
 	}
 	if b := cfg.BackendTLS; b != nil {
-		tc := &tls.Config{ServerName: b.ServerName, MinVersion: tls.VersionTLS12}
-		if b.CAFile != "" {
-			pem, err := os.ReadFile(b.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("backendTLS: %w", err)
-			}
-			tc.RootCAs = x509.NewCertPool()
-			if !tc.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("backendTLS: no certificate in %s", b.CAFile)
-			}
+		tc, err := clientTLS(b.CAFile, b.CertFile, b.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("backendTLS: %w", err)
 		}
-		if b.CertFile != "" {
-			cert, err := tls.LoadX509KeyPair(b.CertFile, b.KeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("backendTLS: %w", err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
-		}
+		tc.ServerName = b.ServerName
 		p.BackendTLS = tc
 	}
 	return p, nil
