@@ -50,7 +50,7 @@ func runServe(args []string) error {
 		return err
 	}
 	defer ap.stop()
-	l, err := net.Listen("tcp", cfg.ListenAddr())
+	l, err := p.Listen(context.Background(), "tcp", cfg.ListenAddr())
 	if err != nil {
 		return err
 	}

@@ -23,7 +23,7 @@ var prereadPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return 
 // handle owns one accepted client from preread to close.
 // When the connection is handed to an event loop (EventLoop), handle
 // returns once it is registered and the loop calls finish at the end.
-func (p *Proxy) handle(c net.Conn) {
+func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 	var release func()
 	handedOff := false
 	defer func() {
@@ -31,7 +31,9 @@ func (p *Proxy) handle(c net.Conn) {
 			p.endConn(release)
 		}
 	}()
-	p.setKeepAlive(c)
+	if !inheritsKeepAlive {
+		p.setKeepAlive(c)
+	}
 
 	bp := prereadPool.Get().(*[]byte)
 	start := time.Now()

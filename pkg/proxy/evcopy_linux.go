@@ -18,6 +18,16 @@ func (l *evLoop) handle(pr *evPair, fd int, events uint32) {
 		l.finalize(pr)
 		return
 	}
+	switch pr.stage {
+	case evPreread:
+		if fd == pr.side[0].fd {
+			l.prereadEvent(pr, events)
+		}
+		return
+	case evDial:
+		l.dialEvent(pr, fd, events)
+		return
+	}
 	i := 0
 	if pr.side[1].fd == fd {
 		i = 1
@@ -50,7 +60,9 @@ func (l *evLoop) copy(pr *evPair, d int) {
 	case n == 0: // EOF: half-close the peer, the other direction goes on
 		pr.pc.setReason(evEOFReason[d])
 		pr.ended[d] = true
-		if syscall.Shutdown(pr.side[1-d].fd, syscall.SHUT_WR) != nil || pr.ended[1-d] {
+		// Both ended: closing sends the last FIN (both receive queues are
+		// empty, so it is a FIN and not a reset).
+		if pr.ended[1-d] || syscall.Shutdown(pr.side[1-d].fd, syscall.SHUT_WR) != nil {
 			l.finalize(pr)
 		}
 	default:

@@ -11,15 +11,19 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 )
 
-// The event-driven copy path (Proxy.EventLoop). Each loop is a goroutine
-// with its own epoll instance (GOMAXPROCS of them); a routed connection
-// pair is handed to one of them, round-robin, and handle returns, so an
-// idle device costs no goroutine, no stack and no splice pipe: only its two
-// sockets and an evPair (about 1.4 KB of heap). A loop never blocks in
+// The event-driven path (Proxy.EventLoop). Each loop is a goroutine with
+// its own epoll instance (GOMAXPROCS of them). Serve hands each accepted
+// client to one of them, round-robin; the loop reads the key frame, dials
+// the owner and copies (evadmit_linux.go). Where the loop cannot do the
+// steps before routing (PROXY header, TLS), handle does them and hands
+// over the routed pair (evAttach). Either way an idle device costs no
+// goroutine, no stack and no splice pipe: only its two sockets and an
+// evPair (about 1.5 KB of heap). A loop never blocks in
 // epoll_wait: it polls with a zero timeout and, when nothing is ready,
 // parks in Go's netpoller on the epoll fd itself, so waking it costs a
 // goroutine switch rather than a thread wakeup and a P handoff.
@@ -34,10 +38,11 @@ import (
 // EPOLLHUP cannot be masked, and a paused source that hangs up would
 // otherwise wake the loop without end.
 //
-// Go's netpoller keeps the sockets registered too; it is harmless as no
-// goroutine reads or writes them. Only the loop closes them (through the
-// *net.TCPConn, after EPOLL_CTL_DEL); conn.close only shuts them down,
-// which wakes the loop with EOF or EPOLLHUP.
+// Go's netpoller keeps accepted sockets registered too; it is harmless as
+// no goroutine reads or writes them. Only the loop closes them (through
+// the *net.TCPConn, after EPOLL_CTL_DEL; sockets it dialled itself are raw
+// fds). conn.close posts a kill to the loop and wakes it through a pipe:
+// an fd number the loop closed may already name another socket.
 
 // evBufSize is the read buffer each loop shares and the size of a pending
 // buffer.
@@ -91,7 +96,8 @@ func (ls *evLoops) stop() {
 	ls.mu.Lock()
 	ls.stopped = true
 	for _, l := range ls.loops {
-		syscall.Write(l.wake[1], []byte{1})
+		l.stopping.Store(true)
+		l.wakeUp()
 	}
 	ls.loops = nil // a second stop must not write to closed fds
 	ls.mu.Unlock()
@@ -119,12 +125,15 @@ type evSide struct {
 // evPair is a proxied connection owned by a loop. Direction d copies
 // side[d] to side[1-d].
 type evPair struct {
-	p       *Proxy
-	pc      *conn
-	release func()
-	loop    *evLoop
-	side    [2]evSide
-	killed  atomic.Bool
+	p        *Proxy
+	pc       *conn // nil until the pair is routed (evCopy)
+	release  func()
+	loop     *evLoop
+	side     [2]evSide
+	killed   atomic.Bool
+	attached atomic.Bool // on its loop: a kill is posted there
+	stage    uint8       // evPreread, evDial, evCopy
+	adm      *evPre      // state of the steps before evCopy; nil after
 
 	// Owned by the loop once attached.
 	pending [2][]byte  // bytes of direction d read but not yet written
@@ -141,7 +150,7 @@ func (p *Proxy) newEvPair(pc *conn, release func()) (*evPair, error) {
 	if err != nil {
 		return nil, fmt.Errorf("event loop: %w", err)
 	}
-	pr := &evPair{p: p, pc: pc, release: release, loop: l}
+	pr := &evPair{p: p, pc: pc, release: release, loop: l, stage: evCopy}
 	for i, c := range [2]net.Conn{pc.client, pc.backend} {
 		s := &pr.side[i]
 		s.tc = c.(*net.TCPConn)
@@ -155,14 +164,12 @@ func (p *Proxy) newEvPair(pc *conn, release func()) (*evPair, error) {
 	return pr, nil
 }
 
-// kill wakes the loop to close the pair: both sockets shut down read EOF
-// and report EPOLLHUP. RawConn.Control holds a reference on the fd, so a
-// pair the loop has closed already is left alone (the fd number may have
-// been reused).
+// kill asks the loop to close the pair. Only the loop touches its fds: a
+// number closed there may already belong to another socket.
 func (pr *evPair) kill() {
 	pr.killed.Store(true)
-	for i := range pr.side {
-		pr.side[i].rc.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+	if pr.attached.Load() { // else evAttach sees killed and posts it
+		pr.loop.post(pr)
 	}
 }
 
@@ -194,20 +201,31 @@ func (p *Proxy) evAttach(pr *evPair) {
 		p.log.Error("event loop: epoll add failed", zap.Error(err))
 		pr.pc.setReason(ReasonShutdown)
 		l.finalize(pr)
+		return
+	}
+	pr.attached.Store(true)
+	if pr.killed.Load() {
+		l.post(pr)
 	}
 }
 
 // evLoop is one epoll loop.
 type evLoop struct {
-	p    *Proxy
-	epfd int
-	ep   *os.File // epfd in Go's netpoller: the loop parks there, not in epoll_wait
-	rc   syscall.RawConn
-	wake [2]int // a pipe: stop writes a byte
-	buf  []byte // shared by every connection of the loop
+	p        *Proxy
+	epfd     int
+	ep       *os.File // epfd in Go's netpoller: the loop parks there, not in epoll_wait
+	rc       syscall.RawConn
+	wake     [2]int // a pipe: a byte means kills are queued or the loop stops
+	buf      []byte // shared by every connection of the loop
+	stopping atomic.Bool
+	parkedTo time.Time // the read deadline set on ep; zero: none
 
-	mu    sync.Mutex
-	pairs map[int32]*evPair // by fd, both sides
+	mu      sync.Mutex
+	pairs   map[int32]*evPair // by fd, both sides
+	msgs    []evMsg           // posted by kill and by dials in goroutines
+	timers  [2]evQueue        // preread and dial deadlines (evPreread, evDial)
+	running []evMsg           // the loop's copy of msgs
+	due     []evTimer         // the loop's list of expired deadlines
 }
 
 func newEvLoop(p *Proxy) (*evLoop, error) {
@@ -221,6 +239,7 @@ func newEvLoop(p *Proxy) (*evLoop, error) {
 	}
 	l := &evLoop{p: p, epfd: epfd, ep: os.NewFile(uintptr(epfd), "epoll"), buf: make([]byte, evBufSize),
 		pairs: make(map[int32]*evPair)}
+	l.timers[evPreread].d, l.timers[evDial].d = p.prereadTimeout(), p.dialTimeout()
 	if l.rc, err = l.ep.SyscallConn(); err != nil {
 		l.ep.Close()
 		return nil, fmt.Errorf("epoll raw conn: %w", err)
@@ -243,16 +262,42 @@ func (l *evLoop) closeFDs() {
 	l.ep.Close()
 }
 
+// evMsg is work for a loop from another goroutine: close pr, or (dialled)
+// the result of a dial for it.
+type evMsg struct {
+	pr      *evPair
+	dialled bool
+	gen     uint32
+	bc      net.Conn
+	err     error
+}
+
+// post queues pr for the loop to close.
+func (l *evLoop) post(pr *evPair) { l.send(evMsg{pr: pr}) }
+
+func (l *evLoop) send(m evMsg) {
+	l.mu.Lock()
+	l.msgs = append(l.msgs, m)
+	first := len(l.msgs) == 1
+	l.mu.Unlock()
+	if first {
+		l.wakeUp()
+	}
+}
+
+func (l *evLoop) wakeUp() { syscall.Write(l.wake[1], []byte{1}) }
+
 // run waits for readiness and copies until stop. Named for stack dumps.
 func (l *evLoop) run() {
 	defer l.closeFDs()
 	var events [256]syscall.EpollEvent
 	var batch [256]*evPair
 	for {
+		l.expire()
 		// epoll_wait never blocks here: when nothing is ready the goroutine
-		// parks in Go's netpoller until the epoll fd is readable. A loop
-		// blocked in the syscall costs a thread wakeup and a P handoff on
-		// every event (+20-30 us per round trip, measured).
+		// parks in Go's netpoller until the epoll fd is readable (or the next
+		// deadline). A loop blocked in the syscall costs a thread wakeup and
+		// a P handoff on every event (+20-30 us per round trip, measured).
 		var n int
 		var err error
 		rerr := l.rc.Read(func(uintptr) bool {
@@ -263,18 +308,18 @@ func (l *evLoop) run() {
 			err = rerr
 		}
 		if err != nil {
-			if errors.Is(err, syscall.EINTR) {
+			if errors.Is(err, syscall.EINTR) || errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
 			}
 			l.p.log.Error("event loop: epoll_wait failed; closing its connections", zap.Error(err))
 			l.closeAll()
 			return
 		}
-		stop := false
+		woken := false
 		l.mu.Lock()
 		for i := range n {
 			if events[i].Fd == int32(l.wake[0]) {
-				stop = true
+				woken = true
 			}
 			batch[i] = l.pairs[events[i].Fd]
 		}
@@ -285,16 +330,45 @@ func (l *evLoop) run() {
 			}
 			batch[i] = nil
 		}
-		if stop {
-			l.closeAll()
-			return
+		if woken {
+			l.runMsgs()
+			if l.stopping.Load() {
+				l.closeAll()
+				return
+			}
 		}
+	}
+}
+
+// runMsgs drains the wake pipe and does what was posted.
+func (l *evLoop) runMsgs() {
+	var b [64]byte
+	for {
+		if n, _ := syscall.Read(l.wake[0], b[:]); n < len(b) {
+			break
+		}
+	}
+	l.mu.Lock()
+	l.running, l.msgs = l.msgs, l.running[:0]
+	l.mu.Unlock()
+	for i, m := range l.running {
+		switch {
+		case m.dialled:
+			l.dialled(m)
+		case !m.pr.done:
+			l.finalize(m.pr)
+		}
+		l.running[i] = evMsg{}
 	}
 }
 
 // finalize takes pr out of the loop, closes both sockets and does what
 // handle does after pipe.
 func (l *evLoop) finalize(pr *evPair) {
+	if pr.stage != evCopy {
+		l.abort(pr, ReasonShutdown)
+		return
+	}
 	pr.done = true
 	for i := range pr.side {
 		if s := &pr.side[i]; s.mask != 0 {
@@ -316,8 +390,8 @@ func (l *evLoop) finalize(pr *evPair) {
 		}
 	}
 	pr.pc.setReason(ReasonClientClosed) // as pipe: no-op if a reason was set
-	pr.side[0].tc.Close()
-	pr.side[1].tc.Close()
+	pr.side[0].close()
+	pr.side[1].close()
 	pr.p.finish(pr.pc, pr.n[0], pr.n[1])
 	pr.p.endConn(pr.release)
 }
@@ -326,27 +400,65 @@ func (l *evLoop) finalize(pr *evPair) {
 func (l *evLoop) closeAll() {
 	l.mu.Lock()
 	var left []*evPair
-	for _, pr := range l.pairs {
-		if !pr.done {
-			pr.done = true // each pair is in the map twice
+	seen := make(map[*evPair]bool, len(l.pairs))
+	for _, pr := range l.pairs { // a pair is in the map once per side
+		if !pr.done && !seen[pr] {
+			seen[pr] = true
 			left = append(left, pr)
 		}
 	}
 	l.mu.Unlock()
 	for _, pr := range left {
-		pr.pc.setReason(ReasonShutdown)
+		if pr.pc != nil {
+			pr.pc.setReason(ReasonShutdown)
+		}
 		l.finalize(pr)
 	}
 }
 
-// evConns is the number of connections on event loops (for tests).
+// killUnrouted closes every pair still in its preread or dial (Shutdown
+// past its deadline: routed ones are closed through the table).
+func (ls *evLoops) killUnrouted() {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for _, l := range ls.loops {
+		l.mu.Lock()
+		var unrouted []*evPair
+		for fd, pr := range l.pairs {
+			if pr.stage != evCopy && int32(pr.side[0].fd) == fd {
+				unrouted = append(unrouted, pr)
+			}
+		}
+		l.mu.Unlock()
+		for _, pr := range unrouted {
+			pr.kill()
+		}
+	}
+}
+
+// close closes the socket: through its *net.TCPConn when it has one, else
+// the raw fd the loop dialled (closing it also takes it out of epoll).
+func (s *evSide) close() {
+	switch {
+	case s.tc != nil:
+		s.tc.Close()
+	case s.fd >= 0:
+		syscall.Close(s.fd)
+	}
+}
+
+// evConns is the number of proxied connections on event loops (for tests).
 func (p *Proxy) evConns() int {
 	p.loops.mu.Lock()
 	defer p.loops.mu.Unlock()
 	n := 0
 	for _, l := range p.loops.loops {
 		l.mu.Lock()
-		n += len(l.pairs) / 2
+		for fd, pr := range l.pairs {
+			if pr.stage == evCopy && int32(pr.side[0].fd) == fd {
+				n++
+			}
+		}
 		l.mu.Unlock()
 	}
 	return n
@@ -358,3 +470,7 @@ func (p *Proxy) evLoopFDs() int {
 	defer p.loops.mu.Unlock()
 	return 3 * len(p.loops.loops) // epoll and a wake pipe
 }
+
+// listenKeepAlive sets keepalive on a listening socket for its accepted
+// sockets to inherit.
+var listenKeepAlive = setKeepAliveFD

@@ -5,6 +5,7 @@ package proxy
 import (
 	"errors"
 	"net"
+	"time"
 )
 
 // errEventLoopUnsupported: EventLoop needs epoll.
@@ -13,6 +14,13 @@ var errEventLoopUnsupported = errors.New("EventLoop is supported on Linux only")
 type evLoops struct{}
 
 func (*evLoops) stop() {}
+
+func (*evLoops) killUnrouted() {}
+
+func (p *Proxy) evAccept(net.Conn, bool) bool { return false }
+
+// listenKeepAlive: nil where accepted sockets are not known to inherit it.
+var listenKeepAlive func(fd int, idle time.Duration) error
 
 type evPair struct{}
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -98,12 +99,15 @@ type Proxy struct {
 	// again through this replica. By default the older one is closed.
 	KeepDuplicates bool
 
-	// EventLoop copies proxied bytes on a few epoll loops (one per
-	// GOMAXPROCS) instead of two goroutines per connection, so an idle
-	// device costs about 3 KB and its two sockets (17 KB and 6 fds with
-	// goroutines and splice). Linux only; ignored with TLS, BackendTLS,
-	// IdleTimeout, or a Dial that does not return a *net.TCPConn. Bulk
-	// transfers go through a 64 KiB buffer per loop instead of splice.
+	// EventLoop runs connections on a few epoll loops (one per
+	// GOMAXPROCS) instead of goroutines, so an idle device costs about
+	// 3 KB and its two sockets (17 KB and 6 fds with goroutines and
+	// splice). The loops also read the key frame and dial the backend
+	// unless a PROXY header, TLS or a custom Dial is configured (those
+	// steps then run in a goroutine). Linux only; ignored with TLS,
+	// BackendTLS, IdleTimeout, or a Dial that does not return a
+	// *net.TCPConn. Bulk transfers go through a 64 KiB buffer per loop
+	// instead of splice.
 	EventLoop bool
 
 	// OnPreread, if set, is called with the time each client took to send
@@ -125,6 +129,7 @@ type Proxy struct {
 	mu        sync.Mutex
 	closing   bool
 	listeners map[net.Listener]struct{}
+	inherit   map[net.Listener]bool // made by Listen: accepted sockets have keepalive set
 	prereads  map[net.Conn]struct{}
 	wg        sync.WaitGroup
 }
@@ -213,6 +218,7 @@ func (p *Proxy) Serve(l net.Listener) error {
 		return ErrServerClosed
 	}
 	defer p.untrack(l)
+	inherits := p.inheritsKeepAlive(l)
 
 	var pause time.Duration
 	for {
@@ -237,12 +243,15 @@ func (p *Proxy) Serve(l net.Listener) error {
 			p.stats.close(ReasonMaxConns)
 			continue
 		}
+		if p.evAccept(c, inherits) {
+			continue
+		}
 		if !p.startConn(c) {
 			c.Close()
 			p.stats.close(ReasonShutdown)
 			continue
 		}
-		go p.handle(c)
+		go p.handle(c, inherits)
 	}
 }
 
@@ -259,7 +268,44 @@ func (p *Proxy) track(l net.Listener) bool {
 func (p *Proxy) untrack(l net.Listener) {
 	p.mu.Lock()
 	delete(p.listeners, l)
+	delete(p.inherit, l)
 	p.mu.Unlock()
+}
+
+// Listen opens a TCP listener for Serve whose sockets carry the proxy's
+// keepalive: set once on the listening socket, Linux copies it to every
+// accepted one, which saves the setsockopt calls of each accept.
+func (p *Proxy) Listen(ctx context.Context, network, addr string) (net.Listener, error) {
+	p.init()
+	lc := net.ListenConfig{KeepAlive: -1}
+	inherit := p.KeepAlive >= 0 && listenKeepAlive != nil
+	if inherit {
+		idle := orDuration(p.KeepAlive, 30*time.Second)
+		lc.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) { serr = listenKeepAlive(int(fd), idle) }); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	l, err := lc.Listen(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	if p.inherit == nil {
+		p.inherit = make(map[net.Listener]bool)
+	}
+	p.inherit[l] = inherit || p.KeepAlive < 0
+	p.mu.Unlock()
+	return l, nil
+}
+
+func (p *Proxy) inheritsKeepAlive(l net.Listener) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inherit[l]
 }
 
 func (p *Proxy) isClosing() bool {
@@ -268,7 +314,8 @@ func (p *Proxy) isClosing() bool {
 	return p.closing
 }
 
-// startConn registers a new client so Shutdown can wait for and cut it.
+// startConn registers a new client so Shutdown can wait for and cut it
+// (c nil: an event loop tracks it).
 func (p *Proxy) startConn(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -277,7 +324,9 @@ func (p *Proxy) startConn(c net.Conn) bool {
 	}
 	p.wg.Add(1)
 	p.stats.active.Add(1)
-	p.prereads[c] = struct{}{}
+	if c != nil {
+		p.prereads[c] = struct{}{}
+	}
 	return true
 }
 
@@ -315,6 +364,7 @@ func (p *Proxy) closeAll(reason string) {
 		c.Close()
 	}
 	p.mu.Unlock()
+	p.loops.killUnrouted()
 	for _, c := range p.table.pick("", 0) {
 		c.close(reason)
 	}

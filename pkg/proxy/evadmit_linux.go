@@ -1,0 +1,580 @@
+//go:build linux
+
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/devgate/devgate/pkg/frame"
+	"github.com/devgate/devgate/pkg/ring"
+)
+
+// The steps before copying, on the loop (evLoopAdmits): a client accepted
+// by Serve is handed to a loop at once; the loop reads its key frame, dials
+// the owner with a non-blocking connect on a raw socket, falls back to the
+// next owners, and then copies. No goroutine, no netpoller registration of
+// the backend socket and no address lookups: a churning connection costs
+// about half the system calls of the goroutine path (accept, preread and
+// dial with net.Dialer). Deadlines are two FIFO queues per loop, as every
+// preread (and every dial) has the same timeout.
+
+// Stages of an evPair.
+const (
+	evPreread = iota // reading the key frame
+	evDial           // connecting to side[1]
+	evCopy           // routed: copying (evcopy_linux.go)
+)
+
+// evPre is a pair's state before evCopy.
+type evPre struct {
+	c      *net.TCPConn
+	bp     *[]byte
+	buf    []byte // every byte read from the client
+	start  time.Time
+	gen    uint32 // bumped by each dial: older deadlines and dial results are stale
+	device string
+	ring   ring.Ring
+	owners []int
+	stack  [8]int
+	try    int          // owners dialled so far
+	b      ring.Backend // the owner being dialled
+}
+
+// evTimer is a deadline of a pair's stage.
+type evTimer struct {
+	at  time.Time
+	pr  *evPair
+	gen uint32
+}
+
+// evQueue holds deadlines in the order they fall: all have the same
+// duration d and are pushed as time goes on.
+type evQueue struct {
+	d    time.Duration
+	q    []evTimer
+	head int
+}
+
+func (q *evQueue) push(t evTimer) {
+	if q.head > 64 && q.head > len(q.q)/2 { // reuse the consumed front
+		n := copy(q.q, q.q[q.head:])
+		clear(q.q[n:])
+		q.q, q.head = q.q[:n], 0
+	}
+	q.q = append(q.q, t)
+}
+
+// evLoopAdmits says whether accepted clients go to a loop from the start.
+// The steps a loop does not do (PROXY header, TLS, a custom Dial, idle
+// timeout) keep the goroutine path up to routing (evAttach).
+func (p *Proxy) evLoopAdmits() bool {
+	return p.EventLoop && p.TLS == nil && p.BackendTLS == nil && p.IdleTimeout <= 0 &&
+		p.Dial == nil && len(p.TrustedProxies) == 0
+}
+
+// evAccept hands a client Serve accepted to a loop; false when the caller
+// must take it (no loop for it).
+func (p *Proxy) evAccept(c net.Conn, inheritsKeepAlive bool) bool {
+	tc, ok := c.(*net.TCPConn)
+	if !ok || !p.evLoopAdmits() {
+		return false
+	}
+	l, err := p.loops.pick(p)
+	if err != nil {
+		return false
+	}
+	if !p.startConn(nil) {
+		c.Close()
+		p.stats.close(ReasonShutdown)
+		return true
+	}
+	var release func()
+	if p.perIP.enabled() {
+		ip := addrIP(c.RemoteAddr())
+		ok, reason := p.perIP.acquire(ip, time.Now())
+		if !ok {
+			p.reject(c, limitError(reason), nil)
+			p.endConn(nil)
+			return true
+		}
+		release = func() { p.perIP.release(ip) }
+	}
+	if !inheritsKeepAlive {
+		p.setKeepAlive(c)
+	}
+	bp := prereadPool.Get().(*[]byte)
+	pr := &evPair{p: p, release: release, loop: l, stage: evPreread,
+		adm: &evPre{c: tc, bp: bp, buf: (*bp)[:0], start: time.Now()}}
+	s := &pr.side[0]
+	s.tc = tc
+	pr.side[1].fd = -1
+	if s.rc, err = tc.SyscallConn(); err == nil {
+		err = s.rc.Control(func(fd uintptr) { s.fd = int(fd) })
+	}
+	if err == nil {
+		l.mu.Lock()
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(s.fd)}
+		if err = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, s.fd, &ev); err == nil {
+			s.mask = syscall.EPOLLIN
+			l.pairs[int32(s.fd)] = pr
+			pr.attached.Store(true)
+			l.timers[evPreread].push(evTimer{at: pr.adm.start.Add(l.timers[evPreread].d), pr: pr})
+		}
+		l.mu.Unlock()
+	}
+	if err != nil {
+		p.log.Error("event loop: cannot take a connection", zap.Error(err))
+		p.putBuf(bp, nil)
+		c.Close()
+		p.stats.close(ReasonShutdown)
+		p.endConn(release)
+	}
+	return true
+}
+
+// expire acts on the deadlines that fell and sets the loop's next wakeup:
+// the earliest deadline, and at most one preread timeout from now, so a
+// preread queued while the loop sleeps is never late.
+func (l *evLoop) expire() {
+	now := time.Now()
+	bound := now.Add(l.timers[evPreread].d)
+	l.mu.Lock()
+	for st := range l.timers {
+		q := &l.timers[st]
+		for q.head < len(q.q) {
+			t := q.q[q.head]
+			if t.pr.done || t.pr.stage != uint8(st) || t.pr.adm.gen != t.gen {
+				q.q[q.head] = evTimer{} // stale: the stage moved on
+				q.head++
+				continue
+			}
+			if t.at.After(now) {
+				if t.at.Before(bound) {
+					bound = t.at
+				}
+				break
+			}
+			l.due = append(l.due, t)
+			q.q[q.head] = evTimer{}
+			q.head++
+		}
+		if q.head == len(q.q) {
+			q.q, q.head = q.q[:0], 0
+		}
+	}
+	l.mu.Unlock()
+	for i, t := range l.due {
+		if !t.pr.done && t.pr.adm != nil && t.pr.adm.gen == t.gen {
+			if t.pr.stage == evPreread {
+				l.rejectPreread(t.pr, os.ErrDeadlineExceeded)
+			} else {
+				l.dialFailed(t.pr, errors.New("dial timeout"))
+			}
+		}
+		l.due[i] = evTimer{}
+	}
+	l.due = l.due[:0]
+	if l.parkedTo.IsZero() || !l.parkedTo.After(now) || l.parkedTo.After(bound) {
+		l.parkedTo = bound
+		l.ep.SetReadDeadline(bound)
+	}
+}
+
+// prereadEvent reads what the client sent and routes it once the key is in.
+func (l *evLoop) prereadEvent(pr *evPair, events uint32) {
+	a, p := pr.adm, l.p
+	limit := p.Matcher.PrereadLimit()
+	if len(a.buf) == cap(a.buf) {
+		nb := make([]byte, len(a.buf), min(max(2*cap(a.buf), 512), limit))
+		copy(nb, a.buf)
+		a.buf = nb
+	}
+	n, err := syscall.Read(pr.side[0].fd, a.buf[len(a.buf):min(cap(a.buf), limit)])
+	switch {
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+		return
+	case err != nil:
+		l.rejectPreread(pr, err)
+		return
+	case n == 0:
+		l.rejectPreread(pr, io.EOF)
+		return
+	}
+	a.buf = a.buf[:len(a.buf)+n]
+	key, ferr := p.Matcher.Find(a.buf)
+	switch {
+	case ferr == nil:
+		l.route(pr, key)
+	case !errors.Is(ferr, frame.ErrShort):
+		l.rejectPreread(pr, ferr)
+	case len(a.buf) >= limit:
+		l.rejectPreread(pr, frame.ErrPrereadCap)
+	}
+}
+
+// route looks the key up and dials its first owner.
+func (l *evLoop) route(pr *evPair, key []byte) {
+	a, p := pr.adm, l.p
+	if p.OnPreread != nil {
+		p.OnPreread(time.Since(a.start))
+	}
+	a.device = string(key) // key aliases buf, which goes back to the pool
+	a.ring = p.Source.Ring()
+	if a.ring == nil || a.ring.Len() == 0 {
+		l.refuse(pr, ReasonNoBackends)
+		return
+	}
+	a.owners = a.ring.Owners(key, p.maxTries(), a.stack[:0])
+	l.dialNext(pr)
+}
+
+// dialNext dials the next owner: a raw non-blocking connect the loop waits
+// for, or for a host name a goroutine with net.Dialer.
+func (l *evLoop) dialNext(pr *evPair) {
+	a, p := pr.adm, l.p
+	for a.try < len(a.owners) {
+		a.b = a.ring.Backends()[a.owners[a.try]]
+		a.try++
+		a.gen++
+		pr.stage = evDial
+		ap, err := netip.ParseAddrPort(a.b.Addr)
+		if err != nil {
+			l.dialAsync(pr)
+			return
+		}
+		fd, err := rawConnect(ap, p.KeepAlive)
+		if err != nil {
+			l.countDialFailure(pr, err)
+			continue
+		}
+		s := &pr.side[1]
+		*s = evSide{fd: fd}
+		l.mu.Lock()
+		ev := syscall.EpollEvent{Events: syscall.EPOLLOUT, Fd: int32(fd)}
+		if err = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err == nil {
+			s.mask = syscall.EPOLLOUT
+			l.pairs[int32(fd)] = pr
+			l.timers[evDial].push(evTimer{at: time.Now().Add(l.timers[evDial].d), pr: pr, gen: a.gen})
+		}
+		l.mu.Unlock()
+		if err != nil {
+			syscall.Close(fd)
+			s.fd = -1
+			l.countDialFailure(pr, err)
+			continue
+		}
+		return
+	}
+	l.refuse(pr, ReasonDialFailed)
+}
+
+// dialAsync dials a.b by name in a goroutine, which posts the result back.
+// It counts as a connection for Shutdown, so the loops outlive it.
+func (l *evLoop) dialAsync(pr *evPair) {
+	p, b, gen := l.p, pr.adm.b, pr.adm.gen
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout())
+		bc, err := p.dialer(ctx, "tcp", b.Addr)
+		cancel()
+		l.send(evMsg{pr: pr, dialled: true, gen: gen, bc: bc, err: err})
+	}()
+}
+
+// dialled takes the result of dialAsync.
+func (l *evLoop) dialled(m evMsg) {
+	pr := m.pr
+	if pr.done || pr.adm == nil || pr.adm.gen != m.gen {
+		if m.bc != nil {
+			m.bc.Close()
+		}
+		return
+	}
+	if m.err != nil {
+		l.countDialFailure(pr, m.err)
+		l.dialNext(pr)
+		return
+	}
+	tc, ok := m.bc.(*net.TCPConn)
+	s := &pr.side[1]
+	var err error
+	if !ok {
+		err = fmt.Errorf("dial returned %T", m.bc)
+	} else if s.rc, err = tc.SyscallConn(); err == nil {
+		err = s.rc.Control(func(fd uintptr) { s.fd = int(fd) })
+	}
+	if err != nil {
+		m.bc.Close()
+		l.countDialFailure(pr, err)
+		l.dialNext(pr)
+		return
+	}
+	s.tc = tc
+	l.p.setKeepAlive(tc)
+	l.mu.Lock()
+	l.pairs[int32(s.fd)] = pr
+	l.mu.Unlock()
+	l.connected(pr)
+}
+
+// dialEvent handles readiness while side[1] connects.
+func (l *evLoop) dialEvent(pr *evPair, fd int, events uint32) {
+	const hup = syscall.EPOLLERR | syscall.EPOLLHUP
+	if fd == pr.side[0].fd {
+		if events&hup != 0 {
+			l.refuse(pr, ReasonClientGone)
+			return
+		}
+		// More bytes (or EOF) from the client: they wait in the socket
+		// until the copy starts; stop the level-triggered wakeups.
+		syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
+		pr.side[0].mask = 0
+		return
+	}
+	if fd != pr.side[1].fd {
+		return
+	}
+	soerr, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
+	switch {
+	case err != nil:
+	case soerr != 0:
+		err = syscall.Errno(soerr)
+	case events&hup != 0:
+		err = syscall.ECONNRESET
+	}
+	if err != nil {
+		l.dialFailed(pr, err)
+		return
+	}
+	l.connected(pr)
+}
+
+// dialFailed closes the socket being dialled and tries the next owner.
+func (l *evLoop) dialFailed(pr *evPair, err error) {
+	l.dropSide(pr, 1)
+	l.countDialFailure(pr, err)
+	l.dialNext(pr)
+}
+
+func (l *evLoop) countDialFailure(pr *evPair, err error) {
+	l.p.stats.dialFailures.Add(1)
+	l.p.badLog.Warn("dial backend failed", zap.String("backend", pr.adm.b.ID), zap.String("addr", pr.adm.b.Addr),
+		zap.Int("try", pr.adm.try), zap.Error(err))
+}
+
+// connected writes what the client sent (after a PROXY header when the
+// backend wants one) and starts copying.
+func (l *evLoop) connected(pr *evPair) {
+	a, p := pr.adm, l.p
+	out := a.buf
+	var hdr []byte
+	if p.SendProxyV2 || a.b.Meta["proxy"] == "v2" {
+		var err error
+		if hdr, err = proxyV2Header(a.c.RemoteAddr(), a.c.LocalAddr()); err != nil {
+			l.refuse(pr, ReasonBackendWrite)
+			return
+		}
+		out = append(hdr, a.buf...)
+	}
+	rest, err := writeSome(pr.side[1].fd, out)
+	if err != nil {
+		p.badLog.Warn("write to backend failed", zap.String("backend", a.b.ID), zap.Error(err))
+		l.refuse(pr, ReasonBackendWrite)
+		return
+	}
+	if len(rest) > 0 { // a fresh socket takes a key frame; keep the rest anyway
+		bp := evPendingPool.Get().(*[]byte)
+		pr.pbuf[0], pr.pending[0] = bp, append((*bp)[:0], rest...)
+	}
+	p.stats.bytesIn.Add(uint64(len(a.buf)))
+	p.putBuf(a.bp, a.buf)
+	if a.try > 1 {
+		p.stats.fallbacks.Add(1)
+	}
+	pc := &conn{client: a.c, device: a.device, backendID: a.b.ID, since: time.Now(), ev: pr}
+	pr.pc, pr.stage, pr.adm = pc, evCopy, nil
+	p.stats.routed.Add(1)
+	p.stats.proxied.Add(1)
+	p.table.add(pc)
+	if old, moved := p.devices.login(pc); old != nil || moved {
+		if moved {
+			p.stats.moved.Add(1)
+		}
+		if old != nil && !p.KeepDuplicates {
+			old.close(ReasonReplaced)
+		}
+	}
+	if p.isClosing() { // Shutdown may have walked the table before add
+		pc.close(ReasonShutdown)
+	}
+	l.rearm(pr)
+}
+
+// writeSome writes b to fd until it would block and returns the rest.
+func writeSome(fd int, b []byte) ([]byte, error) {
+	for len(b) > 0 {
+		n, err := syscall.Write(fd, b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return b, nil
+		case err != nil:
+			return nil, err
+		}
+		b = b[n:]
+	}
+	return nil, nil
+}
+
+// dropSide takes side i out of the loop and closes it.
+func (l *evLoop) dropSide(pr *evPair, i int) {
+	s := &pr.side[i]
+	if s.fd < 0 {
+		return
+	}
+	if s.mask != 0 && s.tc != nil { // a raw fd leaves epoll when closed
+		syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
+	}
+	s.mask = 0
+	l.mu.Lock()
+	if l.pairs[int32(s.fd)] == pr {
+		delete(l.pairs, int32(s.fd))
+	}
+	l.mu.Unlock()
+	s.close()
+	*s = evSide{fd: -1}
+}
+
+// rejectPreread ends a pair whose key frame did not come: counted and
+// logged as the goroutine path does (prereadReason).
+func (l *evLoop) rejectPreread(pr *evPair, err error) {
+	a, p := pr.adm, l.p
+	if p.OnPreread != nil {
+		p.OnPreread(time.Since(a.start))
+	}
+	pr.done = true
+	l.dropSide(pr, 1)
+	s := &pr.side[0]
+	if s.mask != 0 {
+		syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
+		s.mask = 0
+	}
+	l.mu.Lock()
+	delete(l.pairs, int32(s.fd))
+	l.mu.Unlock()
+	p.reject(a.c, err, a.buf)
+	p.putBuf(a.bp, a.buf)
+	pr.adm = nil
+	p.endConn(pr.release)
+}
+
+// refuse ends an unrouted pair for reason.
+func (l *evLoop) refuse(pr *evPair, reason string) {
+	a, p := pr.adm, l.p
+	pr.done = true
+	l.dropSide(pr, 1)
+	src := a.c.RemoteAddr()
+	s := &pr.side[0]
+	if s.mask != 0 {
+		syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
+		s.mask = 0
+	}
+	l.mu.Lock()
+	delete(l.pairs, int32(s.fd))
+	l.mu.Unlock()
+	a.c.Close()
+	p.stats.close(reason)
+	if reason != ReasonShutdown && reason != ReasonClientGone {
+		p.badLog.Warn("connection refused", zap.String("reason", reason),
+			zap.String("device", sanitize(a.device)), zap.Stringer("client", src))
+	}
+	p.putBuf(a.bp, a.buf)
+	pr.adm = nil
+	p.endConn(pr.release)
+}
+
+// abort ends an unrouted pair from finalize (a kill or the loop stopping).
+func (l *evLoop) abort(pr *evPair, reason string) {
+	if !pr.done {
+		l.refuse(pr, reason)
+	}
+}
+
+// rawConnect starts a non-blocking connect to ap with TCP_NODELAY and the
+// proxy's keepalive. connect on loopback often completes at once; the loop
+// learns either way from EPOLLOUT.
+func rawConnect(ap netip.AddrPort, keepAlive time.Duration) (int, error) {
+	var sa syscall.Sockaddr
+	family := syscall.AF_INET
+	if ip := ap.Addr().Unmap(); ip.Is4() {
+		sa = &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ip.As4()}
+	} else {
+		family = syscall.AF_INET6
+		sa6 := &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ip.As16()}
+		if z := ip.Zone(); z != "" {
+			ifi, err := net.InterfaceByName(z)
+			if err != nil {
+				return -1, err
+			}
+			sa6.ZoneId = uint32(ifi.Index)
+		}
+		sa = sa6
+	}
+	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	if err = setSockOpts(fd, keepAlive); err == nil {
+		err = syscall.Connect(fd, sa)
+		if err == syscall.EINPROGRESS || err == syscall.EINTR {
+			err = nil
+		}
+		if err != nil {
+			err = os.NewSyscallError("connect", err)
+		}
+	}
+	if err != nil {
+		syscall.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// setSockOpts sets TCP_NODELAY and keepalive as setKeepAlive does (idle,
+// idle/3 between probes, 3 probes; none when keepAlive < 0).
+func setSockOpts(fd int, keepAlive time.Duration) error {
+	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err != nil {
+		return os.NewSyscallError("setsockopt", err)
+	}
+	if keepAlive < 0 {
+		return nil
+	}
+	return setKeepAliveFD(fd, orDuration(keepAlive, 30*time.Second))
+}
+
+func setKeepAliveFD(fd int, idle time.Duration) error {
+	secs := func(d time.Duration) int { return max(int((d+time.Second-1)/time.Second), 1) }
+	for _, o := range [...][3]int{
+		{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, secs(idle)},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, secs(idle / 3)},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 3},
+	} {
+		if err := syscall.SetsockoptInt(fd, o[0], o[1], o[2]); err != nil {
+			return os.NewSyscallError("setsockopt", err)
+		}
+	}
+	return nil
+}
