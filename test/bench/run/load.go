@@ -50,6 +50,11 @@ type record struct {
 	After        *procStats `json:"proxy_after,omitempty"`
 	KBPerDevice  float64    `json:"kb_per_device,omitempty"`
 	FDsPerDevice float64    `json:"fds_per_device,omitempty"`
+	// ProxyCPUms is the CPU time (user + system, every thread and child
+	// process) the proxy spent during a churn, pingpong or bulk run: its
+	// cost per connection, exchange or MB, whatever the other processes
+	// on the machine got.
+	ProxyCPUms float64 `json:"proxy_cpu_ms,omitempty"`
 	// LoadAvg is the 1-minute load average when the run ended: other work
 	// on the machine shows here.
 	LoadAvg float64 `json:"loadavg1"`
@@ -104,7 +109,15 @@ func (b *bench) runOne(ctx context.Context, rep int, m mode, t string) (record, 
 			b.fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), "devgate-"+m.label+"-cpu.pprof")
 		})
 	}
+	var pid int
+	if cmd := b.proxies[t]; cmd != nil {
+		pid = cmd.Process.Pid
+	}
+	cpu0 := cpuTree(pid)
 	out, err := exec.CommandContext(ctx, b.o.devgate, args...).Output()
+	if pid != 0 {
+		r.ProxyCPUms = cpuTree(pid) - cpu0
+	}
 	wg.Wait()
 	if err != nil {
 		return r, fmt.Errorf("load: %w", err)

@@ -226,6 +226,41 @@ func statsTree(pid int) procStats {
 	return s
 }
 
+// cpuTree is the CPU time in ms (user + system) of pid and its children.
+func cpuTree(pid int) float64 {
+	if pid == 0 {
+		return 0
+	}
+	var ticks int
+	for _, p := range append([]int{pid}, children(pid)...) {
+		f := statFields(p)
+		if len(f) > 12 { // f[0] is field 3 (state): utime and stime are fields 14, 15
+			u, _ := strconv.Atoi(f[11])
+			s, _ := strconv.Atoi(f[12])
+			ticks += u + s
+		}
+	}
+	return float64(ticks) * 1000 / clockTicks
+}
+
+// clockTicks is USER_HZ, 100 on Linux for every architecture Go runs on.
+const clockTicks = 100
+
+// statFields splits /proc/pid/stat after the command name, which may hold
+// spaces: f[0] is the state, f[1] the parent pid.
+func statFields(pid int) []string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(s[i+1:])
+}
+
 func vmRSS(pid int) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -252,18 +287,7 @@ func children(pid int) []int {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so cut at ')'.
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+		if f := statFields(p); len(f) > 1 && f[1] == strconv.Itoa(pid) {
 			kids = append(kids, p)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -38,11 +39,17 @@ func metrics(o options) []metric {
 		{run: "churn", name: fmt.Sprintf("churn conns/s (C=%d)", o.churnConc), higher: true,
 			get: func(r record) (float64, bool) { return r.Load.ConnsPerSec, true }, target: ">= 1.2x haproxy",
 			met: vsHAProxy(func(d, h float64) bool { return d >= 1.2*h })},
+		{run: "churn", name: "proxy CPU us per connection", get: func(r record) (float64, bool) {
+			return r.ProxyCPUms * 1000 / float64(r.Load.Ok), r.ProxyCPUms > 0 && r.Load.Ok > 0
+		}},
 		{run: "churn", name: "churn setup p50 us", get: func(r record) (float64, bool) { return r.Load.P50us, true }},
 		{run: "churn", name: "churn setup p99 us", get: func(r record) (float64, bool) { return r.Load.P99us, true },
 			target: "<= haproxy", met: vsHAProxy(func(d, h float64) bool { return d <= h })},
 		{run: "pingpong", name: fmt.Sprintf("pingpong exchanges/s (C=%d)", o.pingConc), higher: true,
 			get: func(r record) (float64, bool) { return r.Load.OpsPerSec, true }},
+		{run: "pingpong", name: "proxy CPU us per exchange", get: func(r record) (float64, bool) {
+			return r.ProxyCPUms * 1000 / float64(r.Load.Ok), r.ProxyCPUms > 0 && r.Load.Ok > 0
+		}},
 		{run: "pingpong", name: "pingpong RTT p50 us", get: func(r record) (float64, bool) { return r.Load.P50us, true }},
 		{run: "pingpong", name: "pingpong RTT p99 us", get: func(r record) (float64, bool) { return r.Load.P99us, true },
 			target: "<= haproxy", met: vsHAProxy(func(d, h float64) bool { return d <= h })},
@@ -56,7 +63,11 @@ func metrics(o options) []metric {
 	for _, c := range o.bulkConc {
 		ms = append(ms, metric{run: fmt.Sprintf("bulk-%d", c), name: fmt.Sprintf("bulk MB/s both ways (%d conn)", c), higher: true,
 			get: func(r record) (float64, bool) { return r.Load.MBPerSec, true }, target: ">= 0.9x haproxy",
-			met: vsHAProxy(func(d, h float64) bool { return d >= 0.9*h })})
+			met: vsHAProxy(func(d, h float64) bool { return d >= 0.9*h })},
+			metric{run: fmt.Sprintf("bulk-%d", c), name: "proxy CPU ms per MB", get: func(r record) (float64, bool) {
+				mb := float64(r.Load.TxBytes+r.Load.RxBytes) / 1e6
+				return r.ProxyCPUms / mb, r.ProxyCPUms > 0 && mb > 0
+			}})
 	}
 	return ms
 }
@@ -142,8 +153,8 @@ func renderMarkdown(t table, o options, skipped, versions []string, loads []floa
 	p("Backends: 3 `devgate backend` demo servers. Load: `devgate load` (pkg/loadgen). Raw runs: [results.jsonl](results.jsonl). Plot: [plot.png](plot.png).\n\n")
 	p("Measured: %s.\n\n", strings.Join(versions, "; "))
 	if len(loads) > 0 {
-		p("1-minute load average at the end of each run: median %.1f, max %.1f (2 cores). Above about 3, other work on the machine competed with the runs: rates and latency tails are then noisy; the hold figures (memory, files) are not affected.\n\n",
-			median(loads), slices.Max(loads))
+		p("1-minute load average at the end of each run: median %.1f, max %.1f on %d cores. The runs' own processes (load generator, 3 backends, proxy) count in it: every rate here is the share of 2 cores the proxy leaves to the others, so rates and latency tails move between repetitions; the hold figures (memory, files) and the proxy CPU rows do not depend on that share.\n\n",
+			median(loads), slices.Max(loads), runtime.NumCPU())
 	}
 	for _, s := range skipped {
 		p("Left out: %s\n\n", s)
@@ -187,6 +198,7 @@ func renderMarkdown(t table, o options, skipped, versions []string, loads []floa
 		p(" %s | %s |\n", r.target, verdict)
 	}
 	p("\nRatios to direct: for rates above 1 is impossible, below 1 is the proxy's cost; for latencies above 1 is the added delay. ")
+	p("Proxy CPU rows: user + system CPU time of the proxy's processes (all threads, nginx workers included) during the run, divided by the connections, exchanges or MB (sent + received) the load completed: what each proxy pays for the same work. ")
 	p("Hold has no direct figure: it measures the proxy process alone (VmRSS and /proc/PID/fd of the process and its children, after minus before, divided by the devices held).\n\n")
 	p("Profiles of devgate (first repetition): [heap under hold](profiles/devgate-hold-heap.pprof), [goroutines under hold](profiles/devgate-hold-goroutines.txt), [MemStats under hold](profiles/devgate-hold-heap.txt), ")
 	p("[CPU under churn](profiles/devgate-churn-cpu.pprof), [CPU under pingpong](profiles/devgate-pingpong-cpu.pprof); read them with `go tool pprof -top bin/devgate FILE`.\n")
