@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -244,14 +245,19 @@ func (p *Proxy) preread(c net.Conn, buf []byte) ([]byte, []byte, error) {
 
 // reject closes a client whose preread failed and counts the reason.
 func (p *Proxy) reject(c net.Conn, err error, buf []byte) {
-	reason := prereadReason(err, len(buf))
 	c.Close()
+	p.rejected(err, len(buf), c.RemoteAddr())
+}
+
+// rejected counts and logs a client closed before routing, n bytes read.
+func (p *Proxy) rejected(err error, n int, client fmt.Stringer) {
+	reason := prereadReason(err, n)
 	p.stats.close(reason)
 	if reason == ReasonEmpty || reason == ReasonShutdown {
 		return
 	}
-	p.badLog.Info("bad first frame", zap.String("reason", reason), zap.Int("bytes", len(buf)),
-		zap.Stringer("client", c.RemoteAddr()), zap.Error(err))
+	p.badLog.Info("bad first frame", zap.String("reason", reason), zap.Int("bytes", n),
+		zap.Stringer("client", client), zap.Error(err))
 }
 
 func prereadReason(err error, n int) string {

@@ -37,7 +37,8 @@ const (
 
 // evPre is a pair's state before evCopy.
 type evPre struct {
-	c      *net.TCPConn
+	c      *net.TCPConn   // nil when the loop accepted the socket itself
+	remote netip.AddrPort // the client's address
 	bp     *[]byte
 	buf    []byte // every byte read from the client
 	start  time.Time
@@ -114,7 +115,7 @@ func (p *Proxy) evAccept(c net.Conn, inheritsKeepAlive bool) bool {
 	}
 	bp := prereadPool.Get().(*[]byte)
 	pr := &evPair{p: p, release: release, loop: l, stage: evPreread,
-		adm: &evPre{c: tc, bp: bp, buf: (*bp)[:0], start: time.Now()}}
+		adm: &evPre{c: tc, remote: tcpAddrPort(c.RemoteAddr()), bp: bp, buf: (*bp)[:0], start: time.Now()}}
 	s := &pr.side[0]
 	s.tc = tc
 	pr.side[1].fd = -1
@@ -171,6 +172,9 @@ func (l *evLoop) expire() {
 		if q.head == len(q.q) {
 			q.q, q.head = q.q[:0], 0
 		}
+	}
+	if next := l.resumeAccepts(now); !next.IsZero() && next.Before(bound) {
+		bound = next
 	}
 	l.mu.Unlock()
 	for i, t := range l.due {
@@ -381,7 +385,7 @@ func (l *evLoop) connected(pr *evPair) {
 	var hdr []byte
 	if p.SendProxyV2 || a.b.Meta["proxy"] == "v2" {
 		var err error
-		if hdr, err = proxyV2Header(a.c.RemoteAddr(), a.c.LocalAddr()); err != nil {
+		if hdr, err = proxyV2Header(net.TCPAddrFromAddrPort(a.remote), l.localAddr(pr)); err != nil {
 			l.refuse(pr, ReasonBackendWrite)
 			return
 		}
@@ -402,7 +406,11 @@ func (l *evLoop) connected(pr *evPair) {
 	if a.try > 1 {
 		p.stats.fallbacks.Add(1)
 	}
-	pc := &conn{client: a.c, device: a.device, backendID: a.b.ID, since: time.Now(), ev: pr}
+	var client net.Conn
+	if a.c != nil {
+		client = a.c
+	}
+	pc := &conn{client: client, device: a.device, backendID: a.b.ID, since: time.Now(), ev: pr}
 	pr.pc, pr.stage, pr.adm = pc, evCopy, nil
 	p.stats.routed.Add(1)
 	p.stats.proxied.Add(1)
@@ -467,14 +475,15 @@ func (l *evLoop) rejectPreread(pr *evPair, err error) {
 	pr.done = true
 	l.dropSide(pr, 1)
 	s := &pr.side[0]
-	if s.mask != 0 {
+	if s.mask != 0 && s.tc != nil { // a raw fd leaves epoll when closed
 		syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
-		s.mask = 0
 	}
+	s.mask = 0
 	l.mu.Lock()
 	delete(l.pairs, int32(s.fd))
 	l.mu.Unlock()
-	p.reject(a.c, err, a.buf)
+	s.close()
+	p.rejected(err, len(a.buf), a.remote)
 	p.putBuf(a.bp, a.buf)
 	pr.adm = nil
 	p.endConn(pr.release)
@@ -485,20 +494,19 @@ func (l *evLoop) refuse(pr *evPair, reason string) {
 	a, p := pr.adm, l.p
 	pr.done = true
 	l.dropSide(pr, 1)
-	src := a.c.RemoteAddr()
 	s := &pr.side[0]
-	if s.mask != 0 {
+	if s.mask != 0 && s.tc != nil { // a raw fd leaves epoll when closed
 		syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
-		s.mask = 0
 	}
+	s.mask = 0
 	l.mu.Lock()
 	delete(l.pairs, int32(s.fd))
 	l.mu.Unlock()
-	a.c.Close()
+	s.close()
 	p.stats.close(reason)
 	if reason != ReasonShutdown && reason != ReasonClientGone {
 		p.badLog.Warn("connection refused", zap.String("reason", reason),
-			zap.String("device", sanitize(a.device)), zap.Stringer("client", src))
+			zap.String("device", sanitize(a.device)), zap.Stringer("client", a.remote))
 	}
 	p.putBuf(a.bp, a.buf)
 	pr.adm = nil
@@ -577,4 +585,34 @@ func setKeepAliveFD(fd int, idle time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// tcpAddrPort is a's address and port (zero if a is not TCP).
+func tcpAddrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// localAddr is the client socket's local address (for a PROXY header).
+func (l *evLoop) localAddr(pr *evPair) net.Addr {
+	if a := pr.adm; a.c != nil {
+		return a.c.LocalAddr()
+	}
+	sa, err := syscall.Getsockname(pr.side[0].fd)
+	if err != nil {
+		return &net.TCPAddr{}
+	}
+	return net.TCPAddrFromAddrPort(sockaddrAddrPort(sa))
+}
+
+func sockaddrAddrPort(sa syscall.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *syscall.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
 }

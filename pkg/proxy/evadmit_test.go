@@ -121,8 +121,8 @@ func TestLoopShutdownClosesUnrouted(t *testing.T) {
 	}
 }
 
-// Listen sets keepalive once on the listening socket; accepted sockets
-// inherit it, and the loop's backend sockets get the same.
+// Listen sets TCP_NODELAY and keepalive once on the listening socket;
+// accepted sockets inherit them, and the loop's backend sockets get the same.
 func TestKeepAliveInheritedAndDialled(t *testing.T) {
 	p := &Proxy{KeepAlive: 42 * time.Second}
 	l, err := p.Listen(context.Background(), "tcp", "127.0.0.1:0")
@@ -138,13 +138,19 @@ func TestKeepAliveInheritedAndDialled(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer dc.Close()
-	ac, err := l.Accept()
-	if err != nil {
-		t.Fatal(err)
+	// Accept as the loops do (Go's Accept would set TCP_NODELAY itself).
+	var afd int
+	var aerr error
+	rc, _ := l.(*net.TCPListener).SyscallConn()
+	rc.Control(func(fd uintptr) { afd, _, aerr = syscall.Accept4(int(fd), syscall.SOCK_CLOEXEC) })
+	if aerr != nil {
+		t.Fatal(aerr)
 	}
-	defer ac.Close()
-	rc, _ := ac.(*net.TCPConn).SyscallConn()
-	rc.Control(func(fd uintptr) { checkKeepAlive(t, "accepted", int(fd), 42) })
+	defer syscall.Close(afd)
+	checkKeepAlive(t, "accepted", afd, 42)
+	if v, _ := syscall.GetsockoptInt(afd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY); v != 1 {
+		t.Errorf("accepted: TCP_NODELAY %d, want it inherited", v)
+	}
 
 	ap, err := netip.ParseAddrPort(l.Addr().String())
 	if err != nil {

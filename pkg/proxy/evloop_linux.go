@@ -220,12 +220,13 @@ type evLoop struct {
 	stopping atomic.Bool
 	parkedTo time.Time // the read deadline set on ep; zero: none
 
-	mu      sync.Mutex
-	pairs   map[int32]*evPair // by fd, both sides
-	msgs    []evMsg           // posted by kill and by dials in goroutines
-	timers  [2]evQueue        // preread and dial deadlines (evPreread, evDial)
-	running []evMsg           // the loop's copy of msgs
-	due     []evTimer         // the loop's list of expired deadlines
+	mu        sync.Mutex
+	pairs     map[int32]*evPair // by fd, both sides
+	acceptors map[int32]*evAcceptor
+	msgs      []evMsg    // posted by kill and by dials in goroutines
+	timers    [2]evQueue // preread and dial deadlines (evPreread, evDial)
+	running   []evMsg    // the loop's copy of msgs
+	due       []evTimer  // the loop's list of expired deadlines
 }
 
 func newEvLoop(p *Proxy) (*evLoop, error) {
@@ -238,7 +239,7 @@ func newEvLoop(p *Proxy) (*evLoop, error) {
 		return nil, fmt.Errorf("epoll nonblock: %w", err)
 	}
 	l := &evLoop{p: p, epfd: epfd, ep: os.NewFile(uintptr(epfd), "epoll"), buf: make([]byte, evBufSize),
-		pairs: make(map[int32]*evPair)}
+		pairs: make(map[int32]*evPair), acceptors: make(map[int32]*evAcceptor)}
 	l.timers[evPreread].d, l.timers[evDial].d = p.prereadTimeout(), p.dialTimeout()
 	if l.rc, err = l.ep.SyscallConn(); err != nil {
 		l.ep.Close()
@@ -321,12 +322,16 @@ func (l *evLoop) run() {
 			if events[i].Fd == int32(l.wake[0]) {
 				woken = true
 			}
-			batch[i] = l.pairs[events[i].Fd]
+			if events[i].Pad != evListenerTag {
+				batch[i] = l.pairs[events[i].Fd]
+			}
 		}
 		l.mu.Unlock()
 		for i := range n {
 			if pr := batch[i]; pr != nil && !pr.done { // done: finalized earlier in this batch
 				l.handle(pr, int(events[i].Fd), events[i].Events)
+			} else if events[i].Pad == evListenerTag {
+				l.accept(events[i].Fd)
 			}
 			batch[i] = nil
 		}
@@ -372,7 +377,9 @@ func (l *evLoop) finalize(pr *evPair) {
 	pr.done = true
 	for i := range pr.side {
 		if s := &pr.side[i]; s.mask != 0 {
-			syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
+			if s.tc != nil { // a raw fd leaves epoll when closed
+				syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
+			}
 			s.mask = 0
 		}
 	}
@@ -471,6 +478,6 @@ func (p *Proxy) evLoopFDs() int {
 	return 3 * len(p.loops.loops) // epoll and a wake pipe
 }
 
-// listenKeepAlive sets keepalive on a listening socket for its accepted
-// sockets to inherit.
-var listenKeepAlive = setKeepAliveFD
+// listenSockOpts sets TCP_NODELAY and keepalive (if keepAlive >= 0) on
+// a listening socket for its accepted sockets to inherit.
+var listenSockOpts = setSockOpts

@@ -19,8 +19,10 @@ func (*evLoops) killUnrouted() {}
 
 func (p *Proxy) evAccept(net.Conn, bool) bool { return false }
 
-// listenKeepAlive: nil where accepted sockets are not known to inherit it.
-var listenKeepAlive func(fd int, idle time.Duration) error
+// listenSockOpts: nil where accepted sockets are not known to inherit them.
+var listenSockOpts func(fd int, keepAlive time.Duration) error
+
+func (p *Proxy) evServe(*net.TCPListener, bool) (error, bool) { return nil, false }
 
 type evPair struct{}
 

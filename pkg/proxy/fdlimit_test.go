@@ -33,7 +33,8 @@ func TestHelperFDLimitedProxy(t *testing.T) {
 	b := &demo.Backend{ID: "b1"}
 	go b.Serve(bl)
 	r, _ := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "b1", Addr: bl.Addr().String()}})
-	p := &Proxy{Source: NewAtomicRing(r), MaxConnsPerIP: -1, AcceptRatePerIP: -1, PrereadTimeout: time.Minute}
+	p := &Proxy{Source: NewAtomicRing(r), MaxConnsPerIP: -1, AcceptRatePerIP: -1, PrereadTimeout: time.Minute,
+		EventLoop: testEventLoop} // DEVGATE_TEST_EVENTLOOP=1 reaches the child: the loops accept
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	go p.Serve(l)
 	fmt.Println("addr", l.Addr())

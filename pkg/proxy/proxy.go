@@ -131,6 +131,7 @@ type Proxy struct {
 	listeners map[net.Listener]struct{}
 	inherit   map[net.Listener]bool // made by Listen: accepted sockets have keepalive set
 	prereads  map[net.Conn]struct{}
+	stopCh    chan struct{} // closed by StopAccepting
 	wg        sync.WaitGroup
 }
 
@@ -154,6 +155,7 @@ func (p *Proxy) init() {
 		p.perIP = newIPLimiter(orInt(p.MaxConnsPerIP, 10000), orFloat(p.AcceptRatePerIP, 1000), p.AcceptBurstPerIP, 1<<20)
 		p.listeners = make(map[net.Listener]struct{})
 		p.prereads = make(map[net.Conn]struct{})
+		p.stopCh = make(chan struct{})
 	})
 }
 
@@ -219,6 +221,11 @@ func (p *Proxy) Serve(l net.Listener) error {
 	}
 	defer p.untrack(l)
 	inherits := p.inheritsKeepAlive(l)
+	if tl, ok := l.(*net.TCPListener); ok {
+		if err, ok := p.evServe(tl, inherits); ok {
+			return err
+		}
+	}
 
 	var pause time.Duration
 	for {
@@ -272,18 +279,18 @@ func (p *Proxy) untrack(l net.Listener) {
 	p.mu.Unlock()
 }
 
-// Listen opens a TCP listener for Serve whose sockets carry the proxy's
-// keepalive: set once on the listening socket, Linux copies it to every
-// accepted one, which saves the setsockopt calls of each accept.
+// Listen opens a TCP listener for Serve whose sockets carry TCP_NODELAY
+// and the proxy's keepalive: set once on the listening socket, Linux
+// copies them to every accepted one, which saves setsockopt calls on each
+// accept.
 func (p *Proxy) Listen(ctx context.Context, network, addr string) (net.Listener, error) {
 	p.init()
 	lc := net.ListenConfig{KeepAlive: -1}
-	inherit := p.KeepAlive >= 0 && listenKeepAlive != nil
+	inherit := listenSockOpts != nil
 	if inherit {
-		idle := orDuration(p.KeepAlive, 30*time.Second)
 		lc.Control = func(_, _ string, rc syscall.RawConn) error {
 			var serr error
-			if err := rc.Control(func(fd uintptr) { serr = listenKeepAlive(int(fd), idle) }); err != nil {
+			if err := rc.Control(func(fd uintptr) { serr = listenSockOpts(int(fd), p.KeepAlive) }); err != nil {
 				return err
 			}
 			return serr
@@ -421,6 +428,9 @@ func (p *Proxy) evict(cs []*conn, cause string) int {
 func (p *Proxy) StopAccepting() {
 	p.init()
 	p.mu.Lock()
+	if !p.closing {
+		close(p.stopCh)
+	}
 	p.closing = true
 	for l := range p.listeners {
 		l.Close()

@@ -152,6 +152,7 @@ func renderMarkdown(t table, o options, skipped, versions []string, loads []floa
 	p("Medians of %d interleaved repetitions; every load runs straight at the backends (direct), then through each proxy, in an order that rotates per repetition.\n", o.reps)
 	p("Backends: 3 `devgate backend` demo servers. Load: `devgate load` (pkg/loadgen). Raw runs: [results.jsonl](results.jsonl). Plot: [plot.png](plot.png).\n\n")
 	p("Measured: %s.\n\n", strings.Join(versions, "; "))
+	p("Which targets devgate misses and what limits them, with profiles and system call counts: [analysis.md](analysis.md) (written by hand, not by this run).\n\n")
 	if len(loads) > 0 {
 		p("1-minute load average at the end of each run: median %.1f, max %.1f on %d cores. The runs' own processes (load generator, 3 backends, proxy) count in it: every rate here is the share of 2 cores the proxy leaves to the others, so rates and latency tails move between repetitions; the hold figures (memory, files) and the proxy CPU rows do not depend on that share.\n\n",
 			median(loads), slices.Max(loads), runtime.NumCPU())

@@ -1,0 +1,290 @@
+//go:build linux
+
+package proxy
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Accepting on the loops: Serve puts a *net.TCPListener in every loop's
+// epoll set (EPOLLEXCLUSIVE: a connection wakes one loop), and the loop
+// that wakes accepts with accept4 and keeps the sockets. A client socket
+// then never enters Go's netpoller and needs no goroutine hop: no
+// epoll_ctl pair, getsockname or TCP_NODELAY call per connection (Listen
+// sets it once for accepted sockets to inherit).
+
+// evListenerTag marks a listener's epoll entries (the high half of the
+// event data; the low half is the fd).
+const evListenerTag = 1
+
+// evListener is a listener served by the loops.
+type evListener struct {
+	tl       *net.TCPListener
+	rc       syscall.RawConn
+	fd       int
+	inherits bool          // accepted sockets have TCP_NODELAY and keepalive
+	done     chan struct{} // closed when a loop finds the listener closed
+	once     sync.Once
+	doneErr  error
+}
+
+// evAcceptor is a listener's entry in one loop.
+type evAcceptor struct {
+	el     *evListener
+	pause  time.Duration // accept-error backoff
+	until  time.Time     // out of the epoll set until then
+	inSet  bool
+	closed bool
+}
+
+// evServe serves tl from the loops until it is closed; ok false when the
+// loops cannot (the caller accepts in a goroutine).
+func (p *Proxy) evServe(tl *net.TCPListener, inherits bool) (err error, ok bool) {
+	if !p.evLoopAdmits() {
+		return nil, false
+	}
+	el := &evListener{tl: tl, inherits: inherits, done: make(chan struct{})}
+	if el.rc, err = tl.SyscallConn(); err != nil {
+		return nil, false
+	}
+	if el.rc.Control(func(fd uintptr) { el.fd = int(fd) }) != nil {
+		return nil, false
+	}
+	loops, err := p.loops.all(p)
+	if err != nil {
+		return nil, false
+	}
+	var added []*evLoop
+	for _, l := range loops {
+		if err := l.addListener(el); err != nil {
+			for _, a := range added {
+				a.removeListener(el)
+			}
+			p.log.Warn("event loop: cannot watch the listener; accepting in a goroutine", zap.Error(err))
+			return nil, false
+		}
+		added = append(added, l)
+	}
+	// A listener closed other than by StopAccepting leaves the epoll sets
+	// without an event: look at it now and then.
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for open := true; open; {
+		select {
+		case <-el.done:
+			open = false
+		case <-p.stopCh:
+			open = false
+		case <-tick.C:
+			if el.rc.Control(func(uintptr) {}) != nil {
+				el.doneErr, open = net.ErrClosed, false
+			}
+		}
+	}
+	for _, l := range added {
+		l.removeListener(el)
+	}
+	if p.isClosing() {
+		return ErrServerClosed, true
+	}
+	return el.doneErr, true
+}
+
+// all returns the loops, starting them if needed.
+func (ls *evLoops) all(p *Proxy) ([]*evLoop, error) {
+	if _, err := ls.pick(p); err != nil {
+		return nil, err
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return append([]*evLoop(nil), ls.loops...), nil
+}
+
+func (l *evLoop) addListener(el *evListener) error {
+	a := &evAcceptor{el: el}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.watchListener(a); err != nil {
+		return err
+	}
+	l.acceptors[int32(el.fd)] = a
+	return nil
+}
+
+// watchListener puts a's listener in the epoll set (l.mu held). Control
+// keeps the fd from being closed (and its number reused) meanwhile.
+func (l *evLoop) watchListener(a *evAcceptor) error {
+	var err error
+	cerr := a.el.rc.Control(func(fd uintptr) {
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | epollExclusive, Fd: int32(fd), Pad: evListenerTag}
+		err = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	if cerr != nil {
+		return cerr
+	}
+	if err == nil {
+		a.inSet = true
+	}
+	return err
+}
+
+func (l *evLoop) unwatchListener(a *evAcceptor) {
+	if a.inSet {
+		a.el.rc.Control(func(fd uintptr) { syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) })
+		a.inSet = false
+	}
+}
+
+func (l *evLoop) removeListener(el *evListener) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if a := l.acceptors[int32(el.fd)]; a != nil && a.el == el {
+		l.unwatchListener(a)
+		delete(l.acceptors, int32(el.fd))
+	}
+}
+
+// epollExclusive is EPOLLEXCLUSIVE (Linux 4.5), missing from package syscall.
+const epollExclusive = 1 << 28
+
+// accept takes the connections waiting on a listener, a bounded batch per
+// event so the loop's other sockets are not starved by a storm.
+func (l *evLoop) accept(fd int32) {
+	l.mu.Lock()
+	a := l.acceptors[fd]
+	l.mu.Unlock()
+	if a == nil || a.closed {
+		return
+	}
+	p := l.p
+	for range 64 {
+		var nfd int
+		var sa syscall.Sockaddr
+		var err error
+		if a.el.rc.Control(func(fd uintptr) {
+			nfd, sa, err = syscall.Accept4(int(fd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+		}) != nil {
+			l.listenerClosed(a, net.ErrClosed)
+			return
+		}
+		switch {
+		case err == nil:
+			a.pause = 0
+			l.adopt(a.el, nfd, sa)
+		case err == syscall.EAGAIN:
+			return
+		case err == syscall.ECONNABORTED || err == syscall.EINTR:
+		case err == syscall.EINVAL || err == syscall.EBADF: // shut down or not listening
+			l.listenerClosed(a, &net.OpError{Op: "accept", Net: "tcp", Err: err})
+			return
+		default:
+			if p.isClosing() {
+				return
+			}
+			// Out of files or memory: stop watching for a while rather
+			// than spin on a level-triggered listener.
+			p.stats.acceptErrors.Add(1)
+			a.pause = min(max(2*a.pause, 5*time.Millisecond), time.Second)
+			p.badLog.Warn("accept failed; retrying", zap.Error(err), zap.Duration("pause", a.pause))
+			a.until = time.Now().Add(a.pause)
+			l.mu.Lock()
+			l.unwatchListener(a)
+			l.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (l *evLoop) listenerClosed(a *evAcceptor, err error) {
+	a.closed = true
+	l.mu.Lock()
+	l.unwatchListener(a)
+	l.mu.Unlock()
+	a.el.once.Do(func() {
+		a.el.doneErr = err
+		close(a.el.done)
+	})
+}
+
+// resumeAccepts puts paused listeners back once their pause is over, and
+// returns the earliest pause still running (zero if none). l.mu held.
+func (l *evLoop) resumeAccepts(now time.Time) (next time.Time) {
+	for _, a := range l.acceptors {
+		if a.inSet || a.closed || a.until.IsZero() {
+			continue
+		}
+		if now.Before(a.until) {
+			if next.IsZero() || a.until.Before(next) {
+				next = a.until
+			}
+			continue
+		}
+		a.until = time.Time{}
+		if err := l.watchListener(a); err != nil && !errors.Is(err, syscall.EEXIST) {
+			a.closed = true // closed meanwhile; Serve learns it from its own wait
+		}
+	}
+	return next
+}
+
+// adopt takes a socket the loop accepted through the steps evAccept does
+// for one Serve accepted.
+func (l *evLoop) adopt(el *evListener, fd int, sa syscall.Sockaddr) {
+	p := l.p
+	p.stats.accepted.Add(1)
+	remote := sockaddrAddrPort(sa)
+	if lim := p.maxConns(); lim >= 0 && p.stats.active.Load() >= lim {
+		syscall.Close(fd)
+		p.stats.close(ReasonMaxConns)
+		return
+	}
+	if !p.startConn(nil) {
+		syscall.Close(fd)
+		p.stats.close(ReasonShutdown)
+		return
+	}
+	var release func()
+	if p.perIP.enabled() {
+		ip := remote.Addr()
+		ok, reason := p.perIP.acquire(ip, time.Now())
+		if !ok {
+			syscall.Close(fd)
+			p.rejected(limitError(reason), 0, remote)
+			p.endConn(nil)
+			return
+		}
+		release = func() { p.perIP.release(ip) }
+	}
+	if !el.inherits {
+		if err := setSockOpts(fd, p.KeepAlive); err != nil {
+			p.badLog.Warn("accepted socket: options not set", zap.Error(err))
+		}
+	}
+	bp := prereadPool.Get().(*[]byte)
+	pr := &evPair{p: p, release: release, loop: l, stage: evPreread,
+		adm: &evPre{remote: remote, bp: bp, buf: (*bp)[:0], start: time.Now()}}
+	pr.side[0].fd, pr.side[1].fd = fd, -1
+	pr.attached.Store(true)
+	l.mu.Lock()
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(fd)}
+	err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev)
+	if err == nil {
+		pr.side[0].mask = syscall.EPOLLIN
+		l.pairs[int32(fd)] = pr
+		l.timers[evPreread].push(evTimer{at: pr.adm.start.Add(l.timers[evPreread].d), pr: pr})
+	}
+	l.mu.Unlock()
+	if err != nil {
+		p.log.Error("event loop: cannot take a connection", zap.Error(err))
+		p.putBuf(bp, nil)
+		syscall.Close(fd)
+		p.stats.close(ReasonShutdown)
+		p.endConn(release)
+	}
+}
