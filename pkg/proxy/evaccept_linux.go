@@ -14,7 +14,7 @@ import (
 
 // Accepting on the loops: Serve puts a *net.TCPListener in every loop's
 // epoll set (EPOLLEXCLUSIVE: a connection wakes one loop), and the loop
-// that wakes accepts with accept4 and keeps the sockets. A client socket
+// that wakes accepts with accept4 and hands the sockets out round-robin. A client socket
 // then never enters Go's netpoller and needs no goroutine hop: no
 // epoll_ctl pair, getsockname or TCP_NODELAY call per connection (Listen
 // sets it once for accepted sockets to inherit).
@@ -266,6 +266,11 @@ func (l *evLoop) adopt(el *evListener, fd int, sa syscall.Sockaddr) {
 			p.badLog.Warn("accepted socket: options not set", zap.Error(err))
 		}
 	}
+	// Round-robin, as Serve hands out: the loop that wins a burst of
+	// accepts must not keep the whole burst.
+	if t, err := p.loops.pick(p); err == nil {
+		l = t
+	}
 	bp := prereadPool.Get().(*[]byte)
 	pr := &evPair{p: p, release: release, loop: l, stage: evPreread,
 		adm: &evPre{remote: remote, bp: bp, buf: (*bp)[:0], start: time.Now()}}
@@ -282,7 +287,7 @@ func (l *evLoop) adopt(el *evListener, fd int, sa syscall.Sockaddr) {
 	l.mu.Unlock()
 	if err != nil {
 		p.log.Error("event loop: cannot take a connection", zap.Error(err))
-		p.putBuf(bp, nil)
+		p.putBuf(bp, (*bp)[:0])
 		syscall.Close(fd)
 		p.stats.close(ReasonShutdown)
 		p.endConn(release)

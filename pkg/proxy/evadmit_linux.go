@@ -135,7 +135,7 @@ func (p *Proxy) evAccept(c net.Conn, inheritsKeepAlive bool) bool {
 	}
 	if err != nil {
 		p.log.Error("event loop: cannot take a connection", zap.Error(err))
-		p.putBuf(bp, nil)
+		p.putBuf(bp, (*bp)[:0])
 		c.Close()
 		p.stats.close(ReasonShutdown)
 		p.endConn(release)

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -221,4 +222,40 @@ func deviceOwnedBy(t *testing.T, r ring.Ring, id string) string {
 	}
 	t.Fatalf("no device owned by %s", id)
 	return ""
+}
+
+// A burst of connections accepted by one loop is spread over all loops.
+func TestLoopAcceptSpreadsBurst(t *testing.T) {
+	if runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("one loop")
+	}
+	c := newCluster(t, 1, func(p *Proxy) { p.EventLoop = true })
+	const n = 40
+	var wg sync.WaitGroup
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		wg.Go(func() { conns[i], _ = c.connect(fmt.Sprintf("dev-%d", i)) })
+	}
+	wg.Wait()
+	defer func() {
+		for _, conn := range conns {
+			conn.Close()
+		}
+	}()
+	waitFor(t, "devices on loops", func() bool { return c.proxy.evConns() == n })
+	c.proxy.loops.mu.Lock()
+	defer c.proxy.loops.mu.Unlock()
+	for i, l := range c.proxy.loops.loops {
+		l.mu.Lock()
+		held := 0
+		for fd, pr := range l.pairs {
+			if int32(pr.side[0].fd) == fd {
+				held++
+			}
+		}
+		l.mu.Unlock()
+		if held < n/len(c.proxy.loops.loops)/2 {
+			t.Errorf("loop %d holds %d of %d connections", i, held, n)
+		}
+	}
 }
