@@ -275,17 +275,7 @@ func (l *evLoop) adopt(el *evListener, fd int, sa syscall.Sockaddr) {
 	pr := &evPair{p: p, release: release, loop: l, stage: evPreread,
 		adm: &evPre{remote: remote, bp: bp, buf: (*bp)[:0], start: time.Now()}}
 	pr.side[0].fd, pr.side[1].fd = fd, -1
-	pr.attached.Store(true)
-	l.mu.Lock()
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(fd)}
-	err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev)
-	if err == nil {
-		pr.side[0].mask = syscall.EPOLLIN
-		l.pairs[int32(fd)] = pr
-		l.timers[evPreread].push(evTimer{at: pr.adm.start.Add(l.timers[evPreread].d), pr: pr})
-	}
-	l.mu.Unlock()
-	if err != nil {
+	if err := l.register(pr); err != nil {
 		p.log.Error("event loop: cannot take a connection", zap.Error(err))
 		p.putBuf(bp, (*bp)[:0])
 		syscall.Close(fd)

@@ -123,15 +123,7 @@ func (p *Proxy) evAccept(c net.Conn, inheritsKeepAlive bool) bool {
 		err = s.rc.Control(func(fd uintptr) { s.fd = int(fd) })
 	}
 	if err == nil {
-		l.mu.Lock()
-		ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(s.fd)}
-		if err = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, s.fd, &ev); err == nil {
-			s.mask = syscall.EPOLLIN
-			l.pairs[int32(s.fd)] = pr
-			pr.attached.Store(true)
-			l.timers[evPreread].push(evTimer{at: pr.adm.start.Add(l.timers[evPreread].d), pr: pr})
-		}
-		l.mu.Unlock()
+		err = l.register(pr)
 	}
 	if err != nil {
 		p.log.Error("event loop: cannot take a connection", zap.Error(err))
@@ -141,6 +133,23 @@ func (p *Proxy) evAccept(c net.Conn, inheritsKeepAlive bool) bool {
 		p.endConn(release)
 	}
 	return true
+}
+
+// register puts a new pair's client in the loop, waiting for its key frame
+// under the preread deadline.
+func (l *evLoop) register(pr *evPair) error {
+	s := &pr.side[0]
+	pr.attached.Store(true)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(s.fd)}
+	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+		return err
+	}
+	s.mask = syscall.EPOLLIN
+	l.pairs[int32(s.fd)] = pr
+	l.timers[evPreread].push(evTimer{at: pr.adm.start.Add(l.timers[evPreread].d), pr: pr})
+	return nil
 }
 
 // expire acts on the deadlines that fell and sets the loop's next wakeup:
@@ -465,6 +474,14 @@ func (l *evLoop) dropSide(pr *evPair, i int) {
 	*s = evSide{fd: -1}
 }
 
+// closeUnrouted takes both sides of an unrouted pair out of the loop and
+// closes them.
+func (l *evLoop) closeUnrouted(pr *evPair) {
+	pr.done = true
+	l.dropSide(pr, 1)
+	l.dropSide(pr, 0)
+}
+
 // rejectPreread ends a pair whose key frame did not come: counted and
 // logged as the goroutine path does (prereadReason).
 func (l *evLoop) rejectPreread(pr *evPair, err error) {
@@ -472,17 +489,7 @@ func (l *evLoop) rejectPreread(pr *evPair, err error) {
 	if p.OnPreread != nil {
 		p.OnPreread(time.Since(a.start))
 	}
-	pr.done = true
-	l.dropSide(pr, 1)
-	s := &pr.side[0]
-	if s.mask != 0 && s.tc != nil { // a raw fd leaves epoll when closed
-		syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
-	}
-	s.mask = 0
-	l.mu.Lock()
-	delete(l.pairs, int32(s.fd))
-	l.mu.Unlock()
-	s.close()
+	l.closeUnrouted(pr)
 	p.rejected(err, len(a.buf), a.remote)
 	p.putBuf(a.bp, a.buf)
 	pr.adm = nil
@@ -492,17 +499,7 @@ func (l *evLoop) rejectPreread(pr *evPair, err error) {
 // refuse ends an unrouted pair for reason.
 func (l *evLoop) refuse(pr *evPair, reason string) {
 	a, p := pr.adm, l.p
-	pr.done = true
-	l.dropSide(pr, 1)
-	s := &pr.side[0]
-	if s.mask != 0 && s.tc != nil { // a raw fd leaves epoll when closed
-		syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
-	}
-	s.mask = 0
-	l.mu.Lock()
-	delete(l.pairs, int32(s.fd))
-	l.mu.Unlock()
-	s.close()
+	l.closeUnrouted(pr)
 	p.stats.close(reason)
 	if reason != ReasonShutdown && reason != ReasonClientGone {
 		p.badLog.Warn("connection refused", zap.String("reason", reason),

@@ -17,16 +17,18 @@ import (
 )
 
 // The event-driven path (Proxy.EventLoop). Each loop is a goroutine with
-// its own epoll instance (GOMAXPROCS of them). Serve hands each accepted
-// client to one of them, round-robin; the loop reads the key frame, dials
-// the owner and copies (evadmit_linux.go). Where the loop cannot do the
-// steps before routing (PROXY header, TLS), handle does them and hands
-// over the routed pair (evAttach). Either way an idle device costs no
-// goroutine, no stack and no splice pipe: only its two sockets and an
-// evPair (about 1.5 KB of heap). A loop never blocks in
-// epoll_wait: it polls with a zero timeout and, when nothing is ready,
-// parks in Go's netpoller on the epoll fd itself, so waking it costs a
-// goroutine switch rather than a thread wakeup and a P handoff.
+// its own epoll instance (GOMAXPROCS of them). The loops accept from a
+// *net.TCPListener themselves (evaccept_linux.go; from other listeners
+// Serve accepts) and share the clients out round-robin; a loop reads the
+// key frame, dials the owner and copies (evadmit_linux.go). Where it
+// cannot do the steps before routing (PROXY header, TLS, a custom Dial),
+// Serve accepts, handle does them in a goroutine and hands the routed
+// pair over (evAttach). Either way an idle device costs no goroutine, no
+// stack and no splice pipe: only its two sockets and an evPair (about
+// 1.5 KB of heap). A loop never blocks in epoll_wait: it polls with a
+// zero timeout and, when nothing is ready, parks in Go's netpoller on the
+// epoll fd itself, so waking it costs a goroutine switch rather than a
+// thread wakeup and a P handoff.
 //
 // Readiness is level-triggered. Each readable event reads once (at most
 // evBufSize) into the loop's shared buffer and writes it to the peer, so a

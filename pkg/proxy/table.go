@@ -39,9 +39,9 @@ func (c *conn) endReason() string {
 }
 
 // close ends both sides at once; the copy loops see the error and return.
-// On an event loop it only shuts both sockets down: the loop sees them end,
-// closes them and accounts for the connection. It reports whether this
-// call was the first to close it.
+// On an event loop it only asks the loop, which closes both sockets and
+// accounts for the connection. It reports whether this call was the
+// first to close it.
 func (c *conn) close(reason string) bool {
 	first := c.closing.CompareAndSwap(false, true)
 	c.setReason(reason)
