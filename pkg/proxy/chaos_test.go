@@ -1,0 +1,141 @@
+package proxy
+
+import (
+	"bufio"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/devgate/devgate/pkg/ring"
+)
+
+// Clients misbehave at every step (silent, half a frame, garbage, reset
+// mid-frame or mid-session, gone before the reply) while the ring changes
+// under them, an owner refuses connections, and connections are evicted
+// and replaced. Afterwards every accepted connection is counted closed
+// exactly once, and no file descriptor is left: on both data paths.
+func TestChaosAccountsForEveryConnection(t *testing.T) {
+	for _, mode := range []string{"goroutines", "loops"} {
+		t.Run(mode, func(t *testing.T) {
+			c := newCluster(t, 2, func(p *Proxy) {
+				p.EventLoop = mode == "loops"
+				p.PrereadTimeout = 300 * time.Millisecond
+				p.DialTimeout = 300 * time.Millisecond
+			})
+			dead, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			deadAddr := dead.Addr().String()
+			dead.Close() // an owner whose port refuses
+			withDead, err := ring.New(ring.ModeConsistent, []ring.Backend{
+				{ID: "b1", Addr: c.addrs[0]}, {ID: "b2", Addr: c.addrs[1]}, {ID: "dead", Addr: deadAddr}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			healthy := c.ring.Ring()
+			runtime.GC() // pipes the goroutine path pooled before are released
+			fds := openFDs(t)
+
+			stop := make(chan struct{})
+			var churn sync.WaitGroup
+			churn.Go(func() { // the ring, evictions
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					case <-time.After(7 * time.Millisecond):
+					}
+					if i%2 == 0 {
+						c.ring.Store(withDead)
+					} else {
+						c.ring.Store(healthy)
+					}
+					c.proxy.Evict("", 2, "chaos")
+					c.proxy.EvictMisplaced(1, "chaos")
+				}
+			})
+			var wg sync.WaitGroup
+			sem := make(chan struct{}, 32)
+			const n = 400
+			for i := range n {
+				sem <- struct{}{}
+				wg.Go(func() {
+					defer func() { <-sem }()
+					chaosClient(c.addr, i, rand.New(rand.NewPCG(uint64(i), 7)))
+				})
+			}
+			wg.Wait()
+			close(stop)
+			churn.Wait()
+			c.ring.Store(healthy)
+
+			waitFor(t, "every connection closed", func() bool {
+				s := c.proxy.Stats()
+				var closed uint64
+				for _, v := range s.Closed {
+					closed += v
+				}
+				return s.Active == 0 && s.Proxied == 0 && closed == s.Accepted
+			})
+			s := c.proxy.Stats()
+			t.Logf("accepted %d, routed %d, fallbacks %d, closed %v", s.Accepted, s.Routed, s.Fallbacks, s.Closed)
+			if s.Accepted < n {
+				t.Fatalf("accepted %d of %d", s.Accepted, n)
+			}
+			if mode == "loops" && c.proxy.evConns() != 0 {
+				t.Fatalf("%d pairs left on the loops", c.proxy.evConns())
+			}
+			runtime.GC()
+			waitFor(t, "fds back to baseline", func() bool { return openFDs(t) <= fds })
+		})
+	}
+}
+
+// chaosClient plays one device that does one of several things.
+func chaosClient(addr string, i int, rnd *rand.Rand) {
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	frame := login(fmt.Sprintf("dev-%d", i%50)) // devices come back: replaced logins
+	reset := func() { conn.(*net.TCPConn).SetLinger(0) }
+	switch rnd.IntN(8) {
+	case 0: // nothing: closed before a byte
+	case 1: // silent until the preread deadline
+		conn.Read(make([]byte, 1))
+	case 2: // half a frame, then gone
+		conn.Write(frame[:rnd.IntN(len(frame)-1)+1])
+	case 3: // half a frame, then a reset
+		conn.Write(frame[:rnd.IntN(len(frame)-1)+1])
+		reset()
+	case 4: // garbage
+		conn.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+		conn.Read(make([]byte, 1))
+	case 5: // a login, gone before the reply
+		conn.Write(frame)
+	default: // a session: login, heartbeats, then a close or a reset
+		conn.Write(frame)
+		r := bufio.NewReader(conn)
+		if _, _, err := readFrame(r); err != nil {
+			return
+		}
+		for range rnd.IntN(4) {
+			if _, err := conn.Write(mkframe(2, `{}`)); err != nil {
+				return
+			}
+			if _, _, err := readFrame(r); err != nil {
+				return
+			}
+		}
+		if rnd.IntN(2) == 0 {
+			reset()
+		}
+	}
+}
