@@ -1,3 +1,5 @@
+//go:build linux
+
 package proxy
 
 import (
@@ -6,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,14 +18,17 @@ import (
 
 // Clients misbehave at every step (silent, half a frame, garbage, reset
 // mid-frame or mid-session, gone before the reply) while the ring changes
-// under them, an owner refuses connections, and connections are evicted
-// and replaced. Afterwards every accepted connection is counted closed
-// exactly once, and no file descriptor is left: on both data paths.
+// under them, an owner refuses connections and another never answers, and
+// connections are evicted and replaced; in the close variants the proxy is
+// closed in the middle of it. Afterwards every accepted connection is
+// counted closed exactly once, and no file descriptor is left: on both
+// data paths.
 func TestChaosAccountsForEveryConnection(t *testing.T) {
-	for _, mode := range []string{"goroutines", "loops"} {
+	for _, mode := range []string{"goroutines", "loops", "goroutines-close", "loops-close"} {
 		t.Run(mode, func(t *testing.T) {
+			closeEarly := strings.HasSuffix(mode, "-close")
 			c := newCluster(t, 2, func(p *Proxy) {
-				p.EventLoop = mode == "loops"
+				p.EventLoop = strings.HasPrefix(mode, "loops")
 				p.PrereadTimeout = 300 * time.Millisecond
 				p.DialTimeout = 300 * time.Millisecond
 			})
@@ -33,7 +39,8 @@ func TestChaosAccountsForEveryConnection(t *testing.T) {
 			deadAddr := dead.Addr().String()
 			dead.Close() // an owner whose port refuses
 			withDead, err := ring.New(ring.ModeConsistent, []ring.Backend{
-				{ID: "b1", Addr: c.addrs[0]}, {ID: "b2", Addr: c.addrs[1]}, {ID: "dead", Addr: deadAddr}})
+				{ID: "b1", Addr: c.addrs[0]}, {ID: "b2", Addr: c.addrs[1]}, {ID: "dead", Addr: deadAddr},
+				{ID: "stuck", Addr: fullBacklogListener(t)}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -68,6 +75,17 @@ func TestChaosAccountsForEveryConnection(t *testing.T) {
 					defer func() { <-sem }()
 					chaosClient(c.addr, i, rand.New(rand.NewPCG(uint64(i), 7)))
 				})
+				if closeEarly && i == n/2 {
+					c.proxy.Close() // returns once every connection it accepted is closed
+					s := c.proxy.Stats()
+					var closed uint64
+					for _, v := range s.Closed {
+						closed += v
+					}
+					if s.Active != 0 || closed != s.Accepted {
+						t.Fatalf("after Close: active %d, accepted %d, closed %v", s.Active, s.Accepted, s.Closed)
+					}
+				}
 			}
 			wg.Wait()
 			close(stop)
@@ -84,10 +102,10 @@ func TestChaosAccountsForEveryConnection(t *testing.T) {
 			})
 			s := c.proxy.Stats()
 			t.Logf("accepted %d, routed %d, fallbacks %d, closed %v", s.Accepted, s.Routed, s.Fallbacks, s.Closed)
-			if s.Accepted < n {
+			if !closeEarly && s.Accepted < n {
 				t.Fatalf("accepted %d of %d", s.Accepted, n)
 			}
-			if mode == "loops" && c.proxy.evConns() != 0 {
+			if c.proxy.evConns() != 0 {
 				t.Fatalf("%d pairs left on the loops", c.proxy.evConns())
 			}
 			runtime.GC()
