@@ -3,6 +3,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devgate/devgate/pkg/demo"
 	"github.com/devgate/devgate/pkg/ring"
 )
 
@@ -258,4 +260,39 @@ func TestLoopAcceptSpreadsBurst(t *testing.T) {
 			t.Errorf("loop %d holds %d of %d connections", i, held, n)
 		}
 	}
+}
+
+// The loops accept and dial IPv6 (::1) as they do IPv4.
+func TestLoopIPv6(t *testing.T) {
+	bl, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	b := &demo.Backend{ID: "v6"}
+	done := make(chan struct{})
+	go func() { defer close(done); b.Serve(bl) }()
+	defer func() { b.Close(); <-done }()
+	r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "v6", Addr: bl.Addr().String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{Source: NewAtomicRing(r), EventLoop: true, MaxConnsPerIP: 5}
+	l, err := p.Listen(context.Background(), "tcp", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(l) }()
+	defer func() { p.Close(); <-served }()
+	conn, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	conn.Write(login("dev-v6"))
+	if _, body, err := readFrame(bufio.NewReader(conn)); err != nil || !strings.Contains(string(body), `"v6"`) {
+		t.Fatalf("reply %q, %v", body, err)
+	}
+	waitFor(t, "the pair on a loop", func() bool { return p.evConns() == 1 })
 }

@@ -195,21 +195,26 @@ func TestProxyProtocol(t *testing.T) {
 
 // A backend that asked for PROXY v2 in its registration meta gets the
 // header; the proxy sends none to the others.
+// On the loops the addresses come from accept4 and getsockname.
 func TestProxyV2ByBackendMeta(t *testing.T) {
-	rec, addr := newRecorder(t)
-	r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "rec", Addr: addr, Meta: map[string]string{"proxy": "v2"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	paddr := startProxy(t, &Proxy{Source: NewAtomicRing(r)})
-	conn := dialFrom(t, "127.0.0.4", paddr)
-	conn.Write(login("dev-1"))
-	conn.(*net.TCPConn).CloseWrite()
-	got := <-rec
-	conn.Close()
-	h, err := proxyproto.Read(bufio.NewReader(bytes.NewReader(got.data)))
-	if err != nil || h.SourceAddr.(*net.TCPAddr).IP.String() != "127.0.0.4" {
-		t.Fatalf("backend asking for v2 got %q (%v)", got.data, err)
+	for _, loops := range []bool{false, true} {
+		t.Run(fmt.Sprintf("loops=%v", loops), func(t *testing.T) {
+			rec, addr := newRecorder(t)
+			r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "rec", Addr: addr, Meta: map[string]string{"proxy": "v2"}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			paddr := startProxy(t, &Proxy{Source: NewAtomicRing(r), EventLoop: loops})
+			conn := dialFrom(t, "127.0.0.4", paddr)
+			conn.Write(login("dev-1"))
+			conn.(*net.TCPConn).CloseWrite()
+			got := <-rec
+			conn.Close()
+			h, err := proxyproto.Read(bufio.NewReader(bytes.NewReader(got.data)))
+			if err != nil || h.SourceAddr.String() != conn.LocalAddr().String() || h.DestinationAddr.String() != paddr {
+				t.Fatalf("backend asking for v2 got %q (%v); want %s -> %s", got.data, err, conn.LocalAddr(), paddr)
+			}
+		})
 	}
 }
 
