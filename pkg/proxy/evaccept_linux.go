@@ -75,15 +75,16 @@ func (p *Proxy) evServe(tl *net.TCPListener, inherits bool) (err error, ok bool)
 	// without an event: look at it now and then.
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var closedErr error
 	for open := true; open; {
 		select {
-		case <-el.done:
-			open = false
+		case <-el.done: // a loop found it closed: doneErr is set
+			closedErr, open = el.doneErr, false
 		case <-p.stopCh:
 			open = false
 		case <-tick.C:
 			if el.rc.Control(func(uintptr) {}) != nil {
-				el.doneErr, open = net.ErrClosed, false
+				closedErr, open = net.ErrClosed, false
 			}
 		}
 	}
@@ -93,7 +94,14 @@ func (p *Proxy) evServe(tl *net.TCPListener, inherits bool) (err error, ok bool)
 	if p.isClosing() {
 		return ErrServerClosed, true
 	}
-	return el.doneErr, true
+	return closedErr, true
+}
+
+// loopsNow returns the loops running now.
+func (ls *evLoops) loopsNow() []*evLoop {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return append([]*evLoop(nil), ls.loops...)
 }
 
 // all returns the loops, starting them if needed.
@@ -101,9 +109,7 @@ func (ls *evLoops) all(p *Proxy) ([]*evLoop, error) {
 	if _, err := ls.pick(p); err != nil {
 		return nil, err
 	}
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	return append([]*evLoop(nil), ls.loops...), nil
+	return ls.loopsNow(), nil
 }
 
 func (l *evLoop) addListener(el *evListener) error {

@@ -5,6 +5,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -295,4 +296,31 @@ func TestLoopIPv6(t *testing.T) {
 		t.Fatalf("reply %q, %v", body, err)
 	}
 	waitFor(t, "the pair on a loop", func() bool { return p.evConns() == 1 })
+}
+
+// A listener closed by its owner, not by Shutdown, ends Serve on the loops
+// too, with net.ErrClosed.
+func TestLoopServeReturnsWhenListenerClosed(t *testing.T) {
+	r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "b", Addr: "127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{Source: NewAtomicRing(r), EventLoop: true}
+	defer p.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(l) }()
+	waitFor(t, "loops started", func() bool { return len(p.loops.loopsNow()) > 0 })
+	l.Close()
+	select {
+	case err := <-served:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Serve returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve still running after its listener closed")
+	}
 }
