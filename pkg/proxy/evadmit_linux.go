@@ -421,6 +421,7 @@ func (l *evLoop) connected(pr *evPair) {
 	}
 	pc := &conn{client: client, device: a.device, backendID: a.b.ID, since: time.Now(), ev: pr}
 	pr.pc, pr.stage, pr.adm = pc, evCopy, nil
+	l.routed.Add(1)
 	p.stats.routed.Add(1)
 	p.stats.proxied.Add(1)
 	p.table.add(pc)

@@ -199,6 +199,7 @@ func (p *Proxy) evAttach(pr *evPair) {
 		}
 	}
 	l.mu.Unlock()
+	l.routed.Add(1) // finalize takes it back
 	if err != nil {
 		p.log.Error("event loop: epoll add failed", zap.Error(err))
 		pr.pc.setReason(ReasonShutdown)
@@ -220,7 +221,8 @@ type evLoop struct {
 	wake     [2]int // a pipe: a byte means kills are queued or the loop stops
 	buf      []byte // shared by every connection of the loop
 	stopping atomic.Bool
-	parkedTo time.Time // the read deadline set on ep; zero: none
+	routed   atomic.Int64 // pairs in evCopy (for tests and stats)
+	parkedTo time.Time    // the read deadline set on ep; zero: none
 
 	mu        sync.Mutex
 	pairs     map[int32]*evPair // by fd, both sides
@@ -268,11 +270,12 @@ func (l *evLoop) closeFDs() {
 // evMsg is work for a loop from another goroutine: close pr, or (dialled)
 // the result of a dial for it.
 type evMsg struct {
-	pr      *evPair
-	dialled bool
-	gen     uint32
-	bc      net.Conn
-	err     error
+	pr       *evPair
+	unrouted bool // close every unrouted pair (killUnrouted)
+	dialled  bool
+	gen      uint32
+	bc       net.Conn
+	err      error
 }
 
 // post queues pr for the loop to close.
@@ -360,6 +363,8 @@ func (l *evLoop) runMsgs() {
 	l.mu.Unlock()
 	for i, m := range l.running {
 		switch {
+		case m.unrouted:
+			l.closeUnroutedAll()
 		case m.dialled:
 			l.dialled(m)
 		case !m.pr.done:
@@ -377,6 +382,7 @@ func (l *evLoop) finalize(pr *evPair) {
 		return
 	}
 	pr.done = true
+	l.routed.Add(-1)
 	for i := range pr.side {
 		if s := &pr.side[i]; s.mask != 0 {
 			if s.tc != nil { // a raw fd leaves epoll when closed
@@ -426,21 +432,29 @@ func (l *evLoop) closeAll() {
 }
 
 // killUnrouted closes every pair still in its preread or dial (Shutdown
-// past its deadline: routed ones are closed through the table).
+// past its deadline: routed ones are closed through the table). Each loop
+// picks them itself: a pair's stage is the loop's to read.
 func (ls *evLoops) killUnrouted() {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	for _, l := range ls.loops {
-		l.mu.Lock()
-		var unrouted []*evPair
-		for fd, pr := range l.pairs {
-			if pr.stage != evCopy && int32(pr.side[0].fd) == fd {
-				unrouted = append(unrouted, pr)
-			}
+		l.send(evMsg{unrouted: true})
+	}
+}
+
+// closeUnroutedAll is killUnrouted on the loop.
+func (l *evLoop) closeUnroutedAll() {
+	l.mu.Lock()
+	var unrouted []*evPair
+	for fd, pr := range l.pairs {
+		if pr.stage != evCopy && !pr.done && int32(pr.side[0].fd) == fd {
+			unrouted = append(unrouted, pr)
 		}
-		l.mu.Unlock()
-		for _, pr := range unrouted {
-			pr.kill()
+	}
+	l.mu.Unlock()
+	for _, pr := range unrouted {
+		if !pr.done {
+			l.finalize(pr)
 		}
 	}
 }
@@ -462,13 +476,7 @@ func (p *Proxy) evConns() int {
 	defer p.loops.mu.Unlock()
 	n := 0
 	for _, l := range p.loops.loops {
-		l.mu.Lock()
-		for fd, pr := range l.pairs {
-			if pr.stage == evCopy && int32(pr.side[0].fd) == fd {
-				n++
-			}
-		}
-		l.mu.Unlock()
+		n += int(l.routed.Load())
 	}
 	return n
 }
