@@ -20,7 +20,8 @@ import (
 )
 
 // The steps before copying, on the loop (evLoopAdmits): a client accepted
-// by Serve is handed to a loop at once; the loop reads its key frame, dials
+// by a loop (evaccept_linux.go) or by Serve is on a loop from the start;
+// the loop reads its key frame, dials
 // the owner with a non-blocking connect on a raw socket, falls back to the
 // next owners, and then copies. No goroutine, no netpoller registration of
 // the backend socket and no address lookups: a churning connection costs
@@ -519,8 +520,7 @@ func (l *evLoop) abort(pr *evPair, reason string) {
 }
 
 // rawConnect starts a non-blocking connect to ap with TCP_NODELAY and the
-// proxy's keepalive. connect on loopback often completes at once; the loop
-// learns either way from EPOLLOUT.
+// proxy's keepalive; the loop learns the outcome from EPOLLOUT.
 func rawConnect(ap netip.AddrPort, keepAlive time.Duration) (int, error) {
 	var sa syscall.Sockaddr
 	family := syscall.AF_INET
