@@ -21,13 +21,13 @@ import (
 
 // The steps before copying, on the loop (evLoopAdmits): a client accepted
 // by a loop (evaccept_linux.go) or by Serve is on a loop from the start;
-// the loop reads its key frame, dials
-// the owner with a non-blocking connect on a raw socket, falls back to the
-// next owners, and then copies. No goroutine, no netpoller registration of
-// the backend socket and no address lookups: a churning connection costs
-// about half the system calls of the goroutine path (accept, preread and
-// dial with net.Dialer). Deadlines are two FIFO queues per loop, as every
-// preread (and every dial) has the same timeout.
+// the loop reads its key frame, dials the owner with a non-blocking
+// connect on a raw socket, falls back to the next owners, and then copies.
+// No goroutine, no netpoller registration of the backend socket and no
+// address lookups: a churning connection costs about half the system calls
+// of the goroutine path (accept, preread and dial with net.Dialer).
+// Deadlines are two FIFO queues per loop, as every preread (and every
+// dial) has the same timeout.
 
 // Stages of an evPair.
 const (
