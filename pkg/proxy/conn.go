@@ -55,9 +55,7 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 	if backend == nil {
 		p.putBuf(bp, buf)
 		client.Close()
-		p.stats.close(reason)
-		p.badLog.Warn("connection refused", zap.String("reason", reason),
-			zap.String("device", sanitize(device)), zap.Stringer("client", src))
+		p.refused(reason, device, src)
 		return
 	}
 	// Every byte read before routing goes to the backend first, unchanged,
@@ -87,6 +85,20 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 			p.badLog.Warn("copying with goroutines", zap.Error(err))
 		}
 	}
+	p.routedConn(pc)
+
+	if pc.ev != nil {
+		p.evAttach(pc.ev)
+		handedOff = true // the loop calls finish and endConn
+		return
+	}
+	in, out := p.pipe(pc)
+	p.finish(pc, in, out)
+}
+
+// routedConn accounts for a connection just routed: counters, the table,
+// the device cache (closing the device's older connection).
+func (p *Proxy) routedConn(pc *conn) {
 	p.stats.routed.Add(1)
 	p.stats.proxied.Add(1)
 	p.table.add(pc)
@@ -101,14 +113,6 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 	if p.isClosing() { // Shutdown may have walked the table before add
 		pc.close(ReasonShutdown)
 	}
-
-	if pc.ev != nil {
-		p.evAttach(pc.ev)
-		handedOff = true // the loop calls finish and endConn
-		return
-	}
-	in, out := p.pipe(pc)
-	p.finish(pc, in, out)
 }
 
 // finish accounts for a proxied connection once both directions ended.
@@ -146,13 +150,8 @@ func (p *Proxy) admit(c net.Conn, buf []byte) (client net.Conn, src net.Addr, _ 
 			return client, src, buf, nil, nil, err
 		}
 	}
-	if p.perIP.enabled() {
-		ip := addrIP(src)
-		ok, reason := p.perIP.acquire(ip, time.Now())
-		if !ok {
-			return client, src, buf, nil, nil, limitError(reason)
-		}
-		release = func() { p.perIP.release(ip) }
+	if release, err = p.acquireIP(addrIP(src)); err != nil {
+		return client, src, buf, nil, nil, err
 	}
 	if p.TLS != nil {
 		tc := tls.Server(&prefixConn{Conn: c, prefix: buf}, p.TLS)
@@ -221,11 +220,7 @@ func (p *Proxy) preread(c net.Conn, buf []byte) ([]byte, []byte, error) {
 		if len(buf) >= limit {
 			return buf, nil, frame.ErrPrereadCap
 		}
-		if len(buf) == cap(buf) {
-			nb := make([]byte, len(buf), min(max(2*cap(buf), 512), limit))
-			copy(nb, buf)
-			buf = nb
-		}
+		buf = growPreread(buf, limit)
 		n, err := c.Read(buf[len(buf):min(cap(buf), limit)])
 		buf = buf[:len(buf)+n]
 		if n > 0 {
@@ -243,10 +238,30 @@ func (p *Proxy) preread(c net.Conn, buf []byte) ([]byte, []byte, error) {
 	}
 }
 
+// growPreread doubles a full preread buffer, up to limit bytes.
+func growPreread(buf []byte, limit int) []byte {
+	if len(buf) < cap(buf) {
+		return buf
+	}
+	nb := make([]byte, len(buf), min(max(2*cap(buf), 512), limit))
+	copy(nb, buf)
+	return nb
+}
+
 // reject closes a client whose preread failed and counts the reason.
 func (p *Proxy) reject(c net.Conn, err error, buf []byte) {
 	c.Close()
 	p.rejected(err, len(buf), c.RemoteAddr())
+}
+
+// refused counts and logs a client closed after its key was read but
+// before it reached a backend.
+func (p *Proxy) refused(reason, device string, client fmt.Stringer) {
+	p.stats.close(reason)
+	if reason != ReasonShutdown && reason != ReasonClientGone {
+		p.badLog.Warn("connection refused", zap.String("reason", reason),
+			zap.String("device", sanitize(device)), zap.Stringer("client", client))
+	}
 }
 
 // rejected counts and logs a client closed before routing, n bytes read.
@@ -308,11 +323,16 @@ func (p *Proxy) dial(r ring.Ring, key []byte) (ring.Backend, net.Conn, string) {
 			}
 			return b, bc, ""
 		}
-		p.stats.dialFailures.Add(1)
-		p.badLog.Warn("dial backend failed", zap.String("backend", b.ID), zap.String("addr", b.Addr),
-			zap.Int("try", i+1), zap.Error(err))
+		p.dialFailed(b, i+1, err)
 	}
 	return ring.Backend{}, nil, ReasonDialFailed
+}
+
+// dialFailed counts and logs a failed dial, the try-th of a connection.
+func (p *Proxy) dialFailed(b ring.Backend, try int, err error) {
+	p.stats.dialFailures.Add(1)
+	p.badLog.Warn("dial backend failed", zap.String("backend", b.ID), zap.String("addr", b.Addr),
+		zap.Int("try", try), zap.Error(err))
 }
 
 func (p *Proxy) dialer(ctx context.Context, network, addr string) (net.Conn, error) {

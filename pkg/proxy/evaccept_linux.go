@@ -25,7 +25,6 @@ const evListenerTag = 1
 
 // evListener is a listener served by the loops.
 type evListener struct {
-	tl       *net.TCPListener
 	rc       syscall.RawConn
 	fd       int
 	inherits bool          // accepted sockets have TCP_NODELAY and keepalive
@@ -49,7 +48,7 @@ func (p *Proxy) evServe(tl *net.TCPListener, inherits bool) (err error, ok bool)
 	if !p.evLoopAdmits() {
 		return nil, false
 	}
-	el := &evListener{tl: tl, inherits: inherits, done: make(chan struct{})}
+	el := &evListener{inherits: inherits, done: make(chan struct{})}
 	if el.rc, err = tl.SyscallConn(); err != nil {
 		return nil, false
 	}
@@ -255,17 +254,12 @@ func (l *evLoop) adopt(el *evListener, fd int, sa syscall.Sockaddr) {
 		p.stats.close(ReasonShutdown)
 		return
 	}
-	var release func()
-	if p.perIP.enabled() {
-		ip := remote.Addr()
-		ok, reason := p.perIP.acquire(ip, time.Now())
-		if !ok {
-			syscall.Close(fd)
-			p.rejected(limitError(reason), 0, remote)
-			p.endConn(nil)
-			return
-		}
-		release = func() { p.perIP.release(ip) }
+	release, err := p.acquireIP(remote.Addr())
+	if err != nil {
+		syscall.Close(fd)
+		p.rejected(err, 0, remote)
+		p.endConn(nil)
+		return
 	}
 	if !el.inherits {
 		if err := setSockOpts(fd, p.KeepAlive); err != nil {

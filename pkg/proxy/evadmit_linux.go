@@ -100,16 +100,11 @@ func (p *Proxy) evAccept(c net.Conn, inheritsKeepAlive bool) bool {
 		p.stats.close(ReasonShutdown)
 		return true
 	}
-	var release func()
-	if p.perIP.enabled() {
-		ip := addrIP(c.RemoteAddr())
-		ok, reason := p.perIP.acquire(ip, time.Now())
-		if !ok {
-			p.reject(c, limitError(reason), nil)
-			p.endConn(nil)
-			return true
-		}
-		release = func() { p.perIP.release(ip) }
+	release, err := p.acquireIP(addrIP(c.RemoteAddr()))
+	if err != nil {
+		p.reject(c, err, nil)
+		p.endConn(nil)
+		return true
 	}
 	if !inheritsKeepAlive {
 		p.setKeepAlive(c)
@@ -117,13 +112,8 @@ func (p *Proxy) evAccept(c net.Conn, inheritsKeepAlive bool) bool {
 	bp := prereadPool.Get().(*[]byte)
 	pr := &evPair{p: p, release: release, loop: l, stage: evPreread,
 		adm: &evPre{c: tc, remote: tcpAddrPort(c.RemoteAddr()), bp: bp, buf: (*bp)[:0], start: time.Now()}}
-	s := &pr.side[0]
-	s.tc = tc
-	pr.side[1].fd = -1
-	if s.rc, err = tc.SyscallConn(); err == nil {
-		err = s.rc.Control(func(fd uintptr) { s.fd = int(fd) })
-	}
-	if err == nil {
+	pr.side[0].tc, pr.side[1].fd = tc, -1
+	if pr.side[0].fd, err = rawFD(tc); err == nil {
 		err = l.register(pr)
 	}
 	if err != nil {
@@ -208,11 +198,7 @@ func (l *evLoop) expire() {
 func (l *evLoop) prereadEvent(pr *evPair, events uint32) {
 	a, p := pr.adm, l.p
 	limit := p.Matcher.PrereadLimit()
-	if len(a.buf) == cap(a.buf) {
-		nb := make([]byte, len(a.buf), min(max(2*cap(a.buf), 512), limit))
-		copy(nb, a.buf)
-		a.buf = nb
-	}
+	a.buf = growPreread(a.buf, limit)
 	n, err := syscall.Read(pr.side[0].fd, a.buf[len(a.buf):min(cap(a.buf), limit)])
 	switch {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
@@ -325,8 +311,8 @@ func (l *evLoop) dialled(m evMsg) {
 	var err error
 	if !ok {
 		err = fmt.Errorf("dial returned %T", m.bc)
-	} else if s.rc, err = tc.SyscallConn(); err == nil {
-		err = s.rc.Control(func(fd uintptr) { s.fd = int(fd) })
+	} else {
+		s.fd, err = rawFD(tc)
 	}
 	if err != nil {
 		m.bc.Close()
@@ -381,11 +367,7 @@ func (l *evLoop) dialFailed(pr *evPair, err error) {
 	l.dialNext(pr)
 }
 
-func (l *evLoop) countDialFailure(pr *evPair, err error) {
-	l.p.stats.dialFailures.Add(1)
-	l.p.badLog.Warn("dial backend failed", zap.String("backend", pr.adm.b.ID), zap.String("addr", pr.adm.b.Addr),
-		zap.Int("try", pr.adm.try), zap.Error(err))
-}
+func (l *evLoop) countDialFailure(pr *evPair, err error) { l.p.dialFailed(pr.adm.b, pr.adm.try, err) }
 
 // connected writes what the client sent (after a PROXY header when the
 // backend wants one) and starts copying.
@@ -423,20 +405,7 @@ func (l *evLoop) connected(pr *evPair) {
 	pc := &conn{client: client, device: a.device, backendID: a.b.ID, since: time.Now(), ev: pr}
 	pr.pc, pr.stage, pr.adm = pc, evCopy, nil
 	l.routed.Add(1)
-	p.stats.routed.Add(1)
-	p.stats.proxied.Add(1)
-	p.table.add(pc)
-	if old, moved := p.devices.login(pc); old != nil || moved {
-		if moved {
-			p.stats.moved.Add(1)
-		}
-		if old != nil && !p.KeepDuplicates {
-			old.close(ReasonReplaced)
-		}
-	}
-	if p.isClosing() { // Shutdown may have walked the table before add
-		pc.close(ReasonShutdown)
-	}
+	p.routedConn(pc)
 	l.rearm(pr)
 }
 
@@ -502,21 +471,10 @@ func (l *evLoop) rejectPreread(pr *evPair, err error) {
 func (l *evLoop) refuse(pr *evPair, reason string) {
 	a, p := pr.adm, l.p
 	l.closeUnrouted(pr)
-	p.stats.close(reason)
-	if reason != ReasonShutdown && reason != ReasonClientGone {
-		p.badLog.Warn("connection refused", zap.String("reason", reason),
-			zap.String("device", sanitize(a.device)), zap.Stringer("client", a.remote))
-	}
+	p.refused(reason, a.device, a.remote)
 	p.putBuf(a.bp, a.buf)
 	pr.adm = nil
 	p.endConn(pr.release)
-}
-
-// abort ends an unrouted pair from finalize (a kill or the loop stopping).
-func (l *evLoop) abort(pr *evPair, reason string) {
-	if !pr.done {
-		l.refuse(pr, reason)
-	}
 }
 
 // rawConnect starts a non-blocking connect to ap with TCP_NODELAY and the

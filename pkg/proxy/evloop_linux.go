@@ -118,8 +118,7 @@ func (p *Proxy) useEventLoop(client, backend net.Conn) bool {
 
 // evSide is one socket of a pair.
 type evSide struct {
-	tc   *net.TCPConn // kept so the fd lives, and closed through it
-	rc   syscall.RawConn
+	tc   *net.TCPConn // kept so the fd lives, and closed through it; nil for a raw fd
 	fd   int
 	mask uint32 // events in the loop's epoll set; 0: not in it (owned by the loop)
 }
@@ -156,10 +155,7 @@ func (p *Proxy) newEvPair(pc *conn, release func()) (*evPair, error) {
 	for i, c := range [2]net.Conn{pc.client, pc.backend} {
 		s := &pr.side[i]
 		s.tc = c.(*net.TCPConn)
-		if s.rc, err = s.tc.SyscallConn(); err != nil {
-			return nil, fmt.Errorf("event loop: raw conn: %w", err)
-		}
-		if err = s.rc.Control(func(fd uintptr) { s.fd = int(fd) }); err != nil {
+		if s.fd, err = rawFD(s.tc); err != nil {
 			return nil, fmt.Errorf("event loop: raw conn: %w", err)
 		}
 	}
@@ -377,8 +373,8 @@ func (l *evLoop) runMsgs() {
 // finalize takes pr out of the loop, closes both sockets and does what
 // handle does after pipe.
 func (l *evLoop) finalize(pr *evPair) {
-	if pr.stage != evCopy {
-		l.abort(pr, ReasonShutdown)
+	if pr.stage != evCopy { // a kill or the loop stopping before routing
+		l.refuse(pr, ReasonShutdown)
 		return
 	}
 	pr.done = true
@@ -457,6 +453,19 @@ func (l *evLoop) closeUnroutedAll() {
 			l.finalize(pr)
 		}
 	}
+}
+
+// rawFD is tc's file descriptor; tc keeps it open.
+func rawFD(tc *net.TCPConn) (int, error) {
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
 }
 
 // close closes the socket: through its *net.TCPConn when it has one, else

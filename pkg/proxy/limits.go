@@ -37,6 +37,19 @@ func newIPLimiter(maxConns int, rate float64, burst int, maxTracked int) *ipLimi
 		ips: make(map[netip.Addr]*ipState)}
 }
 
+// acquireIP takes a slot for a new connection from ip under the
+// per-address limits: the release to call when it ends (nil when no limit
+// is on), or a limitError with the reason it is refused.
+func (p *Proxy) acquireIP(ip netip.Addr) (release func(), err error) {
+	if !p.perIP.enabled() {
+		return nil, nil
+	}
+	if ok, reason := p.perIP.acquire(ip, time.Now()); !ok {
+		return nil, limitError(reason)
+	}
+	return func() { p.perIP.release(ip) }, nil
+}
+
 func (l *ipLimiter) enabled() bool { return l != nil && (l.maxConns > 0 || l.rate > 0) }
 
 // acquire admits a new connection from ip, or says which limit refused it.
