@@ -42,7 +42,7 @@ type Config struct {
 	// PROXY protocol from the L4 balancer and to backends.
 	ProxyProtocol ProxyProtocol `yaml:"proxyProtocol"`
 	TLS           *TLS          `yaml:"tls"` // TLS on the device listener
-	// EventLoop copies proxied bytes on a few epoll loops (about 3 KB and
+	// EventLoop copies proxied bytes on a few epoll loops (under 1 KB and
 	// 2 fds per idle device) instead of two goroutines per connection
 	// (about 17 KB and 6 fds, but splice for bulk). Default true; Linux
 	// only; connections with TLS or an idle timeout use goroutines.

@@ -24,8 +24,8 @@ import (
 // cannot do the steps before routing (PROXY header, TLS, a custom Dial),
 // Serve accepts, handle does them in a goroutine and hands the routed
 // pair over (evAttach). Either way an idle device costs no goroutine, no
-// stack and no splice pipe: only its two sockets and an evPair (about
-// 1.5 KB of heap). A loop never blocks in epoll_wait: it polls with a
+// stack and no splice pipe: only its two sockets and an evPair (under
+// 1 KB in all). A loop never blocks in epoll_wait: it polls with a
 // zero timeout and, when nothing is ready, parks in Go's netpoller on the
 // epoll fd itself, so waking it costs a goroutine switch rather than a
 // thread wakeup and a P handoff.

@@ -358,3 +358,23 @@ func TestBackendTLS(t *testing.T) {
 	}
 	waitFor(t, "dial_failed", func() bool { return p2.Stats().Closed[ReasonDialFailed] == 1 })
 }
+
+// With no burst set, an address may open twice its rate at once (the
+// documented default), and not one more until tokens refill.
+func TestPerIPDefaultBurstIsTwiceTheRate(t *testing.T) {
+	l := newIPLimiter(0, 5, 0, 16)
+	ip := netip.MustParseAddr("127.0.0.9")
+	now := time.Unix(1000, 0)
+	admitted := 0
+	for i := 0; i < 20; i++ {
+		if ok, _ := l.acquire(ip, now); ok {
+			admitted++
+		}
+	}
+	if admitted != 10 {
+		t.Fatalf("burst at one instant: %d admitted, want 10 (2 x rate 5)", admitted)
+	}
+	if ok, reason := l.acquire(ip, now.Add(200*time.Millisecond)); !ok {
+		t.Fatalf("one token refilled after 200 ms at 5/s, but refused: %s", reason)
+	}
+}

@@ -29,9 +29,13 @@ type ipState struct {
 	last   time.Time
 }
 
+// defaultBurstFactor sizes the per-address burst when none is set: a
+// device fleet behind one NAT reconnects in waves twice the steady rate.
+const defaultBurstFactor = 2
+
 func newIPLimiter(maxConns int, rate float64, burst int, maxTracked int) *ipLimiter {
 	if burst <= 0 {
-		burst = max(int(rate), 1)
+		burst = max(int(defaultBurstFactor*rate), 1)
 	}
 	return &ipLimiter{maxConns: maxConns, rate: rate, burst: float64(burst), maxTracked: maxTracked,
 		ips: make(map[netip.Addr]*ipState)}

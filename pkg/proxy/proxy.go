@@ -100,8 +100,8 @@ type Proxy struct {
 	KeepDuplicates bool
 
 	// EventLoop runs connections on a few epoll loops (one per
-	// GOMAXPROCS) instead of goroutines, so an idle device costs about
-	// 3 KB and its two sockets (17 KB and 6 fds with goroutines and
+	// GOMAXPROCS) instead of goroutines, so an idle device costs under
+	// 1 KB and its two sockets (17 KB and 6 fds with goroutines and
 	// splice). The loops also read the key frame and dial the backend
 	// unless a PROXY header, TLS or a custom Dial is configured (those
 	// steps then run in a goroutine). Linux only; ignored with TLS,
