@@ -112,6 +112,8 @@ func TestBrokenManifestsFail(t *testing.T) {
 			"endpoints: [http://etcd-0.etcd:2379]", "endpoints: [http://etcd-0.etcd:2379, http://etcd-1.etcd:2379]", "StatefulSet etcd has 1 replicas"},
 		{"sidecar without the pod IP", "overlays/dev", "components/example-backend/deployment.yaml",
 			"--addr=$(POD_IP):9000", "--addr=127.0.0.1:9000", "--addr must be $(POD_IP):port"},
+		{"GOMEMLIMIT at 100% of the limit", "overlays/prod", "base/deployment.yaml",
+			"          env:\n", "          env:\n            - name: GOMEMLIMIT\n              valueFrom:\n                resourceFieldRef:\n                  resource: limits.memory\n", "GOMEMLIMIT from limits.memory"},
 		{"unpinned image", "overlays/dev", "components/etcd/statefulset.yaml",
 			"quay.io/coreos/etcd:v3.6.16", "quay.io/coreos/etcd:latest", "is not pinned"},
 	}
