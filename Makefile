@@ -12,7 +12,7 @@ TOOLS              := $(CURDIR)/bin/tools
 
 IMAGE_REPO ?= ghcr.io/devgate/devgate
 
-.PHONY: all build run test test-short vet fmt fuzz bench bench-suite bench-micro proto image e2e clean
+.PHONY: all build run test test-short vet fmt fuzz bench bench-suite bench-micro proto image e2e k8s-validate clean
 
 all: vet test build
 
@@ -35,6 +35,20 @@ test:
 # Netty backends, all separate processes on loopback; about 4 minutes.
 e2e:
 	ulimit -n 20000 2>/dev/null || true; $(GO) test -tags e2e -count=1 -v -timeout 15m ./test/e2e/
+
+# deploy/k8s through a real kube-apiserver (the version pinned in
+# deploy/k8s/apiserver/go.mod) on an embedded etcd: every overlay with
+# server-side dry-run, and the API server's rejections of broken copies.
+# The first build of kube-apiserver takes a while (about 25 minutes on 2 busy
+# cores); then bin/kube-apiserver is reused until that go.mod changes.
+KUBE_VERSION   := v1.34.2
+KUBE_APISERVER := bin/kube-apiserver
+$(KUBE_APISERVER): deploy/k8s/apiserver/go.mod deploy/k8s/apiserver/go.sum
+	cd deploy/k8s/apiserver && $(GO) build -trimpath -o $(CURDIR)/$@ \
+	  -ldflags '-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION)' k8s.io/kubernetes/cmd/kube-apiserver
+
+k8s-validate: $(KUBE_APISERVER)
+	DEVGATE_KUBE_APISERVER=$(CURDIR)/$(KUBE_APISERVER) $(GO) test -count=1 -v -run '^TestAPIServer$$' -timeout 20m ./deploy/k8s/
 
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
