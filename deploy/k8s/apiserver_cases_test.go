@@ -52,6 +52,32 @@ func TestAPIServer(t *testing.T) {
 		t.Fatalf("deployments after dry-run: %d %s %v, %d items; want none", code, msg, err, len(list.Items))
 	}
 
+	// The quick check's copy of the kubelet's safe sysctls (apirules_test.go)
+	// must all pass Pod Security at this version.
+	t.Run("accepts/safe sysctls", func(t *testing.T) {
+		var sysctls []map[string]string
+		for _, s := range safeSysctls {
+			sysctls = append(sysctls, map[string]string{"name": s, "value": "1"})
+		}
+		pod := map[string]any{
+			"metadata": map[string]any{"labels": map[string]string{"app": "sysctls"}},
+			"spec": map[string]any{
+				"securityContext": map[string]any{"runAsNonRoot": true, "seccompProfile": map[string]string{"type": "RuntimeDefault"}, "sysctls": sysctls},
+				"containers": []any{map[string]any{"name": "c", "image": "example.com/c:1",
+					"securityContext": map[string]any{"allowPrivilegeEscalation": false, "capabilities": map[string]any{"drop": []string{"ALL"}}}}},
+			},
+		}
+		b, err := json.Marshal(map[string]any{"apiVersion": "apps/v1", "kind": "Deployment",
+			"metadata": map[string]any{"name": "sysctls", "namespace": baseNamespace},
+			"spec":     map[string]any{"selector": map[string]any{"matchLabels": map[string]string{"app": "sysctls"}}, "template": pod}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.dryRun([]object{{kind: "Deployment", namespace: baseNamespace, name: "sysctls", yaml: b}}); err != nil {
+			t.Fatalf("safeSysctls holds a sysctl the API server does not admit:\n%v", err)
+		}
+	})
+
 	cases := []struct {
 		name, overlay, file, old, new, want string
 	}{
