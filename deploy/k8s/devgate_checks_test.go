@@ -32,6 +32,13 @@ func (c *checker) checkGateway(where string, w workload, ct *corev1.Container, t
 		c.errorf("%s: --config %s: %v", where, path, err)
 		return
 	}
+	for _, e := range ct.Env {
+		// A resourceFieldRef gives 100% of the limit (or, with a divisor, a
+		// number without unit that Go reads as bytes): no GC headroom.
+		if e.Name == "GOMEMLIMIT" && e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil {
+			c.errorf("%s: GOMEMLIMIT from %s: leave it unset, devgate sets 90%% of the memory limit itself", where, e.ValueFrom.ResourceFieldRef.Resource)
+		}
+	}
 	adv, hasAdv := flagValue(ct.Args, "admin-advertise")
 	if hasAdv && !podIPEnv(ct, adv) {
 		c.errorf("%s: --admin-advertise=%s is not the pod IP from the downward API", where, adv)

@@ -64,6 +64,7 @@ func newObject(apiVersion, kind string) any {
 type object struct {
 	kind, namespace, name string
 	obj                   any
+	yaml                  []byte // as rendered, for the API server check
 }
 
 func (o object) String() string { return o.kind + " " + o.namespace + "/" + o.name }
@@ -82,7 +83,7 @@ func render(dir string) ([]object, error) {
 		if err != nil {
 			return nil, err
 		}
-		o := object{kind: r.GetKind(), namespace: r.GetNamespace(), name: r.GetName()}
+		o := object{kind: r.GetKind(), namespace: r.GetNamespace(), name: r.GetName(), yaml: y}
 		o.obj = newObject(r.GetApiVersion(), r.GetKind())
 		if o.obj == nil {
 			return nil, fmt.Errorf("%s: apiVersion %s kind %s has no typed check; add it to newObject", o, r.GetApiVersion(), r.GetKind())
@@ -135,8 +136,10 @@ func validate(objs []object) error {
 	}
 	for _, w := range c.workloads {
 		c.checkWorkload(w)
+		c.checkPodAPIRules(w)
 	}
 	for _, o := range objs {
+		c.checkAPIRules(o)
 		switch v := o.obj.(type) {
 		case *corev1.Service:
 			c.checkService(o, v)

@@ -1,8 +1,12 @@
 // Command image builds devgate's container image without a Docker daemon
-// and without network: the static binary from `make build` on an empty base
-// (scratch), run as the non-root user 65532, with entrypoint /devgate and
-// the version in its labels. It writes an OCI image layout directory and a
-// tarball that `docker load` and `podman load` read.
+// and without network: one layer on an empty base (scratch) holding the
+// static binary from `make build`, the build machine's CA certificates
+// (Debian's ca-certificates bundle, for https etcd and backend TLS with
+// system roots), a /tmp (1777) and passwd/group naming the non-root user
+// 65532 it runs as; entrypoint /devgate, the version in its labels. It is
+// the image's only definition: the Dockerfile extracts the same layer
+// (--layer). It writes an OCI image layout directory and a tarball that
+// `docker load` and `podman load` read.
 //
 //	go run ./internal/image --binary bin/devgate --version v0.1.0 \
 //	    --repo ghcr.io/devgate/devgate --oci bin/image --tar bin/devgate-image.tar
@@ -41,12 +45,17 @@ import (
 // "nonroot"); the Kubernetes manifests run as the same.
 const User = "65532:65532"
 
+// DefaultCACerts is where Debian's ca-certificates puts the bundle; the
+// image carries it at the same path, where Go's crypto/x509 looks first.
+const DefaultCACerts = "/etc/ssl/certs/ca-certificates.crt"
+
 // options describe the image around the binary.
 type options struct {
 	Version  string    // label org.opencontainers.image.version and the tag
 	Revision string    // label org.opencontainers.image.revision; optional
 	Arch     string    // GOARCH of the binary
 	Created  time.Time // creation time and file times
+	CACerts  []byte    // PEM bundle for /etc/ssl/certs/ca-certificates.crt
 }
 
 func main() {
@@ -64,14 +73,16 @@ func run(args []string) error {
 	repo := fs.String("repo", "ghcr.io/devgate/devgate", "image repository the tag names")
 	ociDir := fs.String("oci", "", "write an OCI image layout to this directory (replaced)")
 	tarPath := fs.String("tar", "", "write a docker/podman-loadable tarball to this file")
+	layerPath := fs.String("layer", "", "write the image's filesystem layer (uncompressed tar) to this file; the Dockerfile uses it")
+	caCerts := fs.String("ca-certs", DefaultCACerts, "PEM CA bundle copied into the image (Debian: apt-get install ca-certificates)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if *ociDir == "" && *tarPath == "" {
-		return errors.New("nothing to write: give --oci DIR and/or --tar FILE")
+	if *ociDir == "" && *tarPath == "" && *layerPath == "" {
+		return errors.New("nothing to write: give --oci DIR, --tar FILE and/or --layer FILE")
 	}
 	arch, err := checkStatic(*binary)
 	if err != nil {
@@ -81,11 +92,25 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	certs, err := readCACerts(*caCerts)
+	if err != nil {
+		return err
+	}
 	created, err := sourceDate()
 	if err != nil {
 		return err
 	}
-	img, err := build(bin, options{Version: *version, Revision: *revision, Arch: arch, Created: created})
+	o := options{Version: *version, Revision: *revision, Arch: arch, Created: created, CACerts: certs}
+	if *layerPath != "" {
+		layer, err := rootfs(bin, o)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*layerPath, layer, 0o644); err != nil {
+			return fmt.Errorf("layer: %w", err)
+		}
+	}
+	img, err := build(bin, o)
 	if err != nil {
 		return err
 	}
@@ -133,6 +158,19 @@ func checkStatic(path string) (string, error) {
 	return "", fmt.Errorf("%s: unsupported machine %v", path, f.Machine)
 }
 
+// readCACerts reads the CA bundle and refuses one without a certificate:
+// an image that cannot verify TLS peers fails late and far from here.
+func readCACerts(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("CA certificates: %w (Debian: apt-get install ca-certificates, or give --ca-certs FILE)", err)
+	}
+	if !bytes.Contains(b, []byte("-----BEGIN CERTIFICATE-----")) {
+		return nil, fmt.Errorf("CA certificates %s: no PEM certificate in it", path)
+	}
+	return b, nil
+}
+
 // sourceDate is SOURCE_DATE_EPOCH, or the Unix epoch.
 func sourceDate() (time.Time, error) {
 	s := os.Getenv("SOURCE_DATE_EPOCH")
@@ -157,7 +195,7 @@ func tagFor(version string) string {
 
 // build puts the binary at /devgate on an empty base.
 func build(bin []byte, o options) (v1.Image, error) {
-	layerTar, err := rootfs(bin, o.Created)
+	layerTar, err := rootfs(bin, o)
 	if err != nil {
 		return nil, err
 	}
@@ -203,29 +241,43 @@ func build(bin []byte, o options) (v1.Image, error) {
 	return mutate.ConfigFile(img, cf)
 }
 
-// rootfs is the image's only layer: the binary, and passwd/group files
-// naming the non-root user for tools that look it up.
-func rootfs(bin []byte, mtime time.Time) ([]byte, error) {
+// rootfs is the image's only layer: the binary, CA certificates, a
+// world-writable sticky /tmp (`devgate dev` and TLS libraries want one),
+// and passwd/group files naming the non-root user for tools that look it
+// up, with its home as distroless has it.
+func rootfs(bin []byte, o options) ([]byte, error) {
+	const nonroot = 65532
+	if len(o.CACerts) == 0 {
+		return nil, errors.New("no CA certificates: the image could not verify TLS peers")
+	}
+	entries := []struct {
+		name string
+		mode int64 // with the sticky bit (01000) as tar stores it
+		uid  int
+		data []byte // nil for a directory
+	}{
+		{"devgate", 0o555, 0, bin},
+		{"etc/", 0o755, 0, nil},
+		{"etc/group", 0o444, 0, []byte("root:x:0:\nnonroot:x:65532:\n")},
+		{"etc/passwd", 0o444, 0, []byte("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")},
+		{"etc/ssl/", 0o755, 0, nil},
+		{"etc/ssl/certs/", 0o755, 0, nil},
+		{"etc/ssl/certs/ca-certificates.crt", 0o444, 0, o.CACerts},
+		{"home/", 0o755, 0, nil},
+		{"home/nonroot/", 0o700, nonroot, nil},
+		{"tmp/", 0o1777, 0, nil},
+	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	files := []struct {
-		name string
-		mode int64
-		data []byte
-	}{
-		{"devgate", 0o555, bin},
-		{"etc/group", 0o444, []byte("root:x:0:\nnonroot:x:65532:\n")},
-		{"etc/passwd", 0o444, []byte("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")},
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "etc/", Mode: 0o755, ModTime: mtime, Format: tar.FormatPAX}); err != nil {
-		return nil, err
-	}
-	for _, f := range files {
-		h := &tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: f.mode, Size: int64(len(f.data)), ModTime: mtime, Format: tar.FormatPAX}
+	for _, e := range entries {
+		h := &tar.Header{Typeflag: tar.TypeDir, Name: e.name, Mode: e.mode, Uid: e.uid, Gid: e.uid, ModTime: o.Created, Format: tar.FormatPAX}
+		if e.data != nil {
+			h.Typeflag, h.Size = tar.TypeReg, int64(len(e.data))
+		}
 		if err := tw.WriteHeader(h); err != nil {
 			return nil, err
 		}
-		if _, err := tw.Write(f.data); err != nil {
+		if _, err := tw.Write(e.data); err != nil {
 			return nil, err
 		}
 	}
