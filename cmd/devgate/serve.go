@@ -117,6 +117,8 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 		AcceptRatePerIP:       lim.AcceptRatePerIP,
 		AcceptBurstPerIP:      lim.AcceptBurstPerIP,
 		IdleTimeout:           time.Duration(lim.IdleTimeout),
+		ClientFinTimeout:      time.Duration(lim.ClientFinTimeout),
+		ServerFinTimeout:      time.Duration(lim.ServerFinTimeout),
 		TrustedProxies:        trusted,
 		ProxyProtocolOptional: cfg.ProxyProtocol.Optional,
 		SendProxyV2:           cfg.ProxyProtocol.SendV2,

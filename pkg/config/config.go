@@ -153,6 +153,10 @@ type Limits struct {
 	AcceptRatePerIP     float64  `yaml:"acceptRatePerIP"`     // new connections/s per address; default 1000; -1 for none
 	AcceptBurstPerIP    int      `yaml:"acceptBurstPerIP"`    // default 2x the rate
 	IdleTimeout         Duration `yaml:"idleTimeout"`         // close proxied connections idle both ways; default none
+	// A half-closed pair is closed once idle this long after the device's
+	// FIN (clientFinTimeout) or the backend's (serverFinTimeout); default 30s.
+	ClientFinTimeout Duration `yaml:"clientFinTimeout"`
+	ServerFinTimeout Duration `yaml:"serverFinTimeout"`
 }
 
 // ProxyProtocol says who may send PROXY headers and whether to send one.

@@ -79,7 +79,8 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 	}
 	p.setKeepAlive(backend)
 
-	pc := &conn{client: client, backend: backend, device: device, backendID: b.ID, since: time.Now()}
+	pc := &conn{client: client, backend: backend, device: device, backendID: b.ID, since: time.Now(),
+		finWait: p.finTimeouts()}
 	if p.useEventLoop(client, backend) { // before the table can hand pc to close
 		if pc.ev, err = p.newEvPair(pc, release); err != nil {
 			p.badLog.Warn("copying with goroutines", zap.Error(err))
@@ -209,6 +210,8 @@ func (p *Proxy) endPreread(c net.Conn) {
 // buf holds every byte read.
 func (p *Proxy) preread(c net.Conn, buf []byte) ([]byte, []byte, error) {
 	limit := p.Matcher.PrereadLimit()
+	// With trusted balancers readProxyHeader looked for a PROXY header.
+	sigCheck := len(p.TrustedProxies) == 0
 	if len(buf) > 0 { // bytes that came with a PROXY header
 		if key, ferr := p.Matcher.Find(buf); ferr == nil {
 			return buf, key, c.SetReadDeadline(time.Time{})
@@ -223,6 +226,11 @@ func (p *Proxy) preread(c net.Conn, buf []byte) ([]byte, []byte, error) {
 		buf = growPreread(buf, limit)
 		n, err := c.Read(buf[len(buf):min(cap(buf), limit)])
 		buf = buf[:len(buf)+n]
+		if sigCheck && n > 0 {
+			if serr := unexpectedProxyHeader(buf); serr != nil {
+				return buf, nil, serr
+			}
+		}
 		if n > 0 {
 			key, ferr := p.Matcher.Find(buf)
 			if ferr == nil {

@@ -54,9 +54,10 @@ type evPre struct {
 
 // evTimer is a deadline of a pair's stage.
 type evTimer struct {
-	at  time.Time
-	pr  *evPair
-	gen uint32
+	at   time.Time
+	pr   *evPair
+	gen  uint32 // of the stage; for a FIN deadline, the direction that ended
+	mark int64  // FIN deadline: bytes moved both ways when queued
 }
 
 // evQueue holds deadlines in the order they fall: all have the same
@@ -176,7 +177,11 @@ func (l *evLoop) expire() {
 	if next := l.resumeAccepts(now); !next.IsZero() && next.Before(bound) {
 		bound = next
 	}
+	if next := l.dueFins(now); !next.IsZero() && next.Before(bound) {
+		bound = next
+	}
 	l.mu.Unlock()
+	l.runFins()
 	for i, t := range l.due {
 		if !t.pr.done && t.pr.adm != nil && t.pr.adm.gen == t.gen {
 			if t.pr.stage == evPreread {
@@ -211,6 +216,10 @@ func (l *evLoop) prereadEvent(pr *evPair, events uint32) {
 		return
 	}
 	a.buf = a.buf[:len(a.buf)+n]
+	if err := unexpectedProxyHeader(a.buf); err != nil { // loops admit only without trusted balancers
+		l.rejectPreread(pr, err)
+		return
+	}
 	key, ferr := p.Matcher.Find(a.buf)
 	switch {
 	case ferr == nil:
@@ -402,7 +411,8 @@ func (l *evLoop) connected(pr *evPair) {
 	if a.c != nil {
 		client = a.c
 	}
-	pc := &conn{client: client, device: a.device, backendID: a.b.ID, since: time.Now(), ev: pr}
+	pc := &conn{client: client, device: a.device, backendID: a.b.ID, since: time.Now(), ev: pr,
+		finWait: p.finTimeouts()}
 	pr.pc, pr.stage, pr.adm = pc, evCopy, nil
 	l.routed.Add(1)
 	p.routedConn(pc)

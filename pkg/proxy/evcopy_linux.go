@@ -64,6 +64,8 @@ func (l *evLoop) copy(pr *evPair, d int) {
 		// empty, so it is a FIN and not a reset).
 		if pr.ended[1-d] || syscall.Shutdown(pr.side[1-d].fd, syscall.SHUT_WR) != nil {
 			l.finalize(pr)
+		} else {
+			l.armFin(pr, d)
 		}
 	default:
 		if rest, ok := l.write(pr, d, l.buf[:n]); !ok {

@@ -75,6 +75,16 @@ type Proxy struct {
 	// business, and TCP keepalive finds dead peers.
 	IdleTimeout time.Duration
 
+	// ClientFinTimeout bounds a half-closed pair after the device's FIN
+	// (HAProxy's timeout client-fin): once nothing has moved for this long
+	// (checked every period, so within twice it), both sides are closed
+	// and counted as client_fin_timeout, so a backend that never closes
+	// does not keep it in CLOSE-WAIT for good. ServerFinTimeout is the
+	// same after the backend's FIN (server_fin_timeout). If zero, 30s. If
+	// negative, none.
+	ClientFinTimeout time.Duration
+	ServerFinTimeout time.Duration
+
 	// TrustedProxies are the networks (the L4 balancer) allowed to send a
 	// PROXY protocol v1/v2 header; their connections must start with one
 	// unless ProxyProtocolOptional. A header from any other address is
@@ -157,6 +167,21 @@ func (p *Proxy) init() {
 		p.prereads = make(map[net.Conn]struct{})
 		p.stopCh = make(chan struct{})
 	})
+}
+
+// DefaultFinTimeout is ClientFinTimeout's and ServerFinTimeout's default.
+const DefaultFinTimeout = 30 * time.Second
+
+// finTimeouts are the FIN timeouts by the direction that ended (0: the
+// device's FIN, 1: the backend's); 0 means none.
+func (p *Proxy) finTimeouts() [2]time.Duration {
+	f := func(d time.Duration) time.Duration {
+		if d < 0 {
+			return 0
+		}
+		return orDuration(d, DefaultFinTimeout)
+	}
+	return [2]time.Duration{f(p.ClientFinTimeout), f(p.ServerFinTimeout)}
 }
 
 func (p *Proxy) prereadTimeout() time.Duration { return orDuration(p.PrereadTimeout, 10*time.Second) }

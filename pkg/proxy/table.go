@@ -15,7 +15,9 @@ type conn struct {
 	device          string
 	backendID       string
 	since           time.Time
-	ev              *evPair // set when an event loop copies for this connection
+	ev              *evPair          // set when an event loop copies for this connection
+	finWait         [2]time.Duration // after direction d's FIN (Proxy.finTimeouts)
+	finArmed        [2]atomic.Bool   // direction d ended: the other runs under finWait[d]
 
 	once    sync.Once
 	closing atomic.Bool // set by the first close: Evict must not pick it again
@@ -31,6 +33,20 @@ func (c *conn) setReason(r string) {
 	}
 	c.mu.Unlock()
 }
+
+// finTimedOut records that the pair was closed a FIN timeout after
+// direction d ended: it replaces the EOF reason that FIN left.
+func (c *conn) finTimedOut(d int) {
+	c.mu.Lock()
+	if c.reason == "" || c.reason == ReasonClientClosed || c.reason == ReasonBackendClosed {
+		c.reason = finReasons[d]
+	}
+	c.mu.Unlock()
+}
+
+// finReasons are the close reasons of a FIN timeout, by the direction
+// that ended first (0: client to backend).
+var finReasons = [2]string{ReasonClientFinTimeout, ReasonServerFinTimeout}
 
 func (c *conn) endReason() string {
 	c.mu.Lock()
