@@ -51,30 +51,11 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 	device := string(key) // key aliases buf, which goes back to the pool
 
 	r := p.Source.Ring()
-	b, backend, reason := p.dial(r, key)
+	b, backend, first, reason := p.dial(r, key, sendPreread{client: client, buf: buf, src: src, local: c.LocalAddr()})
+	p.putBuf(bp, buf)
 	if backend == nil {
-		p.putBuf(bp, buf)
 		client.Close()
 		p.refused(reason, device, src)
-		return
-	}
-	// Every byte read before routing goes to the backend first, unchanged,
-	// after the PROXY header when the backend wants one.
-	if p.SendProxyV2 || b.Meta["proxy"] == "v2" {
-		var hdr []byte
-		if hdr, err = proxyV2Header(src, c.LocalAddr()); err == nil {
-			_, err = backend.Write(append(hdr, buf...))
-		}
-	} else {
-		_, err = backend.Write(buf)
-	}
-	p.stats.bytesIn.Add(uint64(len(buf)))
-	p.putBuf(bp, buf)
-	if err != nil {
-		client.Close()
-		backend.Close()
-		p.stats.close(ReasonBackendWrite)
-		p.badLog.Warn("write to backend failed", zap.String("backend", b.ID), zap.Error(err))
 		return
 	}
 	p.setKeepAlive(backend)
@@ -94,17 +75,24 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 		return
 	}
 	in, out := p.pipe(pc)
-	p.finish(pc, in, out)
+	p.finish(pc, in, out+first)
 }
 
 // routedConn accounts for a connection just routed: counters, the table,
 // the device cache (closing the device's older connection).
 func (p *Proxy) routedConn(pc *conn) {
 	p.stats.routed.Add(1)
+	p.trackRouted(pc)
+}
+
+// trackRouted is routedConn without counting it as routed (a pair that
+// fell back to another owner was counted once).
+func (p *Proxy) trackRouted(pc *conn) {
 	p.stats.proxied.Add(1)
 	p.table.add(pc)
 	if old, moved := p.devices.login(pc); old != nil || moved {
-		if moved {
+		if moved && !pc.moved { // a fallback counts a device's move once
+			pc.moved = true
 			p.stats.moved.Add(1)
 		}
 		if old != nil && !p.KeepDuplicates {
@@ -114,6 +102,14 @@ func (p *Proxy) routedConn(pc *conn) {
 	if p.isClosing() { // Shutdown may have walked the table before add
 		pc.close(ReasonShutdown)
 	}
+}
+
+// untrackRouted undoes trackRouted for a pair that falls back to another
+// owner before any byte moved.
+func (p *Proxy) untrackRouted(pc *conn) {
+	p.devices.restore(pc)
+	p.table.remove(pc)
+	p.stats.proxied.Add(-1)
 }
 
 // finish accounts for a proxied connection once both directions ended.
@@ -311,11 +307,14 @@ func prereadReason(err error, n int) string {
 	return ReasonReadError
 }
 
-// dial tries the key's owners in ring order. It returns the backend reached
-// and its connection, or the reason nothing was reached.
-func (p *Proxy) dial(r ring.Ring, key []byte) (ring.Backend, net.Conn, string) {
+// dial tries the key's owners in ring order and sends each one reached the
+// preread bytes (s.send). It returns the backend that took them, its
+// connection and the bytes it already passed to the client, or the reason
+// nothing was reached. A backend that resets or closes before its first
+// byte counts as a failed dial, as a refused connect does.
+func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.Conn, int64, string) {
 	if r == nil || r.Len() == 0 {
-		return ring.Backend{}, nil, ReasonNoBackends
+		return ring.Backend{}, nil, 0, ReasonNoBackends
 	}
 	var stack [8]int
 	owners := r.Owners(key, p.maxTries(), stack[:0])
@@ -325,15 +324,24 @@ func (p *Proxy) dial(r ring.Ring, key []byte) (ring.Backend, net.Conn, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout())
 		bc, err := p.dialer(ctx, "tcp", b.Addr)
 		cancel()
+		var first int64
 		if err == nil {
-			if i > 0 {
-				p.stats.fallbacks.Add(1)
+			if first, err = p.send(s, b, bc); err == nil {
+				p.stats.bytesIn.Add(uint64(len(s.buf)))
+				if i > 0 {
+					p.stats.fallbacks.Add(1)
+				}
+				return b, bc, first, ""
 			}
-			return b, bc, ""
+			bc.Close()
+			if reason := sendFailReason(err); reason != "" {
+				p.badLog.Warn("write to backend failed", zap.String("backend", b.ID), zap.Error(err))
+				return b, nil, 0, reason
+			}
 		}
 		p.dialFailed(b, i+1, err)
 	}
-	return ring.Backend{}, nil, ReasonDialFailed
+	return ring.Backend{}, nil, 0, ReasonDialFailed
 }
 
 // dialFailed counts and logs a failed dial, the try-th of a connection.

@@ -49,6 +49,8 @@ type evPre struct {
 	owners []int
 	stack  [8]int
 	try    int          // owners dialled so far
+	again  bool         // routed once, then fell back (evfirst_linux.go)
+	moved  bool         // and counted the device as moved then
 	b      ring.Backend // the owner being dialled
 }
 
@@ -393,6 +395,10 @@ func (l *evLoop) connected(pr *evPair) {
 		out = append(hdr, a.buf...)
 	}
 	rest, err := writeSome(pr.side[1].fd, out)
+	if err != nil && isBackendGone(err) { // reset before its first byte: a failed dial
+		l.dialFailed(pr, err)
+		return
+	}
 	if err != nil {
 		p.badLog.Warn("write to backend failed", zap.String("backend", a.b.ID), zap.Error(err))
 		l.refuse(pr, ReasonBackendWrite)
@@ -402,8 +408,9 @@ func (l *evLoop) connected(pr *evPair) {
 		bp := evPendingPool.Get().(*[]byte)
 		pr.pbuf[0], pr.pending[0] = bp, append((*bp)[:0], rest...)
 	}
-	p.stats.bytesIn.Add(uint64(len(a.buf)))
-	p.putBuf(a.bp, a.buf)
+	if !a.again { // replayed bytes are counted once
+		p.stats.bytesIn.Add(uint64(len(a.buf)))
+	}
 	if a.try > 1 {
 		p.stats.fallbacks.Add(1)
 	}
@@ -412,10 +419,14 @@ func (l *evLoop) connected(pr *evPair) {
 		client = a.c
 	}
 	pc := &conn{client: client, device: a.device, backendID: a.b.ID, since: time.Now(), ev: pr,
-		finWait: p.finTimeouts()}
-	pr.pc, pr.stage, pr.adm = pc, evCopy, nil
+		finWait: p.finTimeouts(), moved: a.moved}
+	pr.pc, pr.stage, pr.adm, pr.replay = pc, evCopy, nil, a // a.buf kept until a byte moves
 	l.routed.Add(1)
-	p.routedConn(pc)
+	if a.again {
+		p.trackRouted(pc)
+	} else {
+		p.routedConn(pc)
+	}
 	l.rearm(pr)
 }
 

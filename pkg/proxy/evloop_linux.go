@@ -135,6 +135,7 @@ type evPair struct {
 	attached atomic.Bool // on its loop: a kill is posted there
 	stage    uint8       // evPreread, evDial, evCopy
 	adm      *evPre      // state of the steps before evCopy; nil after
+	replay   *evPre      // in evCopy until a byte moves: to fall back (evfirst_linux.go)
 
 	// Owned by the loop once attached.
 	pending [2][]byte  // bytes of direction d read but not yet written
@@ -404,6 +405,7 @@ func (l *evLoop) finalize(pr *evPair) {
 			pr.pbuf[d], pr.pending[d] = nil, nil
 		}
 	}
+	l.dropReplay(pr)
 	pr.pc.setReason(ReasonClientClosed) // as pipe: no-op if a reason was set
 	pr.side[0].close()
 	pr.side[1].close()

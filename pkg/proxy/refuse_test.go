@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,5 +94,70 @@ func TestUnexpectedProxyHeaderRefusedAtOnce(t *testing.T) {
 				t.Fatalf("the backend saw %d connections", n)
 			}
 		})
+	}
+}
+
+// resetBackend accepts and resets every connection at once (SO_LINGER 0),
+// as a dying server whose listen queue is still open does.
+func resetBackend(t *testing.T) (addr string, accepted *atomic.Int64) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted = new(atomic.Int64)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { l.Close(); <-done })
+	return l.Addr().String(), accepted
+}
+
+// A backend that takes the connection and resets it before its first byte
+// counts as a failed dial: the device lands on the next owner with its
+// login replayed, counted as a fallback.
+func TestResetBeforeFirstByteFallsBack(t *testing.T) {
+	c := newCluster(t, 1, nil) // b1: serves
+	dying, accepted := resetBackend(t)
+	r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "b0", Addr: dying}, {ID: "b1", Addr: c.addrs[0]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ring.Store(r)
+	var devices []string
+	for i := 0; len(devices) < 10; i++ {
+		d := fmt.Sprintf("dev-%d", i)
+		if r.Backends()[r.Owners([]byte(d), 1, nil)[0]].ID == "b0" {
+			devices = append(devices, d)
+		}
+	}
+	for _, d := range devices {
+		conn, got := c.connect(d) // fails the test unless b1 answers the login
+		if got != "b1" {
+			t.Fatalf("%s answered by %s", d, got)
+		}
+		conn.Close()
+	}
+	waitFor(t, "all routed", func() bool { return c.proxy.Stats().Routed == uint64(len(devices)) })
+	s := c.proxy.Stats()
+	t.Logf("dying backend accepted %d; stats %+v", accepted.Load(), s)
+	if s.Fallbacks != uint64(len(devices)) || s.DialFailures < uint64(len(devices)) || s.Routed != uint64(len(devices)) {
+		t.Fatalf("fallbacks %d, dial failures %d, routed %d; want %d each", s.Fallbacks, s.DialFailures, s.Routed, len(devices))
+	}
+	if accepted.Load() == 0 {
+		t.Fatal("the dying backend was never dialled: the test tested nothing")
+	}
+	waitFor(t, "all closed", func() bool { return c.proxy.Stats().Active == 0 })
+	if n := c.proxy.Stats().Closed[ReasonBackendClosed]; n != 0 {
+		t.Fatalf("%d devices cut as backend_closed", n)
 	}
 }

@@ -18,6 +18,10 @@ type conn struct {
 	ev              *evPair          // set when an event loop copies for this connection
 	finWait         [2]time.Duration // after direction d's FIN (Proxy.finTimeouts)
 	finArmed        [2]atomic.Bool   // direction d ended: the other runs under finWait[d]
+	// The device cache's entry before login (restore puts it back), and
+	// whether this connection (or the one it fell back from) counted a move.
+	lastBackend string
+	seen, moved bool
 
 	once    sync.Once
 	closing atomic.Bool // set by the first close: Evict must not pick it again
@@ -186,11 +190,26 @@ func (d *deviceCache) login(c *conn) (old *conn, moved bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	prev, ok := d.lru.Get(c.device)
+	c.lastBackend, c.seen = prev.backend, ok
 	d.lru.Add(c.device, deviceEntry{backend: c.backendID, live: c})
 	if !ok {
 		return nil, false
 	}
 	return prev.live, prev.backend != c.backendID
+}
+
+// restore undoes login for a connection that falls back to another owner
+// before any byte moved: the device's entry is what it was before.
+func (d *deviceCache) restore(c *conn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, ok := d.lru.Peek(c.device); ok && e.live == c {
+		if c.seen {
+			d.lru.Add(c.device, deviceEntry{backend: c.lastBackend})
+		} else {
+			d.lru.Remove(c.device)
+		}
+	}
 }
 
 // logout forgets c as the live connection but keeps the backend, which the
