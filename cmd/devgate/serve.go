@@ -119,6 +119,7 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 		IdleTimeout:           time.Duration(lim.IdleTimeout),
 		ClientFinTimeout:      time.Duration(lim.ClientFinTimeout),
 		ServerFinTimeout:      time.Duration(lim.ServerFinTimeout),
+		FDReserve:             lim.FDReserve,
 		TrustedProxies:        trusted,
 		ProxyProtocolOptional: cfg.ProxyProtocol.Optional,
 		SendProxyV2:           cfg.ProxyProtocol.SendV2,

@@ -157,6 +157,9 @@ type Limits struct {
 	// FIN (clientFinTimeout) or the backend's (serverFinTimeout); default 30s.
 	ClientFinTimeout Duration `yaml:"clientFinTimeout"`
 	ServerFinTimeout Duration `yaml:"serverFinTimeout"`
+	// File descriptors connections leave free for the admin port and etcd:
+	// maxConnections is lowered at start to fit RLIMIT_NOFILE; default 128, -1 none.
+	FDReserve int `yaml:"fdReserve"`
 }
 
 // ProxyProtocol says who may send PROXY headers and whether to send one.

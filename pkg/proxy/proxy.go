@@ -46,8 +46,14 @@ type Proxy struct {
 	MaxTries int
 
 	// MaxConns caps open connections; more are accepted and closed at once.
-	// If zero, 100000. If negative, no limit.
+	// If zero, 100000. If negative, no limit. Either way it is lowered at
+	// start when RLIMIT_NOFILE cannot hold that many and FDReserve more.
 	MaxConns int
+
+	// FDReserve is how many file descriptors connections must leave free
+	// for the admin port, etcd and logs (fdbudget.go). If zero, 128. If
+	// negative, none.
+	FDReserve int
 
 	// KeepAlive is the TCP keepalive idle time on both sides. If zero, 30s.
 	// If negative, keepalive is left as the system has it.
@@ -135,6 +141,8 @@ type Proxy struct {
 	table    connTable
 	stats    counters
 	loops    evLoops
+	connCap  int64 // MaxConns within the descriptor budget (-1: none)
+	acceptLog
 
 	mu        sync.Mutex
 	closing   bool
@@ -166,6 +174,7 @@ func (p *Proxy) init() {
 		p.listeners = make(map[net.Listener]struct{})
 		p.prereads = make(map[net.Conn]struct{})
 		p.stopCh = make(chan struct{})
+		p.connCap = p.connCapFor(nofileLimit())
 	})
 }
 
@@ -262,15 +271,14 @@ func (p *Proxy) Serve(l net.Listener) error {
 			if errors.Is(err, net.ErrClosed) {
 				return err
 			}
-			p.stats.acceptErrors.Add(1)
 			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
-			p.badLog.Warn("accept failed; retrying", zap.Error(err), zap.Duration("pause", pause))
+			p.acceptFailed(err, pause)
 			time.Sleep(pause)
 			continue
 		}
 		pause = 0
 		p.stats.accepted.Add(1)
-		if lim := p.maxConns(); lim >= 0 && p.stats.active.Load() >= lim {
+		if lim := p.connCap; lim >= 0 && p.stats.active.Load() >= lim {
 			c.Close()
 			p.stats.close(ReasonMaxConns)
 			continue
