@@ -51,7 +51,7 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 	device := string(key) // key aliases buf, which goes back to the pool
 
 	r := p.Source.Ring()
-	b, backend, first, reason := p.dial(r, key, sendPreread{client: client, buf: buf, src: src, local: c.LocalAddr()})
+	b, backend, first, reason := p.dial(r, key, sendPreread{buf: buf, src: src, local: c.LocalAddr()})
 	p.putBuf(bp, buf)
 	if backend == nil {
 		client.Close()
@@ -68,14 +68,22 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 		}
 	}
 	p.routedConn(pc)
+	// The backend's first bytes reach the device only once the connection
+	// is in the table, where Shutdown and Evict find it.
+	if len(first) > 0 {
+		if _, err := client.Write(first); err != nil {
+			pc.close(ReasonClientClosed)
+		}
+	}
 
 	if pc.ev != nil {
+		p.stats.bytesOut.Add(uint64(len(first)))
 		p.evAttach(pc.ev)
 		handedOff = true // the loop calls finish and endConn
 		return
 	}
 	in, out := p.pipe(pc)
-	p.finish(pc, in, out+first)
+	p.finish(pc, in, out+int64(len(first)))
 }
 
 // routedConn accounts for a connection just routed: counters, the table,
@@ -308,13 +316,13 @@ func prereadReason(err error, n int) string {
 }
 
 // dial tries the key's owners in ring order and sends each one reached the
-// preread bytes (s.send). It returns the backend that took them, its
-// connection and the bytes it already passed to the client, or the reason
+// preread bytes (p.send). It returns the backend that took them, its
+// connection and its first bytes if they came already, or the reason
 // nothing was reached. A backend that resets or closes before its first
 // byte counts as a failed dial, as a refused connect does.
-func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.Conn, int64, string) {
+func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.Conn, []byte, string) {
 	if r == nil || r.Len() == 0 {
-		return ring.Backend{}, nil, 0, ReasonNoBackends
+		return ring.Backend{}, nil, nil, ReasonNoBackends
 	}
 	var stack [8]int
 	owners := r.Owners(key, p.maxTries(), stack[:0])
@@ -324,7 +332,7 @@ func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.
 		ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout())
 		bc, err := p.dialer(ctx, "tcp", b.Addr)
 		cancel()
-		var first int64
+		var first []byte
 		if err == nil {
 			if first, err = p.send(s, b, bc); err == nil {
 				p.stats.bytesIn.Add(uint64(len(s.buf)))
@@ -336,12 +344,12 @@ func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.
 			bc.Close()
 			if reason := sendFailReason(err); reason != "" {
 				p.badLog.Warn("write to backend failed", zap.String("backend", b.ID), zap.Error(err))
-				return b, nil, 0, reason
+				return b, nil, nil, reason
 			}
 		}
 		p.dialFailed(b, i+1, err)
 	}
-	return ring.Backend{}, nil, 0, ReasonDialFailed
+	return ring.Backend{}, nil, nil, ReasonDialFailed
 }
 
 // dialFailed counts and logs a failed dial, the try-th of a connection.

@@ -51,6 +51,7 @@ type evPre struct {
 	try    int          // owners dialled so far
 	again  bool         // routed once, then fell back (evfirst_linux.go)
 	moved  bool         // and counted the device as moved then
+	sent   time.Time    // when the preread bytes went to the backend
 	b      ring.Backend // the owner being dialled
 }
 
@@ -420,6 +421,7 @@ func (l *evLoop) connected(pr *evPair) {
 	}
 	pc := &conn{client: client, device: a.device, backendID: a.b.ID, since: time.Now(), ev: pr,
 		finWait: p.finTimeouts(), moved: a.moved}
+	a.sent = time.Now()
 	pr.pc, pr.stage, pr.adm, pr.replay = pc, evCopy, nil, a // a.buf kept until a byte moves
 	l.routed.Add(1)
 	if a.again {

@@ -5,19 +5,21 @@ package proxy
 import (
 	"errors"
 	"io"
+	"time"
 )
 
 // Falling back on the loops (see firstbyte.go): a routed pair keeps its
 // preread bytes (replay) until the first byte moves either way; if the
-// backend resets or closes before that, the pair goes back to its dial
-// stage and the next owner gets the same bytes.
+// backend resets or closes before that and within maxFirstByteWait, as on the
+// goroutine path, the pair goes back to its dial stage and the next owner
+// gets the same bytes.
 
 // fallBack takes pr back to dialing its next owner if its backend went away
 // (err, or EOF when nil) before any byte moved; false if it cannot.
 func (l *evLoop) fallBack(pr *evPair, err error) bool {
 	a := pr.replay
 	if a == nil || pr.killed.Load() || pr.ended[0] || pr.n[0] != 0 || pr.n[1] != 0 ||
-		pr.pending[0] != nil || pr.pending[1] != nil {
+		pr.pending[0] != nil || pr.pending[1] != nil || time.Since(a.sent) >= l.p.firstByteWait() {
 		return false
 	}
 	if err == nil {

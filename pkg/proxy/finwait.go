@@ -45,6 +45,15 @@ func (c *conn) finWaitOn(d int) time.Duration {
 	return 0
 }
 
+// idleOrFin is the quiet time direction d may see with an idle timeout:
+// after the other side's FIN, the FIN timeout if shorter (fin true).
+func idleOrFin(c *conn, d int, idle time.Duration) (wait time.Duration, fin bool) {
+	if w := c.finWaitOn(d); w > 0 && w < idle {
+		return w, true
+	}
+	return idle, false
+}
+
 // copyFinWait is io.Copy(dst, src) for direction d that, once the other
 // direction ended, returns errFinTimeout when nothing moved for a FIN
 // timeout (so within twice it: the first period may count older bytes).

@@ -71,10 +71,13 @@ func TestFinTimeoutClosesHalfClosedPairs(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		finFirst bool // the backend sends FIN, not the device
+		idle     time.Duration
 		reason   string
 	}{
-		{"device FIN", false, ReasonClientFinTimeout},
-		{"backend FIN", true, ReasonServerFinTimeout},
+		{"device FIN", false, 0, ReasonClientFinTimeout},
+		{"backend FIN", true, 0, ReasonServerFinTimeout},
+		{"device FIN, idle timeout", false, time.Minute, ReasonClientFinTimeout}, // pipeIdle
+		{"backend FIN, idle timeout", true, time.Minute, ReasonServerFinTimeout},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hb := newHoldBackend(t, tc.finFirst)
@@ -83,7 +86,7 @@ func TestFinTimeoutClosesHalfClosedPairs(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := &Proxy{Source: NewAtomicRing(r), MaxConnsPerIP: -1, AcceptRatePerIP: -1, EventLoop: testEventLoop,
-				ClientFinTimeout: 300 * time.Millisecond, ServerFinTimeout: 300 * time.Millisecond}
+				ClientFinTimeout: 300 * time.Millisecond, ServerFinTimeout: 300 * time.Millisecond, IdleTimeout: tc.idle}
 			addr := startProxy(t, p)
 			session := func() (net.Conn, *bufio.Reader) {
 				c, err := net.Dial("tcp", addr)
@@ -128,5 +131,61 @@ func TestFinTimeoutClosesHalfClosedPairs(t *testing.T) {
 			hb.closeAll()
 			waitFor(t, "fds back to baseline", func() bool { runtime.GC(); return openFDs(t) <= base })
 		})
+	}
+}
+
+// A half-closed pair whose open side still sends is not cut by the FIN
+// timeout: the backend streams for several timeouts after the device's FIN.
+func TestFinTimeoutSparesBytesInFlight(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const frames = 12 // one each 100ms: four FIN timeouts
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, _, err := readFrame(c); err != nil {
+			return
+		}
+		io.Copy(io.Discard, c) // to the device's FIN
+		for range frames {
+			if _, err := c.Write(mkframe(2, `{"n":1}`)); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	t.Cleanup(func() { l.Close(); wg.Wait() })
+	r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "stream", Addr: l.Addr().String()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{Source: NewAtomicRing(r), MaxConnsPerIP: -1, AcceptRatePerIP: -1, EventLoop: testEventLoop,
+		ClientFinTimeout: 300 * time.Millisecond}
+	c, err := net.Dial("tcp", startProxy(t, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.Write(login("dev-stream"))
+	c.(*net.TCPConn).CloseWrite()
+	br := bufio.NewReader(c)
+	for i := range frames {
+		if _, _, err := readFrame(br); err != nil {
+			t.Fatalf("frame %d of %d: %v (closed %v)", i+1, frames, err, p.Stats().Closed)
+		}
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the stream: %v, want EOF", err)
+	}
+	waitFor(t, "closed", func() bool { return p.Stats().Active == 0 })
+	if n := p.Stats().Closed[ReasonClientFinTimeout]; n != 0 {
+		t.Fatalf("cut by the FIN timeout while bytes flowed: %v", p.Stats().Closed)
 	}
 }

@@ -79,10 +79,7 @@ func copyIdle(c *conn, dst, src net.Conn, idle time.Duration, last *atomic.Int64
 	d := dirOf(eofReason)
 	var total int64
 	for {
-		wait, fin := idle, false // after the other side's FIN, the FIN timeout if shorter
-		if w := c.finWaitOn(d); w > 0 && w < idle {
-			wait, fin = w, true
-		}
+		wait, fin := idleOrFin(c, d, idle)
 		src.SetReadDeadline(time.Now().Add(wait))
 		n, err := src.Read(*bp)
 		if n > 0 {
@@ -98,6 +95,7 @@ func copyIdle(c *conn, dst, src net.Conn, idle time.Duration, last *atomic.Int64
 		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
+			wait, fin = idleOrFin(c, d, idle) // the FIN may have come meanwhile
 			if time.Since(time.Unix(0, last.Load())) < wait {
 				continue // the other direction is busy
 			}
