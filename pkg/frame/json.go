@@ -137,7 +137,8 @@ func lookupJSON(b []byte, path []string) ([]byte, error) {
 			// segment descends, and only if its name is unescaped; any
 			// second one (decoded name) makes the body ambiguous.
 			level = -1
-			if lv := int(open[depth-1]); lv >= 0 && lv < len(path) && nameIs(name, esc, path[lv]) {
+			if lv := int(open[depth-1]); lv >= 0 && lv < len(path) &&
+				(!esc && string(name) == path[lv] || esc && escapedNameIs(name, path[lv])) {
 				bit := uint64(1) << lv
 				if seen&bit != 0 {
 					dup = true
@@ -187,13 +188,10 @@ func lookupJSON(b []byte, path []string) ([]byte, error) {
 	}
 }
 
-// nameIs says whether the member name raw (between the quotes, esc if it
-// holds backslash escapes) decodes to seg, which is printable ASCII without
+// escapedNameIs says whether the member name raw (between the quotes,
+// with backslash escapes) decodes to seg, which is printable ASCII without
 // '"' or '\\'. It does not allocate.
-func nameIs(raw []byte, esc bool, seg string) bool {
-	if !esc {
-		return string(raw) == seg
-	}
+func escapedNameIs(raw []byte, seg string) bool {
 	j := 0
 	for i := 0; i < len(raw); j++ {
 		c := raw[i]
