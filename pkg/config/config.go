@@ -153,6 +153,13 @@ type Limits struct {
 	AcceptRatePerIP     float64  `yaml:"acceptRatePerIP"`     // new connections/s per address; default 1000; -1 for none
 	AcceptBurstPerIP    int      `yaml:"acceptBurstPerIP"`    // default 2x the rate
 	IdleTimeout         Duration `yaml:"idleTimeout"`         // close proxied connections idle both ways; default none
+	// A half-closed pair is closed once idle this long after the device's
+	// FIN (clientFinTimeout) or the backend's (serverFinTimeout); default 30s.
+	ClientFinTimeout Duration `yaml:"clientFinTimeout"`
+	ServerFinTimeout Duration `yaml:"serverFinTimeout"`
+	// File descriptors connections leave free for the admin port and etcd:
+	// maxConnections is lowered at start to fit RLIMIT_NOFILE; default 128, -1 none.
+	FDReserve int `yaml:"fdReserve"`
 }
 
 // ProxyProtocol says who may send PROXY headers and whether to send one.

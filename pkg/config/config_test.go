@@ -135,6 +135,17 @@ func TestHardeningSection(t *testing.T) {
 	}
 }
 
+func TestFinTimeouts(t *testing.T) {
+	c, err := Parse([]byte("limits: {clientFinTimeout: 5s, serverFinTimeout: 1m, fdReserve: 64}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(c.Limits.ClientFinTimeout) != 5*time.Second || time.Duration(c.Limits.ServerFinTimeout) != time.Minute ||
+		c.Limits.FDReserve != 64 {
+		t.Fatalf("parsed %+v", c.Limits)
+	}
+}
+
 func TestSetAdvertise(t *testing.T) {
 	doc := []byte("admin: {listen: '0.0.0.0:9090'}\n")
 	if _, err := Parse(doc); err == nil {

@@ -27,13 +27,18 @@ var (
 	// ErrBadKey means the key has bytes outside printable ASCII (0x21..0x7e)
 	// or JSON escapes.
 	ErrBadKey = errors.New("frame: key is not plain printable ASCII")
+	// ErrDupKey means a member on the key path appears twice in its object
+	// (a second "devid"): the gateway and a last-wins backend (Jackson,
+	// encoding/json) would read different keys, so the frame is refused.
+	ErrDupKey = errors.New("frame: key member appears twice")
 	// ErrBadConfig means a Config, Matcher or extractor setting is invalid.
 	ErrBadConfig = errors.New("frame: bad config")
 )
 
 // Reason returns a short, fixed label for err, for metrics: "ok" for nil,
 // "short", "bad_header", "too_large", "no_key", "key_too_long", "not_json",
-// "too_many_frames", "preread_cap", "bad_key", "bad_config", or "other".
+// "too_many_frames", "preread_cap", "bad_key", "dup_key", "bad_config", or
+// "other".
 func Reason(err error) string {
 	switch {
 	case err == nil:
@@ -56,6 +61,8 @@ func Reason(err error) string {
 		return "preread_cap"
 	case errors.Is(err, ErrBadKey):
 		return "bad_key"
+	case errors.Is(err, ErrDupKey):
+		return "dup_key"
 	case errors.Is(err, ErrBadConfig):
 		return "bad_config"
 	}

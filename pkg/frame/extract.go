@@ -18,9 +18,10 @@ type Extractor interface {
 // A string value's contents are returned as they are on the wire; a string
 // with backslash escapes gives ErrBadKey (device ids are plain ASCII), an
 // empty string ErrNoKey. A number gives its literal text ("12345"). Any other
-// value, or a missing member, gives ErrNoKey. If a name repeats, the first
-// member wins, and names match on their raw bytes (an escaped name never
-// matches). The whole body must be one well-formed JSON object nesting at
+// value, or a missing member, gives ErrNoKey. Names match on their raw
+// bytes (an escaped name never matches); a name of the path that repeats in
+// its object, escaped or not, gives ErrDupKey, as readers disagree on which
+// member counts. The whole body must be one well-formed JSON object nesting at
 // most 64 levels, or the result is ErrNotJSON. Keys outside printable ASCII
 // (0x21..0x7e) give ErrBadKey. It is safe for concurrent use.
 type JSONField struct {

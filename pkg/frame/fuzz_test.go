@@ -72,6 +72,9 @@ func FuzzJSONField(f *testing.F) {
 	}
 	f.Add([]byte(`{"a":{"b":{"c":"k"}},"a":1}`), "a.b.c")
 	f.Add([]byte(`{"a":[{"b":"x"}],"b":{"a":"y"}}`), "b.a")
+	f.Add([]byte(`{"a":{"b":"x","c":1,"b":"y"}}`), "a.b")
+	f.Add([]byte(`{"devid":"x","dev\u0069d":"y"}`), "devid")
+	f.Add([]byte(`{"a\/b":"x","a/b":"y","c":{"d":1,"d":2}}`), "a/b")
 	f.Fuzz(func(t *testing.T, body []byte, path string) {
 		j, err := NewJSONField(path, 0)
 		if err != nil {
@@ -90,12 +93,45 @@ func FuzzJSONField(f *testing.F) {
 		if Reason(err) != wantReason || string(key) != wantKey {
 			t.Fatalf("Extract(%q) at %q = %q, %v; encoding/json says %q, %s", body, path, key, err, wantKey, wantReason)
 		}
+		// A key the gateway routes by is the one a last-member-wins reader
+		// (json.Unmarshal, Jackson) finds: the backend sees the same device.
+		if err == nil {
+			if last, ok := lastWins(body, j.path); !ok || last != string(key) {
+				t.Fatalf("Extract(%q) at %q = %q; json.Unmarshal reads %q (%v)", body, path, key, last, ok)
+			}
+		}
 	})
 }
 
-// refJSONField is FuzzJSONField's oracle: the same rules as JSONField (first
-// member wins, names match on raw bytes, depth <= 64), read with
-// encoding/json's Decoder.
+// lastWins reads the value at path as json.Unmarshal does: escapes in names
+// decoded, the last of duplicate members kept.
+func lastWins(body []byte, path []string) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) != nil {
+		return "", false
+	}
+	for _, seg := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return "", false
+		}
+		v = m[seg]
+	}
+	switch v := v.(type) {
+	case string:
+		return v, true
+	case json.Number:
+		return v.String(), true
+	}
+	return "", false
+}
+
+// refJSONField is FuzzJSONField's oracle: the same rules as JSONField (names
+// match on raw bytes, depth <= 64, a path name twice in its object, with
+// names decoded, is dup_key), read with encoding/json's Decoder, which by
+// itself would keep the last duplicate.
 func refJSONField(body []byte, path []string) (key, reason string) {
 	if !json.Valid(body) {
 		return "", "not_json"
@@ -109,6 +145,9 @@ func refJSONField(body []byte, path []string) (key, reason string) {
 	r.object(0)
 	if r.tooDeep {
 		return "", "not_json"
+	}
+	if r.dup {
+		return "", "dup_key"
 	}
 	if r.reason == "ok" {
 		if _, err := checkKey([]byte(r.key)); err != nil {
@@ -125,6 +164,7 @@ type refWalk struct {
 	depth       int
 	matched     int
 	tooDeep     bool
+	dup         bool
 	key, reason string
 }
 
@@ -135,13 +175,19 @@ func (r *refWalk) raw(before int64) []byte {
 
 // object reads the members of an object whose '{' was just read.
 func (r *refWalk) object(level int) {
+	seen := 0 // members named path[level], names decoded
 	for r.dec.More() {
 		before := r.dec.InputOffset()
-		r.dec.Token()
+		tok, _ := r.dec.Token()
 		name := r.raw(before)
 		name = name[1 : len(name)-1]
 		child := -1
-		if level >= 0 && level == r.matched && level < len(r.path) && string(name) == r.path[level] {
+		if level >= 0 && level < len(r.path) && tok == r.path[level] {
+			if seen++; seen > 1 {
+				r.dup = true
+			}
+		}
+		if level >= 0 && level == r.matched && level < len(r.path) && string(name) == r.path[level] && seen == 1 {
 			r.matched++
 			child = level + 1
 		}

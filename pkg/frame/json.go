@@ -34,8 +34,10 @@ const (
 )
 
 // lookupJSON returns the string or number at path in the JSON object body.
-// The first member with a matching name wins; names are compared on their
-// raw bytes, so an escaped name ("dev\u0069d") never matches.
+// Names are compared on their raw bytes, so an escaped name ("dev\u0069d")
+// never matches. A second member named like the path segment of an object
+// on the path (escaped or not) gives ErrDupKey: readers disagree on which
+// one counts (Jackson and encoding/json take the last).
 func lookupJSON(b []byte, path []string) ([]byte, error) {
 	var (
 		// Per open container: an object's path level (segments matched to
@@ -48,6 +50,8 @@ func lookupJSON(b []byte, path []string) ([]byte, error) {
 		kind    int
 		vs, ve  int // the target value's bytes (string contents without quotes)
 		state   = stValue
+		seen    uint64 // bit lv: the on-path object of level lv named path[lv]
+		dup     bool
 	)
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
@@ -119,8 +123,8 @@ func lookupJSON(b []byte, path []string) ([]byte, error) {
 				return nil, ErrNotJSON
 			}
 			ks := i + 1
-			var ok bool
-			if i, _, ok = scanString(b, i); !ok {
+			var esc, ok bool
+			if i, esc, ok = scanString(b, i); !ok {
 				return nil, ErrNotJSON
 			}
 			name := b[ks : i-1]
@@ -129,12 +133,20 @@ func lookupJSON(b []byte, path []string) ([]byte, error) {
 				return nil, ErrNotJSON
 			}
 			i = skipWS(b, i+1)
-			// Only the first matching member of an on-path object descends:
-			// afterwards matched > its level, so duplicates are skipped.
+			// Only the first member of an on-path object named like its
+			// segment descends, and only if its name is unescaped; any
+			// second one (decoded name) makes the body ambiguous.
 			level = -1
-			if lv := int(open[depth-1]); lv == matched && lv < len(path) && string(name) == path[lv] {
-				matched++
-				level = lv + 1
+			if lv := int(open[depth-1]); lv >= 0 && lv < len(path) &&
+				(!esc && string(name) == path[lv] || esc && escapedNameIs(name, path[lv])) {
+				bit := uint64(1) << lv
+				if seen&bit != 0 {
+					dup = true
+				} else if !esc {
+					matched++
+					level = lv + 1
+				}
+				seen |= bit
 			}
 			state = stValue
 
@@ -142,6 +154,9 @@ func lookupJSON(b []byte, path []string) ([]byte, error) {
 			if depth == 0 {
 				if skipWS(b, i) != len(b) {
 					return nil, ErrNotJSON
+				}
+				if dup {
+					return nil, ErrDupKey
 				}
 				switch kind {
 				case kindString, kindNumber:
@@ -171,6 +186,48 @@ func lookupJSON(b []byte, path []string) ([]byte, error) {
 			}
 		}
 	}
+}
+
+// escapedNameIs says whether the member name raw (between the quotes,
+// with backslash escapes) decodes to seg, which is printable ASCII without
+// '"' or '\\'. It does not allocate.
+func escapedNameIs(raw []byte, seg string) bool {
+	j := 0
+	for i := 0; i < len(raw); j++ {
+		c := raw[i]
+		i++
+		if c == '\\' { // scanString checked the escape is complete
+			switch c = raw[i]; c {
+			case 'b', 'f', 'n', 'r', 't':
+				return false // control characters are never in seg
+			case 'u':
+				var r rune
+				for _, h := range raw[i+1 : i+5] {
+					r = r<<4 | rune(unhex(h))
+				}
+				if r >= 0x80 {
+					return false
+				}
+				c = byte(r)
+				i += 4
+			}
+			i++
+		}
+		if j >= len(seg) || seg[j] != c {
+			return false
+		}
+	}
+	return j == len(seg)
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
 }
 
 func skipWS(b []byte, i int) int {

@@ -35,10 +35,12 @@ func closedReasons() []string {
 		proxy.ReasonBackendClosed, proxy.ReasonReplaced,
 		proxy.ReasonMaxConnsPerIP, proxy.ReasonRateLimited, proxy.ReasonProxyUntrusted,
 		proxy.ReasonProxyHeader, proxy.ReasonTLSHandshake, proxy.ReasonIdleTimeout,
+		proxy.ReasonClientFinTimeout, proxy.ReasonServerFinTimeout,
 	}
 	for _, err := range []error{
 		frame.ErrBadHeader, frame.ErrTooLarge, frame.ErrNoKey, frame.ErrKeyTooLong, frame.ErrNotJSON,
 		frame.ErrTooManyFrames, frame.ErrPrereadCap, frame.ErrBadKey,
+		frame.ErrDupKey,
 	} {
 		rs = append(rs, frame.Reason(err))
 	}

@@ -51,59 +51,56 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 	device := string(key) // key aliases buf, which goes back to the pool
 
 	r := p.Source.Ring()
-	b, backend, reason := p.dial(r, key)
+	b, backend, first, reason := p.dial(r, key, sendPreread{buf: buf, src: src, local: c.LocalAddr()})
+	p.putBuf(bp, buf)
 	if backend == nil {
-		p.putBuf(bp, buf)
 		client.Close()
 		p.refused(reason, device, src)
 		return
 	}
-	// Every byte read before routing goes to the backend first, unchanged,
-	// after the PROXY header when the backend wants one.
-	if p.SendProxyV2 || b.Meta["proxy"] == "v2" {
-		var hdr []byte
-		if hdr, err = proxyV2Header(src, c.LocalAddr()); err == nil {
-			_, err = backend.Write(append(hdr, buf...))
-		}
-	} else {
-		_, err = backend.Write(buf)
-	}
-	p.stats.bytesIn.Add(uint64(len(buf)))
-	p.putBuf(bp, buf)
-	if err != nil {
-		client.Close()
-		backend.Close()
-		p.stats.close(ReasonBackendWrite)
-		p.badLog.Warn("write to backend failed", zap.String("backend", b.ID), zap.Error(err))
-		return
-	}
 	p.setKeepAlive(backend)
 
-	pc := &conn{client: client, backend: backend, device: device, backendID: b.ID, since: time.Now()}
+	pc := &conn{client: client, backend: backend, device: device, backendID: b.ID, since: time.Now(),
+		finWait: p.finTimeouts()}
 	if p.useEventLoop(client, backend) { // before the table can hand pc to close
 		if pc.ev, err = p.newEvPair(pc, release); err != nil {
 			p.badLog.Warn("copying with goroutines", zap.Error(err))
 		}
 	}
 	p.routedConn(pc)
+	// The backend's first bytes reach the device only once the connection
+	// is in the table, where Shutdown and Evict find it.
+	if len(first) > 0 {
+		if _, err := client.Write(first); err != nil {
+			pc.close(ReasonClientClosed)
+		}
+	}
 
 	if pc.ev != nil {
+		p.stats.bytesOut.Add(uint64(len(first)))
 		p.evAttach(pc.ev)
 		handedOff = true // the loop calls finish and endConn
 		return
 	}
 	in, out := p.pipe(pc)
-	p.finish(pc, in, out)
+	p.finish(pc, in, out+int64(len(first)))
 }
 
 // routedConn accounts for a connection just routed: counters, the table,
 // the device cache (closing the device's older connection).
 func (p *Proxy) routedConn(pc *conn) {
 	p.stats.routed.Add(1)
+	p.trackRouted(pc)
+}
+
+// trackRouted is routedConn without counting it as routed (a pair that
+// fell back to another owner was counted once).
+func (p *Proxy) trackRouted(pc *conn) {
 	p.stats.proxied.Add(1)
 	p.table.add(pc)
 	if old, moved := p.devices.login(pc); old != nil || moved {
-		if moved {
+		if moved && !pc.moved { // a fallback counts a device's move once
+			pc.moved = true
 			p.stats.moved.Add(1)
 		}
 		if old != nil && !p.KeepDuplicates {
@@ -113,6 +110,14 @@ func (p *Proxy) routedConn(pc *conn) {
 	if p.isClosing() { // Shutdown may have walked the table before add
 		pc.close(ReasonShutdown)
 	}
+}
+
+// untrackRouted undoes trackRouted for a pair that falls back to another
+// owner before any byte moved.
+func (p *Proxy) untrackRouted(pc *conn) {
+	p.devices.restore(pc)
+	p.table.remove(pc)
+	p.stats.proxied.Add(-1)
 }
 
 // finish accounts for a proxied connection once both directions ended.
@@ -209,6 +214,8 @@ func (p *Proxy) endPreread(c net.Conn) {
 // buf holds every byte read.
 func (p *Proxy) preread(c net.Conn, buf []byte) ([]byte, []byte, error) {
 	limit := p.Matcher.PrereadLimit()
+	// With trusted balancers readProxyHeader looked for a PROXY header.
+	sigCheck := len(p.TrustedProxies) == 0
 	if len(buf) > 0 { // bytes that came with a PROXY header
 		if key, ferr := p.Matcher.Find(buf); ferr == nil {
 			return buf, key, c.SetReadDeadline(time.Time{})
@@ -223,6 +230,11 @@ func (p *Proxy) preread(c net.Conn, buf []byte) ([]byte, []byte, error) {
 		buf = growPreread(buf, limit)
 		n, err := c.Read(buf[len(buf):min(cap(buf), limit)])
 		buf = buf[:len(buf)+n]
+		if sigCheck && n > 0 {
+			if serr := unexpectedProxyHeader(buf); serr != nil {
+				return buf, nil, serr
+			}
+		}
 		if n > 0 {
 			key, ferr := p.Matcher.Find(buf)
 			if ferr == nil {
@@ -303,11 +315,14 @@ func prereadReason(err error, n int) string {
 	return ReasonReadError
 }
 
-// dial tries the key's owners in ring order. It returns the backend reached
-// and its connection, or the reason nothing was reached.
-func (p *Proxy) dial(r ring.Ring, key []byte) (ring.Backend, net.Conn, string) {
+// dial tries the key's owners in ring order and sends each one reached the
+// preread bytes (p.send). It returns the backend that took them, its
+// connection and its first bytes if they came already, or the reason
+// nothing was reached. A backend that resets or closes before its first
+// byte counts as a failed dial, as a refused connect does.
+func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.Conn, []byte, string) {
 	if r == nil || r.Len() == 0 {
-		return ring.Backend{}, nil, ReasonNoBackends
+		return ring.Backend{}, nil, nil, ReasonNoBackends
 	}
 	var stack [8]int
 	owners := r.Owners(key, p.maxTries(), stack[:0])
@@ -317,15 +332,24 @@ func (p *Proxy) dial(r ring.Ring, key []byte) (ring.Backend, net.Conn, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout())
 		bc, err := p.dialer(ctx, "tcp", b.Addr)
 		cancel()
+		var first []byte
 		if err == nil {
-			if i > 0 {
-				p.stats.fallbacks.Add(1)
+			if first, err = p.send(s, b, bc); err == nil {
+				p.stats.bytesIn.Add(uint64(len(s.buf)))
+				if i > 0 {
+					p.stats.fallbacks.Add(1)
+				}
+				return b, bc, first, ""
 			}
-			return b, bc, ""
+			bc.Close()
+			if reason := sendFailReason(err); reason != "" {
+				p.badLog.Warn("write to backend failed", zap.String("backend", b.ID), zap.Error(err))
+				return b, nil, nil, reason
+			}
 		}
 		p.dialFailed(b, i+1, err)
 	}
-	return ring.Backend{}, nil, ReasonDialFailed
+	return ring.Backend{}, nil, nil, ReasonDialFailed
 }
 
 // dialFailed counts and logs a failed dial, the try-th of a connection.

@@ -194,9 +194,8 @@ func (l *evLoop) accept(fd int32) {
 			}
 			// Out of files or memory: stop watching for a while rather
 			// than spin on a level-triggered listener.
-			p.stats.acceptErrors.Add(1)
 			a.pause = min(max(2*a.pause, 5*time.Millisecond), time.Second)
-			p.badLog.Warn("accept failed; retrying", zap.Error(err), zap.Duration("pause", a.pause))
+			p.acceptFailed(err, a.pause)
 			a.until = time.Now().Add(a.pause)
 			l.mu.Lock()
 			l.unwatchListener(a)
@@ -244,7 +243,7 @@ func (l *evLoop) adopt(el *evListener, fd int, sa syscall.Sockaddr) {
 	p := l.p
 	p.stats.accepted.Add(1)
 	remote := sockaddrAddrPort(sa)
-	if lim := p.maxConns(); lim >= 0 && p.stats.active.Load() >= lim {
+	if lim := p.connCap; lim >= 0 && p.stats.active.Load() >= lim {
 		syscall.Close(fd)
 		p.stats.close(ReasonMaxConns)
 		return

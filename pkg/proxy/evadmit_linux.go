@@ -49,14 +49,18 @@ type evPre struct {
 	owners []int
 	stack  [8]int
 	try    int          // owners dialled so far
+	again  bool         // routed once, then fell back (evfirst_linux.go)
+	moved  bool         // and counted the device as moved then
+	sent   time.Time    // when the preread bytes went to the backend
 	b      ring.Backend // the owner being dialled
 }
 
 // evTimer is a deadline of a pair's stage.
 type evTimer struct {
-	at  time.Time
-	pr  *evPair
-	gen uint32
+	at   time.Time
+	pr   *evPair
+	gen  uint32 // of the stage; for a FIN deadline, the direction that ended
+	mark int64  // FIN deadline: bytes moved both ways when queued
 }
 
 // evQueue holds deadlines in the order they fall: all have the same
@@ -176,7 +180,11 @@ func (l *evLoop) expire() {
 	if next := l.resumeAccepts(now); !next.IsZero() && next.Before(bound) {
 		bound = next
 	}
+	if next := l.dueFins(now); !next.IsZero() && next.Before(bound) {
+		bound = next
+	}
 	l.mu.Unlock()
+	l.runFins()
 	for i, t := range l.due {
 		if !t.pr.done && t.pr.adm != nil && t.pr.adm.gen == t.gen {
 			if t.pr.stage == evPreread {
@@ -211,6 +219,10 @@ func (l *evLoop) prereadEvent(pr *evPair, events uint32) {
 		return
 	}
 	a.buf = a.buf[:len(a.buf)+n]
+	if err := unexpectedProxyHeader(a.buf); err != nil { // loops admit only without trusted balancers
+		l.rejectPreread(pr, err)
+		return
+	}
 	key, ferr := p.Matcher.Find(a.buf)
 	switch {
 	case ferr == nil:
@@ -384,6 +396,10 @@ func (l *evLoop) connected(pr *evPair) {
 		out = append(hdr, a.buf...)
 	}
 	rest, err := writeSome(pr.side[1].fd, out)
+	if err != nil && isBackendGone(err) { // reset before its first byte: a failed dial
+		l.dialFailed(pr, err)
+		return
+	}
 	if err != nil {
 		p.badLog.Warn("write to backend failed", zap.String("backend", a.b.ID), zap.Error(err))
 		l.refuse(pr, ReasonBackendWrite)
@@ -393,8 +409,9 @@ func (l *evLoop) connected(pr *evPair) {
 		bp := evPendingPool.Get().(*[]byte)
 		pr.pbuf[0], pr.pending[0] = bp, append((*bp)[:0], rest...)
 	}
-	p.stats.bytesIn.Add(uint64(len(a.buf)))
-	p.putBuf(a.bp, a.buf)
+	if !a.again { // replayed bytes are counted once
+		p.stats.bytesIn.Add(uint64(len(a.buf)))
+	}
 	if a.try > 1 {
 		p.stats.fallbacks.Add(1)
 	}
@@ -402,10 +419,16 @@ func (l *evLoop) connected(pr *evPair) {
 	if a.c != nil {
 		client = a.c
 	}
-	pc := &conn{client: client, device: a.device, backendID: a.b.ID, since: time.Now(), ev: pr}
-	pr.pc, pr.stage, pr.adm = pc, evCopy, nil
+	pc := &conn{client: client, device: a.device, backendID: a.b.ID, since: time.Now(), ev: pr,
+		finWait: p.finTimeouts(), moved: a.moved}
+	a.sent = time.Now()
+	pr.pc, pr.stage, pr.adm, pr.replay = pc, evCopy, nil, a // a.buf kept until a byte moves
 	l.routed.Add(1)
-	p.routedConn(pc)
+	if a.again {
+		p.trackRouted(pc)
+	} else {
+		p.routedConn(pc)
+	}
 	l.rearm(pr)
 }
 

@@ -41,7 +41,7 @@ func (l *evLoop) handle(pr *evPair, fd int, events uint32) {
 	if !pr.done && events&(syscall.EPOLLIN|hup) != 0 && pr.reading(i) {
 		l.copy(pr, i)
 	}
-	if !pr.done {
+	if !pr.done && pr.stage == evCopy { // else it fell back to dialing
 		l.rearm(pr)
 	}
 }
@@ -54,6 +54,7 @@ func (l *evLoop) copy(pr *evPair, d int) {
 	n, err := syscall.Read(pr.side[d].fd, l.buf)
 	switch {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
+	case (err != nil || n == 0) && d == 1 && l.fallBack(pr, err):
 	case err != nil: // a reset reads as the same side going away, as in pipe
 		pr.pc.setReason(evEOFReason[d])
 		l.finalize(pr)
@@ -64,8 +65,13 @@ func (l *evLoop) copy(pr *evPair, d int) {
 		// empty, so it is a FIN and not a reset).
 		if pr.ended[1-d] || syscall.Shutdown(pr.side[1-d].fd, syscall.SHUT_WR) != nil {
 			l.finalize(pr)
+		} else {
+			l.armFin(pr, d)
 		}
 	default:
+		if pr.replay != nil { // a byte moved: the pair stays with this backend
+			l.dropReplay(pr)
+		}
 		if rest, ok := l.write(pr, d, l.buf[:n]); !ok {
 			return
 		} else if len(rest) > 0 { // the peer is full: keep the rest, stop reading

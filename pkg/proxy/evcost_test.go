@@ -34,7 +34,8 @@ func TestHelperIdleProxy(t *testing.T) {
 		return
 	}
 	r, _ := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "b1", Addr: os.Getenv("DEVGATE_IDLE_BACKEND")}})
-	p := &Proxy{Source: NewAtomicRing(r), MaxConnsPerIP: -1, AcceptRatePerIP: -1, EventLoop: mode == "eventloop"}
+	p := &Proxy{Source: NewAtomicRing(r), MaxConnsPerIP: -1, AcceptRatePerIP: -1, EventLoop: mode == "eventloop",
+		FDReserve: -1} // the parent sizes the devices to the fd limit
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	go p.Serve(l)
 	fmt.Println("addr", l.Addr())

@@ -135,6 +135,7 @@ type evPair struct {
 	attached atomic.Bool // on its loop: a kill is posted there
 	stage    uint8       // evPreread, evDial, evCopy
 	adm      *evPre      // state of the steps before evCopy; nil after
+	replay   *evPre      // in evCopy until a byte moves: to fall back (evfirst_linux.go)
 
 	// Owned by the loop once attached.
 	pending [2][]byte  // bytes of direction d read but not yet written
@@ -225,8 +226,10 @@ type evLoop struct {
 	acceptors map[int32]*evAcceptor
 	msgs      []evMsg    // posted by kill and by dials in goroutines
 	timers    [2]evQueue // preread and dial deadlines (evPreread, evDial)
+	fins      [2]evQueue // FIN timeouts by the direction that ended (evfin_linux.go)
 	running   []evMsg    // the loop's copy of msgs
 	due       []evTimer  // the loop's list of expired deadlines
+	finDue    []evTimer  // the loop's list of expired FIN deadlines
 }
 
 func newEvLoop(p *Proxy) (*evLoop, error) {
@@ -241,6 +244,8 @@ func newEvLoop(p *Proxy) (*evLoop, error) {
 	l := &evLoop{p: p, epfd: epfd, ep: os.NewFile(uintptr(epfd), "epoll"), buf: make([]byte, evBufSize),
 		pairs: make(map[int32]*evPair), acceptors: make(map[int32]*evAcceptor)}
 	l.timers[evPreread].d, l.timers[evDial].d = p.prereadTimeout(), p.dialTimeout()
+	fins := p.finTimeouts()
+	l.fins[0].d, l.fins[1].d = fins[0], fins[1]
 	if l.rc, err = l.ep.SyscallConn(); err != nil {
 		l.ep.Close()
 		return nil, fmt.Errorf("epoll raw conn: %w", err)
@@ -400,6 +405,7 @@ func (l *evLoop) finalize(pr *evPair) {
 			pr.pbuf[d], pr.pending[d] = nil, nil
 		}
 	}
+	l.dropReplay(pr)
 	pr.pc.setReason(ReasonClientClosed) // as pipe: no-op if a reason was set
 	pr.side[0].close()
 	pr.side[1].close()

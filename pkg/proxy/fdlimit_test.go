@@ -8,9 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/devgate/devgate/pkg/demo"
 	"github.com/devgate/devgate/pkg/ring"
@@ -34,6 +38,7 @@ func TestHelperFDLimitedProxy(t *testing.T) {
 	go b.Serve(bl)
 	r, _ := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "b1", Addr: bl.Addr().String()}})
 	p := &Proxy{Source: NewAtomicRing(r), MaxConnsPerIP: -1, AcceptRatePerIP: -1, PrereadTimeout: time.Minute,
+		FDReserve: -1,            // run out of descriptors for real: the accept backoff is under test
 		EventLoop: testEventLoop} // DEVGATE_TEST_EVENTLOOP=1 reaches the child: the loops accept
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	go p.Serve(l)
@@ -109,5 +114,54 @@ func TestFileDescriptorExhaustion(t *testing.T) {
 	}
 	if s.Routed < 1 {
 		t.Fatal("no device routed after recovery")
+	}
+}
+
+// Failed accepts from every loop and goroutine share one log line per
+// interval instead of a line a second each.
+func TestAcceptFailuresLoggedOncePerInterval(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	p := &Proxy{Source: &AtomicRing{}, Logger: zap.New(core)}
+	p.init()
+	var wg sync.WaitGroup
+	for range 4 { // as 4 loops running out of descriptors together
+		wg.Go(func() {
+			for range 100 {
+				p.acceptFailed(syscall.EMFILE, time.Second)
+			}
+		})
+	}
+	wg.Wait()
+	if n := logs.FilterMessage("accept failed; retrying").Len(); n != 1 {
+		t.Fatalf("%d log lines for 400 failed accepts, want 1", n)
+	}
+	if s := p.Stats(); s.AcceptErrors != 400 {
+		t.Fatalf("counted %d accept errors, want 400", s.AcceptErrors)
+	}
+}
+
+// The connection cap leaves FDReserve descriptors free: two per connection
+// on the loops, six with goroutines (splice pipes).
+func TestConnCapKeepsReserve(t *testing.T) {
+	for _, tc := range []struct {
+		maxConns, reserve int
+		loops             bool
+		nofile            uint64
+		want              int64
+	}{
+		{-1, 0, true, 1024, (1024 - DefaultFDReserve) / 2},
+		{-1, 0, false, 1024, (1024 - DefaultFDReserve) / 6},
+		{100, 0, true, 1024, 100},
+		{0, 0, true, 1 << 20, 100000},
+		{-1, -1, false, 1024, -1},
+		{-1, 24, true, 1024, 500},
+		{-1, 0, false, 0, -1}, // limit unknown
+		{-1, 0, true, 64, 1},
+	} {
+		p := &Proxy{Source: &AtomicRing{}, MaxConns: tc.maxConns, FDReserve: tc.reserve, EventLoop: tc.loops}
+		p.init()
+		if got := p.connCapFor(tc.nofile); got != tc.want {
+			t.Errorf("%+v: cap %d, want %d", tc, got, tc.want)
+		}
 	}
 }

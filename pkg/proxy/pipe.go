@@ -38,13 +38,18 @@ func copyBackendToClient(c *conn) int64 {
 // the kernel. A clean EOF half-closes dst; an error tears both sides down so
 // the other direction returns too.
 func copyHalf(c *conn, dst, src net.Conn, eofReason string) int64 {
-	n, err := io.Copy(dst, src)
+	d := dirOf(eofReason)
+	n, err := copyFinWait(c, dst, src, d)
 	if err == nil {
 		c.setReason(eofReason)
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			c.armFinWait(d, dst)
 			return n
 		}
 	} else {
+		if errors.Is(err, errFinTimeout) {
+			c.finTimedOut(1 - d)
+		}
 		c.setReason(eofReason) // a reset reads as the same side going away
 	}
 	c.close(eofReason)
@@ -71,9 +76,11 @@ var idleBufPool = sync.Pool{New: func() any { b := make([]byte, 4096); return &b
 func copyIdle(c *conn, dst, src net.Conn, idle time.Duration, last *atomic.Int64, eofReason string) int64 {
 	bp := idleBufPool.Get().(*[]byte)
 	defer idleBufPool.Put(bp)
+	d := dirOf(eofReason)
 	var total int64
 	for {
-		src.SetReadDeadline(time.Now().Add(idle))
+		wait, fin := idleOrFin(c, d, idle)
+		src.SetReadDeadline(time.Now().Add(wait))
 		n, err := src.Read(*bp)
 		if n > 0 {
 			last.Store(time.Now().UnixNano())
@@ -88,8 +95,12 @@ func copyIdle(c *conn, dst, src net.Conn, idle time.Duration, last *atomic.Int64
 		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			if time.Since(time.Unix(0, last.Load())) < idle {
+			wait, fin = idleOrFin(c, d, idle) // the FIN may have come meanwhile
+			if time.Since(time.Unix(0, last.Load())) < wait {
 				continue // the other direction is busy
+			}
+			if fin {
+				c.finTimedOut(1 - d)
 			}
 			c.close(ReasonIdleTimeout)
 			return total
@@ -97,6 +108,7 @@ func copyIdle(c *conn, dst, src net.Conn, idle time.Duration, last *atomic.Int64
 		if errors.Is(err, io.EOF) {
 			c.setReason(eofReason)
 			if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+				c.armFinWait(d, dst)
 				return total
 			}
 		}

@@ -46,8 +46,14 @@ type Proxy struct {
 	MaxTries int
 
 	// MaxConns caps open connections; more are accepted and closed at once.
-	// If zero, 100000. If negative, no limit.
+	// If zero, 100000. If negative, no limit. Either way it is lowered at
+	// start when RLIMIT_NOFILE cannot hold that many and FDReserve more.
 	MaxConns int
+
+	// FDReserve is how many file descriptors connections must leave free
+	// for the admin port, etcd and logs (fdbudget.go). If zero, 128. If
+	// negative, none.
+	FDReserve int
 
 	// KeepAlive is the TCP keepalive idle time on both sides. If zero, 30s.
 	// If negative, keepalive is left as the system has it.
@@ -74,6 +80,16 @@ type Proxy struct {
 	// way for this long. If zero, none: heartbeats are the backend's
 	// business, and TCP keepalive finds dead peers.
 	IdleTimeout time.Duration
+
+	// ClientFinTimeout bounds a half-closed pair after the device's FIN
+	// (HAProxy's timeout client-fin): once nothing has moved for this long
+	// (checked every period, so within twice it), both sides are closed
+	// and counted as client_fin_timeout, so a backend that never closes
+	// does not keep it in CLOSE-WAIT for good. ServerFinTimeout is the
+	// same after the backend's FIN (server_fin_timeout). If zero, 30s. If
+	// negative, none.
+	ClientFinTimeout time.Duration
+	ServerFinTimeout time.Duration
 
 	// TrustedProxies are the networks (the L4 balancer) allowed to send a
 	// PROXY protocol v1/v2 header; their connections must start with one
@@ -125,6 +141,8 @@ type Proxy struct {
 	table    connTable
 	stats    counters
 	loops    evLoops
+	connCap  int64 // MaxConns within the descriptor budget (-1: none)
+	acceptLog
 
 	mu        sync.Mutex
 	closing   bool
@@ -156,7 +174,23 @@ func (p *Proxy) init() {
 		p.listeners = make(map[net.Listener]struct{})
 		p.prereads = make(map[net.Conn]struct{})
 		p.stopCh = make(chan struct{})
+		p.connCap = p.connCapFor(nofileLimit())
 	})
+}
+
+// DefaultFinTimeout is ClientFinTimeout's and ServerFinTimeout's default.
+const DefaultFinTimeout = 30 * time.Second
+
+// finTimeouts are the FIN timeouts by the direction that ended (0: the
+// device's FIN, 1: the backend's); 0 means none.
+func (p *Proxy) finTimeouts() [2]time.Duration {
+	f := func(d time.Duration) time.Duration {
+		if d < 0 {
+			return 0
+		}
+		return orDuration(d, DefaultFinTimeout)
+	}
+	return [2]time.Duration{f(p.ClientFinTimeout), f(p.ServerFinTimeout)}
 }
 
 func (p *Proxy) prereadTimeout() time.Duration { return orDuration(p.PrereadTimeout, 10*time.Second) }
@@ -237,15 +271,14 @@ func (p *Proxy) Serve(l net.Listener) error {
 			if errors.Is(err, net.ErrClosed) {
 				return err
 			}
-			p.stats.acceptErrors.Add(1)
 			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
-			p.badLog.Warn("accept failed; retrying", zap.Error(err), zap.Duration("pause", pause))
+			p.acceptFailed(err, pause)
 			time.Sleep(pause)
 			continue
 		}
 		pause = 0
 		p.stats.accepted.Add(1)
-		if lim := p.maxConns(); lim >= 0 && p.stats.active.Load() >= lim {
+		if lim := p.connCap; lim >= 0 && p.stats.active.Load() >= lim {
 			c.Close()
 			p.stats.close(ReasonMaxConns)
 			continue

@@ -61,6 +61,18 @@ func proxyHeaderLen(buf []byte) (int, error) {
 
 var errNoProxyHeader = errors.New("no PROXY header")
 
+// unexpectedProxyHeader is the error for a PROXY signature at the start of
+// buf from a peer that may not send one (any peer, when no balancer is
+// trusted), so the connection is refused at once instead of the header
+// being read as frames until the preread deadline. nil if buf does not start
+// with a whole signature.
+func unexpectedProxyHeader(buf []byte) error {
+	if bytes.HasPrefix(buf, sigV2) || bytes.HasPrefix(buf, sigV1) {
+		return fmt.Errorf("%w: signature from an untrusted peer", ErrProxyUntrusted)
+	}
+	return nil
+}
+
 // hasPrefixOrIsPrefix: buf starts with sig, or buf is a (possibly empty)
 // start of sig and more bytes could complete it.
 func hasPrefixOrIsPrefix(buf, sig []byte) bool {
@@ -93,6 +105,11 @@ func (p *Proxy) readProxyHeader(c net.Conn, buf []byte) ([]byte, net.Addr, error
 	remote := c.RemoteAddr()
 	trusted := p.trusted(addrIP(remote))
 	for {
+		if !trusted {
+			if err := unexpectedProxyHeader(buf); err != nil {
+				return buf, remote, err
+			}
+		}
 		n, err := proxyHeaderLen(buf)
 		switch {
 		case errors.Is(err, errNoProxyHeader):

@@ -9,7 +9,7 @@ import (
 // Reasons a connection is refused or ends, as counted in Stats.Closed. Bad
 // input from the preread carries the frame package's reason instead (see
 // frame.Reason): bad_header, too_large, no_key, key_too_long, not_json,
-// too_many_frames, preread_cap, bad_key.
+// too_many_frames, preread_cap, bad_key, dup_key.
 const (
 	ReasonMaxConns       = "max_conns"        // refused: the connection limit was reached
 	ReasonMaxConnsPerIP  = "max_conns_per_ip" // refused: the source address holds its limit
@@ -30,6 +30,13 @@ const (
 	ReasonBackendClosed  = "backend_closed"   // proxied; the backend ended it
 	ReasonReplaced       = "replaced"         // proxied; the same device logged in again on this replica
 	ReasonEvicted        = "evicted"          // proxied; closed by Evict: "evicted_<cause>" (drain, rebalance...)
+)
+
+// Reasons a half-closed pair ends: nothing moved for ClientFinTimeout after
+// the device's FIN, or for ServerFinTimeout after the backend's.
+const (
+	ReasonClientFinTimeout = "client_fin_timeout"
+	ReasonServerFinTimeout = "server_fin_timeout"
 )
 
 // Stats is a point-in-time copy of the proxy's counters.

@@ -15,7 +15,13 @@ type conn struct {
 	device          string
 	backendID       string
 	since           time.Time
-	ev              *evPair // set when an event loop copies for this connection
+	ev              *evPair          // set when an event loop copies for this connection
+	finWait         [2]time.Duration // after direction d's FIN (Proxy.finTimeouts)
+	finArmed        [2]atomic.Bool   // direction d ended: the other runs under finWait[d]
+	// The device cache's entry before login (restore puts it back), and
+	// whether this connection (or the one it fell back from) counted a move.
+	lastBackend string
+	seen, moved bool
 
 	once    sync.Once
 	closing atomic.Bool // set by the first close: Evict must not pick it again
@@ -31,6 +37,20 @@ func (c *conn) setReason(r string) {
 	}
 	c.mu.Unlock()
 }
+
+// finTimedOut records that the pair was closed a FIN timeout after
+// direction d ended: it replaces the EOF reason that FIN left.
+func (c *conn) finTimedOut(d int) {
+	c.mu.Lock()
+	if c.reason == "" || c.reason == ReasonClientClosed || c.reason == ReasonBackendClosed {
+		c.reason = finReasons[d]
+	}
+	c.mu.Unlock()
+}
+
+// finReasons are the close reasons of a FIN timeout, by the direction
+// that ended first (0: client to backend).
+var finReasons = [2]string{ReasonClientFinTimeout, ReasonServerFinTimeout}
 
 func (c *conn) endReason() string {
 	c.mu.Lock()
@@ -170,11 +190,26 @@ func (d *deviceCache) login(c *conn) (old *conn, moved bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	prev, ok := d.lru.Get(c.device)
+	c.lastBackend, c.seen = prev.backend, ok
 	d.lru.Add(c.device, deviceEntry{backend: c.backendID, live: c})
 	if !ok {
 		return nil, false
 	}
 	return prev.live, prev.backend != c.backendID
+}
+
+// restore undoes login for a connection that falls back to another owner
+// before any byte moved: the device's entry is what it was before.
+func (d *deviceCache) restore(c *conn) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, ok := d.lru.Peek(c.device); ok && e.live == c {
+		if c.seen {
+			d.lru.Add(c.device, deviceEntry{backend: c.lastBackend})
+		} else {
+			d.lru.Remove(c.device)
+		}
+	}
 }
 
 // logout forgets c as the live connection but keeps the backend, which the

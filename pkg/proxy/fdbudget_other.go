@@ -1,0 +1,5 @@
+//go:build !unix
+
+package proxy
+
+func nofileLimit() uint64 { return 0 }
