@@ -19,7 +19,7 @@
 // after an exponential backoff with jitter, as real devices do; Status and
 // HoldStatus.Line show live where the devices are, so a drain or a
 // rebalance can be watched. It runs one goroutine per device: fine for
-// thousands of devices; `devgate load --mode hold` holds millions.
+// thousands of devices (`devgate load --mode hold` is the tool for large counts).
 //
 //	h, err := sim.NewHolder(sim.HoldConfig{Config: sim.Config{Target: "127.0.0.1:9000", Devices: 1000}})
 //	if err != nil {
