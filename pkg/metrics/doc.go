@@ -24,7 +24,8 @@
 //	devgate_device_moved_total                counter  devices that reconnected to another backend than last time
 //	devgate_bytes_total{direction}            counter  bytes proxied: "in" client to backend, "out" back;
 //	                                                   counted when a connection ends
-//	devgate_evictions_total{cause}            counter  proxied connections the gateway closed on purpose
+//	devgate_evictions_total{cause}            counter  proxied connections closed by an operator action
+//	devgate_relogin_replaced_total            counter  a device's older connection closed when it logged in again
 //
 // Reasons of devgate_connections_closed_total are the proxy's Reason*
 // constants (max_conns, shutdown, empty, client_gone, preread_timeout,
@@ -37,10 +38,18 @@
 //
 // devgate_evictions_total is a view of the same counts: reason
 // "evicted_<cause>" gives cause <cause> ("drain", "rebalance",
-// "gateway_drain", "shutdown", ...), "replaced" (a device logged in again
-// while its older connection was open) gives cause "replaced", and a bare
-// "evicted" gives "other". A hard cut when Shutdown's context expires
-// counts as reason "shutdown", not as an eviction.
+// "gateway_drain", "shutdown", ...) and a bare "evicted" gives "other". A
+// hard cut when Shutdown's context expires counts as reason "shutdown",
+// not as an eviction.
+//
+// devgate_relogin_replaced_total is reason "replaced": a device logged in
+// again through this replica while its older connection was still open
+// there, and the older one was closed so the backend does not hold two
+// sessions (DESIGN.md). Devices do this after a half-open mobile
+// connection, and a device that closes and reconnects at once can beat
+// its own close to the gateway, so a healthy fleet shows a steady trickle;
+// a jump means devices abandon connections the gateway still holds.
+// Earlier versions counted it as devgate_evictions_total{cause="replaced"}.
 //
 // From the registry watcher (NewRegistryCollector):
 //
