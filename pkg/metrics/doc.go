@@ -22,8 +22,10 @@
 //	devgate_fallbacks_total                   counter  routed to a backend other than the owner
 //	devgate_dial_failures_total               counter  failed backend dials, each try counted
 //	devgate_device_moved_total                counter  devices that reconnected to another backend than last time
-//	devgate_bytes_total{direction}            counter  bytes proxied: "in" client to backend, "out" back;
-//	                                                   counted when a connection ends
+//	devgate_bytes_total{direction}            counter  bytes proxied: "in" client to backend (the preread
+//	                                                   login frame too), "out" back; counted as they are
+//	                                                   copied, so it moves while connections are open
+//	devgate_build_info{version,goversion,revision} gauge  always 1: the build that runs
 //	devgate_evictions_total{cause}            counter  proxied connections closed by an operator action
 //	devgate_relogin_replaced_total            counter  a device's older connection closed when it logged in again
 //
@@ -50,6 +52,12 @@
 // its own close to the gateway, so a healthy fleet shows a steady trickle;
 // a jump means devices abandon connections the gateway still holds.
 // Earlier versions counted it as devgate_evictions_total{cause="replaced"}.
+//
+// From the admin gRPC server (NewGRPCServerMetrics, go-grpc-middleware's
+// Prometheus provider): grpc_server_started_total,
+// grpc_server_handled_total{grpc_code}, grpc_server_msg_received_total,
+// grpc_server_msg_sent_total, grpc_server_handling_seconds, each by
+// grpc_type, grpc_service and grpc_method.
 //
 // From the registry watcher (NewRegistryCollector):
 //

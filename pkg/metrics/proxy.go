@@ -93,7 +93,7 @@ func NewProxyCollector(p ProxySource) prometheus.Collector {
 		fallbacks:    desc("fallbacks_total", "Connections routed to a backend other than the key's owner, because the owner's dial failed."),
 		dialFailures: desc("dial_failures_total", "Failed dials to backends, each try counted."),
 		moved:        desc("device_moved_total", "Devices that reconnected through this replica to a different backend than last time."),
-		bytes:        desc("bytes_total", "Bytes proxied, counted when a connection ends: in is client to backend, out is backend to client.", "direction"),
+		bytes:        desc("bytes_total", "Bytes proxied, counted as they are copied (open connections too): in is client to backend, out is backend to client.", "direction"),
 		evictions:    desc("evictions_total", "Proxied connections closed by an operator action, by cause (drain, rebalance, gateway_drain, shutdown).", "cause"),
 		relogin: desc("relogin_replaced_total", "Older connections of a device closed because the device logged in again through this replica "+
 			"(it gave up on a half-open connection, or reconnected before its close reached the gateway): normal device behaviour, not an eviction."),

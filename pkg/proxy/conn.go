@@ -92,8 +92,8 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 		handedOff = true // the loop calls finish and endConn
 		return
 	}
-	in, out := p.pipe(pc)
-	p.finish(pc, in, out)
+	p.pipe(pc)
+	p.finish(pc)
 }
 
 // routedConn accounts for a connection just routed: counters, the table,
@@ -115,13 +115,12 @@ func (p *Proxy) routedConn(pc *conn) {
 	}
 }
 
-// finish accounts for a proxied connection once both directions ended.
-func (p *Proxy) finish(pc *conn, in, out int64) {
+// finish accounts for a proxied connection once both directions ended
+// (its bytes were counted as they were copied).
+func (p *Proxy) finish(pc *conn) {
 	p.devices.logout(pc)
 	p.table.remove(pc)
 	p.stats.proxied.Add(-1)
-	p.stats.bytesIn.Add(uint64(in))
-	p.stats.bytesOut.Add(uint64(out))
 	p.stats.close(pc.endReason())
 }
 
