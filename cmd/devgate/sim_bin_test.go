@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -122,6 +124,31 @@ func (p *binProc) stop(t *testing.T) error {
 	}
 }
 
+// scrapeURL GETs a /metrics URL and returns its samples by `name{labels}`.
+func scrapeURL(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
+	}
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if i := strings.LastIndexByte(line, ' '); i > 0 && line[0] != '#' {
+			v, err := strconv.ParseFloat(line[i+1:], 64)
+			if err != nil {
+				t.Fatalf("bad sample %q", line)
+			}
+			out[line[:i]] = v
+		}
+	}
+	return out
+}
+
 // freeAddr returns a loopback address with a port free a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -163,9 +190,10 @@ func TestSimHoldDrainBinary(t *testing.T) {
 		t.Skip("builds the binary and runs processes")
 	}
 	bin := buildDevgate(t)
-	admin := freeAddr(t)
+	admin, adminHTTP := freeAddr(t), freeAddr(t)
 	dev := startBin(t, bin, false, "dev", "--listen", "127.0.0.1:0", "--etcd-listen", freeAddr(t),
-		"--admin-listen", admin, "--admin-http-listen", freeAddr(t), "--log-level", "warn")
+		"--admin-listen", admin, "--admin-http-listen", adminHTTP, "--log-level", "warn")
+	metricsURL := "http://" + adminHTTP + "/metrics"
 	line, _ := dev.await(t, "the gateway address", 0, func(l string) bool {
 		return strings.HasPrefix(strings.TrimSpace(l), "gateway ")
 	})
@@ -183,6 +211,24 @@ func TestSimHoldDrainBinary(t *testing.T) {
 		t.Fatalf("want 3 backends in %q", line)
 	}
 
+	// The held devices' heartbeats move devgate_bytes_total while every
+	// connection stays open.
+	in := `devgate_bytes_total{direction="in"}`
+	m0 := scrapeURL(t, metricsURL)
+	m1 := m0
+	for deadline := time.Now().Add(30 * time.Second); m1[in] <= m0[in]; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("bytes in stayed at %v with %v connections open", m0[in], m0["devgate_connections_proxied"])
+		}
+		m1 = scrapeURL(t, metricsURL)
+	}
+	if m0["devgate_connections_proxied"] != devices || m1["devgate_connections_proxied"] != devices {
+		t.Fatalf("proxied %v then %v, want %d", m0["devgate_connections_proxied"], m1["devgate_connections_proxied"], devices)
+	}
+	if m1[`devgate_connections_closed_total{reason="client_closed"}`] != 0 {
+		t.Fatalf("connections closed while holding: %v", m1)
+	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, "ctl", "--addr", admin, "drain", "demo-2",
@@ -198,6 +244,23 @@ func TestSimHoldDrainBinary(t *testing.T) {
 	if after["demo-1"] < before["demo-1"] || after["demo-3"] < before["demo-3"] ||
 		after["demo-1"]+after["demo-3"] != devices {
 		t.Fatalf("before %v, after %v", before, after)
+	}
+
+	// The drain went through the admin gRPC server's metrics; the build
+	// is labelled.
+	m := scrapeURL(t, metricsURL)
+	drained := `grpc_server_handled_total{grpc_code="OK",grpc_method="DrainBackend",grpc_service="devgate.admin.v1.Admin",grpc_type="unary"}`
+	if m[drained] != 1 {
+		t.Errorf("%s = %v", drained, m[drained])
+	}
+	found := false
+	for k, v := range m {
+		if strings.HasPrefix(k, "devgate_build_info{") && strings.Contains(k, `version="dev"`) && v == 1 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no devgate_build_info with version dev")
 	}
 
 	if err := simp.stop(t); err != nil {
