@@ -263,8 +263,8 @@ func (h *Holder) device(ctx context.Context, i int, sem chan struct{}) {
 			return
 		}
 		h.down(i, backend, reason)
-		prev, fails = backend, 0
-		wait = h.cfg.backoff(0)
+		prev = backend
+		wait, fails = h.cfg.backoff(0), 1 // a failure after this waits longer
 	}
 }
 
