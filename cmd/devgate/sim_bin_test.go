@@ -277,6 +277,20 @@ func TestSimHoldDrainBinary(t *testing.T) {
 	if st.Connected != devices || st.PerBackend["demo-2"] != 0 || moved != before["demo-2"] || st.Moved != moved {
 		t.Fatalf("drained demo-2 held %d; summary %+v", before["demo-2"], st)
 	}
+	// Text mode: live lines and, on ctrl-C, the summary; exit 0.
+	text := startBin(t, bin, false, "sim", "--target", gw, "--devices", "20", "--hold", "0", "--every", "200ms")
+	text.await(t, "a live line with every device", 0, func(l string) bool { return strings.Contains(l, "connected 20/20 |") })
+	syscall.Kill(text.cmd.Process.Pid, syscall.SIGINT)
+	select {
+	case <-text.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("sim did not exit 20 s after SIGINT:\n%s", text.output())
+	}
+	if text.err != nil {
+		t.Fatalf("sim exit after SIGINT: %v\n%s", text.err, text.output())
+	}
+	text.await(t, "the summary", 0, func(l string) bool { return strings.HasPrefix(l, "held 20 devices for ") })
+
 	if err := dev.stop(t); err != nil {
 		t.Fatalf("dev exit: %v\n%s", err, dev.output())
 	}
