@@ -182,7 +182,7 @@ func (h *Holder) Status() HoldStatus {
 
 // Run connects every device and keeps it connected until ctx ends, then
 // closes them all and returns the status as it was when ctx ended. Every
-// goroutine Run starts has finished when it returns.
+// goroutine Run starts has finished when it returns. Call it once.
 func (h *Holder) Run(ctx context.Context) HoldStatus {
 	h.mu.Lock()
 	h.start = time.Now()
