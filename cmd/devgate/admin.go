@@ -49,7 +49,7 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(metrics.NewProxyCollector(p))
+	reg.MustRegister(metrics.NewProxyCollector(p), metrics.NewBuildInfo(version, revision))
 	hist := metrics.NewPrereadHistogram()
 	reg.MustRegister(hist)
 	p.OnPreread = metrics.ObserveSeconds(hist)
@@ -65,7 +65,7 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 
 	if m != nil && cfg.Admin.GRPCAddr() != "off" {
 		reg.MustRegister(metrics.NewRegistryCollector(m.watcher))
-		if err := a.startGRPC(ctx, cfg, p, m, log); err != nil {
+		if err := a.startGRPC(ctx, cfg, p, m, reg, log); err != nil {
 			cancel()
 			return nil, err
 		}
@@ -84,7 +84,7 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 	return a, nil
 }
 
-func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy.Proxy, m *membership, log *zap.Logger) error {
+func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy.Proxy, m *membership, reg prometheus.Registerer, log *zap.Logger) error {
 	ac := cfg.Admin
 	auth, peerToken, err := loadAuth(ac)
 	if err != nil {
@@ -94,7 +94,12 @@ func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy
 	if err != nil {
 		return err
 	}
-	opts := auth.ServerOptions()
+	gm := metrics.NewGRPCServerMetrics()
+	reg.MustRegister(gm)
+	opts := append([]grpc.ServerOption{ // first: calls auth refuses are counted too
+		grpc.ChainUnaryInterceptor(gm.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(gm.StreamServerInterceptor()),
+	}, auth.ServerOptions()...)
 	if serverTLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(serverTLS)))
 	}
@@ -119,6 +124,7 @@ func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.grpc, a.health)
 	reflection.Register(a.grpc)
+	gm.InitializeMetrics(a.grpc)
 	l, err := net.Listen("tcp", ac.GRPCAddr())
 	if err != nil {
 		return fmt.Errorf("admin grpc: %w", err)

@@ -27,6 +27,8 @@ func runDev(args []string) error {
 	listen := fs.String("listen", "127.0.0.1:9000", "device listener of the gateway")
 	n := fs.Int("backends", 3, "demo backends to start")
 	etcdAddr := fs.String("etcd-listen", "127.0.0.1:2379", "client address of the embedded etcd")
+	adminAddr := fs.String("admin-listen", "127.0.0.1:9090", "admin gRPC address (devgate ctl --addr)")
+	adminHTTP := fs.String("admin-http-listen", "127.0.0.1:9091", "admin HTTP address (/metrics, /readyz)")
 	dataDir := fs.String("data-dir", "", "etcd data directory (default: a temporary one, removed on exit)")
 	ttl := fs.Duration("ttl", 5*time.Second, "lease TTL of the demo backends' registrations")
 	grace := fs.Duration("grace", 5*time.Second, "shutdown grace period")
@@ -37,7 +39,7 @@ func runDev(args []string) error {
 	if *n < 0 || *n > 64 {
 		return errors.New("--backends: want 0..64")
 	}
-	for _, a := range []string{*listen, *etcdAddr} {
+	for _, a := range []string{*listen, *etcdAddr, *adminAddr, *adminHTTP} {
 		if host, _, err := net.SplitHostPort(a); err != nil || !net.ParseIP(host).IsLoopback() {
 			return fmt.Errorf("%q: dev mode stays on loopback addresses", a)
 		}
@@ -60,7 +62,8 @@ func runDev(args []string) error {
 		return err
 	}
 	defer etcd.Stop()
-	cfg := &config.Config{Listen: *listen, Etcd: &config.Etcd{Endpoints: []string{etcd.Endpoint()}}}
+	cfg := &config.Config{Listen: *listen, Etcd: &config.Etcd{Endpoints: []string{etcd.Endpoint()}},
+		Admin: config.Admin{Listen: *adminAddr, HTTPListen: *adminHTTP}}
 	// Every simulated device comes from 127.0.0.1: per-address limits off.
 	cfg.Limits.MaxConnectionsPerIP, cfg.Limits.AcceptRatePerIP = -1, -1
 	if err := cfg.Validate(); err != nil {

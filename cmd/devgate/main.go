@@ -12,8 +12,10 @@ import (
 	"os"
 )
 
-// version is stamped at build time: -ldflags "-X main.version=v1.2.3".
-var version = "dev"
+// version and revision are stamped at build time:
+// -ldflags "-X main.version=v1.2.3 -X main.revision=$(git rev-parse HEAD)".
+// An empty revision falls back to the VCS stamp of the build.
+var version, revision = "dev", ""
 
 type command struct {
 	name, summary string

@@ -22,9 +22,12 @@
 //	devgate_fallbacks_total                   counter  routed to a backend other than the owner
 //	devgate_dial_failures_total               counter  failed backend dials, each try counted
 //	devgate_device_moved_total                counter  devices that reconnected to another backend than last time
-//	devgate_bytes_total{direction}            counter  bytes proxied: "in" client to backend, "out" back;
-//	                                                   counted when a connection ends
-//	devgate_evictions_total{cause}            counter  proxied connections the gateway closed on purpose
+//	devgate_bytes_total{direction}            counter  bytes proxied: "in" client to backend (the preread
+//	                                                   login frame too), "out" back; counted as they are
+//	                                                   copied, so it moves while connections are open
+//	devgate_build_info{version,goversion,revision} gauge  always 1: the build that runs
+//	devgate_evictions_total{cause}            counter  proxied connections closed by an operator action
+//	devgate_relogin_replaced_total            counter  a device's older connection closed when it logged in again
 //
 // Reasons of devgate_connections_closed_total are the proxy's Reason*
 // constants (max_conns, shutdown, empty, client_gone, preread_timeout,
@@ -37,10 +40,24 @@
 //
 // devgate_evictions_total is a view of the same counts: reason
 // "evicted_<cause>" gives cause <cause> ("drain", "rebalance",
-// "gateway_drain", "shutdown", ...), "replaced" (a device logged in again
-// while its older connection was open) gives cause "replaced", and a bare
-// "evicted" gives "other". A hard cut when Shutdown's context expires
-// counts as reason "shutdown", not as an eviction.
+// "gateway_drain", "shutdown", ...) and a bare "evicted" gives "other". A
+// hard cut when Shutdown's context expires counts as reason "shutdown",
+// not as an eviction.
+//
+// devgate_relogin_replaced_total is reason "replaced": a device logged in
+// again through this replica while its older connection was still open
+// there, and the older one was closed so the backend does not hold two
+// sessions (DESIGN.md). Devices do this after a half-open mobile
+// connection, and a device that closes and reconnects at once can beat
+// its own close to the gateway, so a healthy fleet shows a steady trickle;
+// a jump means devices abandon connections the gateway still holds.
+// Earlier versions counted it as devgate_evictions_total{cause="replaced"}.
+//
+// From the admin gRPC server (NewGRPCServerMetrics, go-grpc-middleware's
+// Prometheus provider): grpc_server_started_total,
+// grpc_server_handled_total{grpc_code}, grpc_server_msg_received_total,
+// grpc_server_msg_sent_total, grpc_server_handling_seconds, each by
+// grpc_type, grpc_service and grpc_method.
 //
 // From the registry watcher (NewRegistryCollector):
 //

@@ -127,6 +127,7 @@ func TestCollectorsOnALiveGateway(t *testing.T) {
 	for _, r := range []string{"not_json", "preread_timeout", "dial_failed", "evicted_drain", "evicted_gateway_drain"} {
 		want(t, m, map[string]float64{`devgate_connections_closed_total{reason="` + r + `"}`: 0})
 	}
+	want(t, m, map[string]float64{`devgate_relogin_replaced_total`: 0})
 	for _, c := range EvictionCauses {
 		want(t, m, map[string]float64{`devgate_evictions_total{cause="` + c + `"}`: 0})
 	}
@@ -188,7 +189,7 @@ func TestCollectorsOnALiveGateway(t *testing.T) {
 		`devgate_connections_closed_total{reason="client_closed"}`:   0,
 		`devgate_connections_closed_total{reason="preread_timeout"}`: 0,
 		`devgate_evictions_total{cause="drain"}`:                     1,
-		`devgate_evictions_total{cause="replaced"}`:                  1,
+		`devgate_relogin_replaced_total`:                             1,
 		`devgate_evictions_total{cause="rebalance"}`:                 0,
 		`devgate_evictions_total{cause="gateway_drain"}`:             0,
 		`devgate_preread_seconds_count`:                              3,
@@ -201,12 +202,15 @@ func TestCollectorsOnALiveGateway(t *testing.T) {
 		`devgate_registry_bad_values_total`:                          1,
 		`devgate_panic_holds_total`:                                  0,
 	})
+	if _, ok := m[`devgate_evictions_total{cause="replaced"}`]; ok {
+		t.Errorf("a relogin counted as an eviction")
+	}
 	if _, ok := m[`devgate_backend_connections{backend="b1"}`]; ok {
 		t.Errorf("backend_connections still has b1 with no connection open")
 	}
-	// Today the proxy counts bytes in from the pipe only, not the preread
-	// login frames it wrote to the backend before it.
-	if in := m[`devgate_bytes_total{direction="in"}`]; in < float64(len(hb)) || in != float64(g.proxy.Stats().BytesIn) {
+	// In: both login frames (written before the copy starts) and the
+	// heartbeat; the bad frame never reached a backend.
+	if in := m[`devgate_bytes_total{direction="in"}`]; in != float64(2*len(good)+len(hb)) || in != float64(g.proxy.Stats().BytesIn) {
 		t.Errorf("bytes in %v; heartbeat %d, Stats().BytesIn %d", in, len(hb), g.proxy.Stats().BytesIn)
 	}
 	if snap.Revision <= 0 {

@@ -17,7 +17,7 @@ const namespace = "devgate"
 // (and as evicted_<cause> in devgate_connections_closed_total) before the
 // first eviction; NewProxyCollector copies it. Other causes appear when
 // they first happen.
-var EvictionCauses = []string{"drain", "rebalance", "gateway_drain", "shutdown", "replaced"}
+var EvictionCauses = []string{"drain", "rebalance", "gateway_drain", "shutdown"}
 
 // ProxySource is what NewProxyCollector reads; *proxy.Proxy is one.
 type ProxySource interface {
@@ -45,19 +45,16 @@ func closedReasons() []string {
 		rs = append(rs, frame.Reason(err))
 	}
 	for _, c := range EvictionCauses {
-		if c != proxy.ReasonReplaced {
-			rs = append(rs, proxy.ReasonEvicted+"_"+c)
-		}
+		rs = append(rs, proxy.ReasonEvicted+"_"+c)
 	}
 	return rs
 }
 
 // evictionCause returns the cause a closed reason counts under in
-// devgate_evictions_total, and false if it is not an eviction.
+// devgate_evictions_total, and false if it is not an eviction. A
+// replaced connection is not one: see devgate_relogin_replaced_total.
 func evictionCause(reason string) (string, bool) {
 	switch {
-	case reason == proxy.ReasonReplaced:
-		return "replaced", true
 	case reason == proxy.ReasonEvicted:
 		return "other", true
 	case strings.HasPrefix(reason, proxy.ReasonEvicted+"_"):
@@ -77,7 +74,7 @@ type proxyCollector struct {
 	src ProxySource
 
 	accepted, acceptErrors, active, proxied, backend, closed, routed, fallbacks,
-	dialFailures, moved, bytes, evictions *prometheus.Desc
+	dialFailures, moved, bytes, evictions, relogin *prometheus.Desc
 
 	reasons []string // pre-declared closed reasons
 	causes  []string // pre-declared eviction causes
@@ -98,16 +95,18 @@ func NewProxyCollector(p ProxySource) prometheus.Collector {
 		fallbacks:    desc("fallbacks_total", "Connections routed to a backend other than the key's owner, because the owner's dial failed."),
 		dialFailures: desc("dial_failures_total", "Failed dials to backends, each try counted."),
 		moved:        desc("device_moved_total", "Devices that reconnected through this replica to a different backend than last time."),
-		bytes:        desc("bytes_total", "Bytes proxied, counted when a connection ends: in is client to backend, out is backend to client.", "direction"),
-		evictions:    desc("evictions_total", "Proxied connections closed by the gateway on purpose, by cause (drain, rebalance, gateway_drain, replaced).", "cause"),
-		reasons:      closedReasons(),
-		causes:       slices.Clone(EvictionCauses),
+		bytes:        desc("bytes_total", "Bytes proxied, counted as they are copied (open connections too): in is client to backend, out is backend to client.", "direction"),
+		evictions:    desc("evictions_total", "Proxied connections closed by an operator action, by cause (drain, rebalance, gateway_drain, shutdown).", "cause"),
+		relogin: desc("relogin_replaced_total", "Older connections of a device closed because the device logged in again through this replica "+
+			"(it gave up on a half-open connection, or reconnected before its close reached the gateway): normal device behaviour, not an eviction."),
+		reasons: closedReasons(),
+		causes:  slices.Clone(EvictionCauses),
 	}
 }
 
 func (c *proxyCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.accepted, c.acceptErrors, c.active, c.proxied, c.backend, c.closed,
-		c.routed, c.fallbacks, c.dialFailures, c.moved, c.bytes, c.evictions} {
+		c.routed, c.fallbacks, c.dialFailures, c.moved, c.bytes, c.evictions, c.relogin} {
 		ch <- d
 	}
 }
@@ -154,6 +153,7 @@ func (c *proxyCollector) Collect(ch chan<- prometheus.Metric) {
 	for cause, n := range evictions {
 		counter(c.evictions, n, cause)
 	}
+	counter(c.relogin, closed[proxy.ReasonReplaced])
 }
 
 // NewPrereadHistogram returns the devgate_preread_seconds histogram, with

@@ -17,7 +17,7 @@ func TestEvictionCause(t *testing.T) {
 		{"evicted_drain", "drain", true},
 		{"evicted_rebalance", "rebalance", true},
 		{"evicted_gateway_drain", "gateway_drain", true},
-		{"replaced", "replaced", true},
+		{"replaced", "", false}, // devgate_relogin_replaced_total
 		{"evicted", "other", true},
 		{"evicted_", "other", true},
 		{"shutdown", "", false},

@@ -74,16 +74,16 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 		if _, err := client.Write(first); err != nil {
 			pc.close(ReasonClientClosed)
 		}
+		p.stats.bytesOut.Add(uint64(len(first)))
 	}
 
 	if pc.ev != nil {
-		p.stats.bytesOut.Add(uint64(len(first)))
 		p.evAttach(pc.ev)
 		handedOff = true // the loop calls finish and endConn
 		return
 	}
-	in, out := p.pipe(pc)
-	p.finish(pc, in, out+int64(len(first)))
+	p.pipe(pc)
+	p.finish(pc)
 }
 
 // routedConn accounts for a connection just routed: counters, the table,
@@ -120,13 +120,12 @@ func (p *Proxy) untrackRouted(pc *conn) {
 	p.stats.proxied.Add(-1)
 }
 
-// finish accounts for a proxied connection once both directions ended.
-func (p *Proxy) finish(pc *conn, in, out int64) {
+// finish accounts for a proxied connection once both directions ended
+// (its bytes were counted as they were copied).
+func (p *Proxy) finish(pc *conn) {
 	p.devices.logout(pc)
 	p.table.remove(pc)
 	p.stats.proxied.Add(-1)
-	p.stats.bytesIn.Add(uint64(in))
-	p.stats.bytesOut.Add(uint64(out))
 	p.stats.close(pc.endReason())
 }
 

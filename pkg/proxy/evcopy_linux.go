@@ -112,6 +112,7 @@ func (l *evLoop) write(pr *evPair, d int, b []byte) (rest []byte, ok bool) {
 			return nil, false
 		}
 		pr.n[d] += int64(n)
+		l.bytes.n[d].Add(uint64(n))
 		b = b[n:]
 	}
 	return b, true

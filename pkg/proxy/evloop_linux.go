@@ -65,6 +65,25 @@ type evLoops struct {
 	next    atomic.Uint32
 	wg      sync.WaitGroup
 	paused  atomic.Uint64 // times a direction stopped reading for a full peer
+	counts  []*evBytes    // one per loop, kept after stop
+}
+
+// evBytes counts the bytes one loop wrote, per direction. Only its loop
+// adds, and the padding keeps the line its own.
+type evBytes struct {
+	n [2]atomic.Uint64
+	_ [64 - 16]byte
+}
+
+// bytes sums the loops' counts.
+func (ls *evLoops) bytes() (in, out uint64) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	for _, c := range ls.counts {
+		in += c.n[0].Load()
+		out += c.n[1].Load()
+	}
+	return in, out
 }
 
 // pick returns the loop for a new connection, starting the loops on first
@@ -85,6 +104,7 @@ func (ls *evLoops) pick(p *Proxy) (*evLoop, error) {
 				break
 			}
 			ls.loops = append(ls.loops, l)
+			ls.counts = append(ls.counts, l.bytes)
 			ls.wg.Add(1)
 			go func() { defer ls.wg.Done(); l.run() }()
 		}
@@ -141,7 +161,7 @@ type evPair struct {
 	pending [2][]byte  // bytes of direction d read but not yet written
 	pbuf    [2]*[]byte // the pooled buffers behind pending
 	ended   [2]bool    // direction d saw EOF and half-closed its peer
-	n       [2]int64   // bytes written, per direction
+	n       [2]int64   // bytes written, per direction (FIN timeout and fallback look at it)
 	done    bool
 }
 
@@ -217,6 +237,7 @@ type evLoop struct {
 	rc       syscall.RawConn
 	wake     [2]int // a pipe: a byte means kills are queued or the loop stops
 	buf      []byte // shared by every connection of the loop
+	bytes    *evBytes
 	stopping atomic.Bool
 	routed   atomic.Int64 // pairs in evCopy (for tests and stats)
 	parkedTo time.Time    // the read deadline set on ep; zero: none
@@ -241,7 +262,7 @@ func newEvLoop(p *Proxy) (*evLoop, error) {
 		syscall.Close(epfd)
 		return nil, fmt.Errorf("epoll nonblock: %w", err)
 	}
-	l := &evLoop{p: p, epfd: epfd, ep: os.NewFile(uintptr(epfd), "epoll"), buf: make([]byte, evBufSize),
+	l := &evLoop{p: p, epfd: epfd, ep: os.NewFile(uintptr(epfd), "epoll"), buf: make([]byte, evBufSize), bytes: &evBytes{},
 		pairs: make(map[int32]*evPair), acceptors: make(map[int32]*evAcceptor)}
 	l.timers[evPreread].d, l.timers[evDial].d = p.prereadTimeout(), p.dialTimeout()
 	fins := p.finTimeouts()
@@ -409,7 +430,7 @@ func (l *evLoop) finalize(pr *evPair) {
 	pr.pc.setReason(ReasonClientClosed) // as pipe: no-op if a reason was set
 	pr.side[0].close()
 	pr.side[1].close()
-	pr.p.finish(pr.pc, pr.n[0], pr.n[1])
+	pr.p.finish(pr.pc)
 	pr.p.endConn(pr.release)
 }
 

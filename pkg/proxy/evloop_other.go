@@ -17,6 +17,8 @@ func (*evLoops) stop() {}
 
 func (*evLoops) killUnrouted() {}
 
+func (*evLoops) bytes() (in, out uint64) { return 0, 0 }
+
 func (p *Proxy) evAccept(net.Conn, bool) bool { return false }
 
 // listenSockOpts: nil where accepted sockets are not known to inherit them.

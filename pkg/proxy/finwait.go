@@ -2,9 +2,9 @@ package proxy
 
 import (
 	"errors"
-	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 )
 
@@ -54,13 +54,13 @@ func idleOrFin(c *conn, d int, idle time.Duration) (wait time.Duration, fin bool
 	return idle, false
 }
 
-// copyFinWait is io.Copy(dst, src) for direction d that, once the other
+// copyFinWait is copyCounted(dst, src, count) for direction d that, once the other
 // direction ended, returns errFinTimeout when nothing moved for a FIN
 // timeout (so within twice it: the first period may count older bytes).
-func copyFinWait(c *conn, dst, src net.Conn, d int) (int64, error) {
+func copyFinWait(c *conn, dst, src net.Conn, d int, count *atomic.Uint64) (int64, error) {
 	var total int64
 	for {
-		n, err := io.Copy(dst, src)
+		n, err := copyCounted(dst, src, count)
 		total += n
 		w := c.finWaitOn(d)
 		if err == nil || w == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {

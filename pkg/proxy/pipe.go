@@ -27,19 +27,19 @@ func (p *Proxy) pipe(c *conn) (in, out int64) {
 
 // Named so stack dumps show which way a stuck copy runs.
 func copyClientToBackend(c *conn) int64 {
-	return copyHalf(c, c.backend, c.client, ReasonClientClosed)
+	return copyHalf(c, c.backend, c.client, &c.n[0], ReasonClientClosed)
 }
 
 func copyBackendToClient(c *conn) int64 {
-	return copyHalf(c, c.client, c.backend, ReasonBackendClosed)
+	return copyHalf(c, c.client, c.backend, &c.n[1], ReasonBackendClosed)
 }
 
-// copyHalf copies src to dst. Between two *net.TCPConn io.Copy splices in
-// the kernel. A clean EOF half-closes dst; an error tears both sides down so
-// the other direction returns too.
-func copyHalf(c *conn, dst, src net.Conn, eofReason string) int64 {
+// copyHalf copies src to dst, counting into count as it goes. Between two
+// *net.TCPConn it splices in the kernel. A clean EOF half-closes dst; an
+// error tears both sides down so the other direction returns too.
+func copyHalf(c *conn, dst, src net.Conn, count *atomic.Uint64, eofReason string) int64 {
 	d := dirOf(eofReason)
-	n, err := copyFinWait(c, dst, src, d)
+	n, err := copyFinWait(c, dst, src, d, count)
 	if err == nil {
 		c.setReason(eofReason)
 		if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
@@ -64,8 +64,8 @@ func (p *Proxy) pipeIdle(c *conn) (in, out int64) {
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
 	done := make(chan int64, 1)
-	go func() { done <- copyIdle(c, c.client, c.backend, p.IdleTimeout, &last, ReasonBackendClosed) }()
-	in = copyIdle(c, c.backend, c.client, p.IdleTimeout, &last, ReasonClientClosed)
+	go func() { done <- copyIdle(c, c.client, c.backend, p.IdleTimeout, &last, &c.n[1], ReasonBackendClosed) }()
+	in = copyIdle(c, c.backend, c.client, p.IdleTimeout, &last, &c.n[0], ReasonClientClosed)
 	out = <-done
 	c.close(ReasonClientClosed)
 	return in, out
@@ -73,7 +73,7 @@ func (p *Proxy) pipeIdle(c *conn) (in, out int64) {
 
 var idleBufPool = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
 
-func copyIdle(c *conn, dst, src net.Conn, idle time.Duration, last *atomic.Int64, eofReason string) int64 {
+func copyIdle(c *conn, dst, src net.Conn, idle time.Duration, last *atomic.Int64, count *atomic.Uint64, eofReason string) int64 {
 	bp := idleBufPool.Get().(*[]byte)
 	defer idleBufPool.Put(bp)
 	d := dirOf(eofReason)
@@ -84,11 +84,13 @@ func copyIdle(c *conn, dst, src net.Conn, idle time.Duration, last *atomic.Int64
 		n, err := src.Read(*bp)
 		if n > 0 {
 			last.Store(time.Now().UnixNano())
-			if _, werr := dst.Write((*bp)[:n]); werr != nil {
+			w, werr := dst.Write((*bp)[:n])
+			count.Add(uint64(w))
+			total += int64(w)
+			if werr != nil {
 				c.close(eofReason)
 				return total
 			}
-			total += int64(n)
 		}
 		if err == nil {
 			continue

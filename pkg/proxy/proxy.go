@@ -410,8 +410,15 @@ func (p *Proxy) closeAll(reason string) {
 	}
 }
 
-// Stats returns a copy of the counters.
-func (p *Proxy) Stats() Stats { return p.stats.snapshot() }
+// Stats returns a copy of the counters. The byte counts include open
+// connections (it walks them: call it at scrape rates, not per packet).
+func (p *Proxy) Stats() Stats {
+	s := p.stats.snapshot()
+	in, out := p.bytesCopied()
+	s.BytesIn += in
+	s.BytesOut += out
+	return s
+}
 
 // Conns returns the number of proxied connections per backend id.
 func (p *Proxy) Conns() map[string]int { return p.table.counts() }

@@ -49,8 +49,8 @@ type Stats struct {
 	Fallbacks    uint64            // routed to a backend other than the owner (stickiness broken)
 	DialFailures uint64            // failed dials, each try counted
 	Moved        uint64            // devices that reconnected to a different backend than last time
-	BytesIn      uint64            // client to backend, counted when a connection ends
-	BytesOut     uint64            // backend to client, counted when a connection ends
+	BytesIn      uint64            // client to backend (the preread bytes too), counted as copied
+	BytesOut     uint64            // backend to client, counted as copied
 	Closed       map[string]uint64 // connections ended, by reason
 }
 

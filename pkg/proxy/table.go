@@ -22,6 +22,7 @@ type conn struct {
 	// whether this connection (or the one it fell back from) counted a move.
 	lastBackend string
 	seen, moved bool
+	n               [2]atomic.Uint64 // bytes copied by goroutines so far: client to backend, back
 
 	once    sync.Once
 	closing atomic.Bool // set by the first close: Evict must not pick it again
@@ -81,6 +82,7 @@ func (c *conn) close(reason string) bool {
 type connTable struct {
 	mu        sync.Mutex
 	byBackend map[string]map[*conn]struct{}
+	closedN   [2]uint64 // conn.n of the connections removed
 }
 
 func (t *connTable) add(c *conn) {
@@ -97,8 +99,12 @@ func (t *connTable) add(c *conn) {
 	t.mu.Unlock()
 }
 
+// remove takes c out and folds its byte counts into the totals, under the
+// lock bytes takes, so their sum never goes back.
 func (t *connTable) remove(c *conn) {
 	t.mu.Lock()
+	t.closedN[0] += c.n[0].Load()
+	t.closedN[1] += c.n[1].Load()
 	if set := t.byBackend[c.backendID]; set != nil {
 		delete(set, c)
 		if len(set) == 0 {
@@ -106,6 +112,22 @@ func (t *connTable) remove(c *conn) {
 		}
 	}
 	t.mu.Unlock()
+}
+
+// bytes returns the bytes goroutines copied for connections closed and
+// open, per direction. It walks the open ones: a scrape's cost, not the
+// hot path's.
+func (t *connTable) bytes() (in, out uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	in, out = t.closedN[0], t.closedN[1]
+	for _, set := range t.byBackend {
+		for c := range set {
+			in += c.n[0].Load()
+			out += c.n[1].Load()
+		}
+	}
+	return in, out
 }
 
 // counts returns live connections per backend id.

@@ -224,18 +224,9 @@ func (w *worker) session(ctx context.Context, id string, login []byte) (backend,
 	if err != nil {
 		return "", failure(ctx, "login", err)
 	}
-	var reply struct {
-		Backend string `json:"backend"`
-		Devid   string `json:"devid"`
-	}
-	if err := json.Unmarshal(body, &reply); err != nil {
-		return "", "login_bad_json"
-	}
-	if reply.Backend == "" {
-		return "", "login_no_backend"
-	}
-	if reply.Devid != "" && reply.Devid != id {
-		return "", "login_wrong_device"
+	backend, reason = loginReply(body, id)
+	if reason != "" {
+		return "", reason
 	}
 
 	var timer *time.Timer
@@ -258,6 +249,25 @@ func (w *worker) session(ctx context.Context, id string, login []byte) (backend,
 		if _, err := w.exchange(conn, TypeHeartbeat, w.hb); err != nil {
 			return "", failure(ctx, "heartbeat", err)
 		}
+	}
+	return backend, ""
+}
+
+// loginReply returns the backend named by a login reply body, or a
+// failure reason.
+func loginReply(body []byte, id string) (backend, reason string) {
+	var reply struct {
+		Backend string `json:"backend"`
+		Devid   string `json:"devid"`
+	}
+	if err := json.Unmarshal(body, &reply); err != nil {
+		return "", "login_bad_json"
+	}
+	if reply.Backend == "" {
+		return "", "login_no_backend"
+	}
+	if reply.Devid != "" && reply.Devid != id {
+		return "", "login_wrong_device"
 	}
 	return reply.Backend, ""
 }
