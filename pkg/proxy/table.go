@@ -22,7 +22,7 @@ type conn struct {
 	// whether this connection (or the one it fell back from) counted a move.
 	lastBackend string
 	seen, moved bool
-	n               [2]atomic.Uint64 // bytes copied by goroutines so far: client to backend, back
+	n           [2]atomic.Uint64 // bytes copied by goroutines so far: client to backend, back
 
 	once    sync.Once
 	closing atomic.Bool // set by the first close: Evict must not pick it again
