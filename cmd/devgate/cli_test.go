@@ -1,0 +1,129 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testVersion is stamped into the binary the tests build.
+const testVersion = "v0.0.0-clitest"
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+	binDir  string
+)
+
+// TestMain removes the binary built for the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// devgateBin builds the real binary once per test run.
+func devgateBin(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "devgate-cli-test-")
+		if binErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "devgate")
+		cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", binPath, ".")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binErr = errors.New(string(out))
+		}
+	})
+	if binErr != nil {
+		t.Fatalf("go build: %v", binErr)
+	}
+	return binPath
+}
+
+// runBin runs the binary to its end (at most a minute) and returns what it
+// printed and its exit code.
+func runBin(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errw bytes.Buffer
+	cmd := exec.Command(devgateBin(t), args...)
+	cmd.Stdout, cmd.Stderr = &out, &errw
+	cmd.WaitDelay = time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
+	defer timer.Stop()
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		t.Fatal(err)
+	}
+	t.Logf("devgate %s -> %d\n%s%s", strings.Join(args, " "), code, out.String(), errw.String())
+	return out.String(), errw.String(), code
+}
+
+func TestBinaryHelpAndVersion(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string // in stdout
+	}{
+		{[]string{"--help"}, "Available Commands:"},
+		{[]string{"-h"}, "exit codes: 0 ok, 1 failed, 2 usage error, 130 interrupted"},
+		{[]string{"help", "serve"}, "--config string"},
+		{[]string{"serve", "-h"}, "--admin-advertise string"},
+		{[]string{"sim", "--help"}, "--devices int"},
+		{[]string{"ctl", "drain", "--help"}, "--deadline duration"},
+		{[]string{"--version"}, "devgate " + testVersion + "\n"},
+		{[]string{"version"}, testVersion + "\n"},
+		{[]string{"completion", "bash"}, "complete -o default -F __start_devgate devgate"},
+		{[]string{"completion", "zsh"}, "#compdef devgate"},
+		{[]string{"completion", "fish"}, "complete -c devgate"},
+	} {
+		out, errOut, code := runBin(t, tc.args...)
+		if code != 0 || !strings.Contains(out, tc.want) || errOut != "" {
+			t.Errorf("devgate %q: exit %d, stderr %q, stdout lacks %q:\n%s", tc.args, code, errOut, tc.want, out)
+		}
+	}
+}
+
+// A bad command line is one error line and one hint, exit 2, nothing on stdout.
+func TestBinaryUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string // all of stderr
+	}{
+		{[]string{"sim", "--devcies", "10"}, "devgate sim: unknown flag: --devcies\nRun 'devgate sim --help' for usage.\n"},
+		{[]string{"serve", "--grace", "soon"}, "devgate serve: invalid argument \"soon\" for \"--grace\" flag: time: invalid duration \"soon\"\nRun 'devgate serve --help' for usage.\n"},
+		{[]string{"serve", "extra"}, "devgate serve: takes no arguments, got [\"extra\"]\nRun 'devgate serve --help' for usage.\n"},
+		{[]string{"sevre"}, "devgate: unknown command \"sevre\" (did you mean serve?)\nRun 'devgate --help' for usage.\n"},
+		{[]string{"register", "--addr", "10.0.0.1:9000"}, "devgate register: --id and --addr are required\nRun 'devgate register --help' for usage.\n"},
+	} {
+		out, errOut, code := runBin(t, tc.args...)
+		if code != exitUsage || out != "" || errOut != tc.want {
+			t.Errorf("devgate %q: exit %d, stdout %q, stderr:\n%s\nwant exit 2 and stderr:\n%s", tc.args, code, out, errOut, tc.want)
+		}
+	}
+}
+
+// Go's flag package took -name for --name; those command lines still work.
+func TestBinarySingleDashFlags(t *testing.T) {
+	out, _, code := runBin(t, "sim", "-devices=1", "-target", "127.0.0.1:1", "-timeout", "100ms", "-json")
+	if code != 0 || !strings.Contains(out, `"Devices":1,`) { // --json reports failures, exit 0
+		t.Fatalf("exit %d, stdout %q; want 0 and a JSON report of 1 device", code, out)
+	}
+}
