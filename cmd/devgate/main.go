@@ -76,7 +76,7 @@ exit codes: 0 ok, 1 failed, 2 usage error, 130 interrupted`,
 	root.SetVersionTemplate("devgate {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
 	root.AddCommand(newDevCmd(), newServeCmd(), newSimCmd(), newBackendCmd(), newLoadCmd(),
-		newRegisterCmd(), newCtlCmd(), newVersionCmd())
+		newRegisterCmd(), newCtlCmd(), newConfigCmd(), newVersionCmd())
 	return root
 }
 
