@@ -133,6 +133,8 @@ func (c *ctlRun) explain(err error) string {
 		return "not found: " + st.Message()
 	case codes.InvalidArgument:
 		return "invalid request: " + st.Message()
+	case codes.FailedPrecondition:
+		return "not possible on this gateway: " + st.Message()
 	case codes.Unimplemented:
 		return fmt.Sprintf("%s does not serve this call (not a devgate admin port, or an older version): %s", c.addr, st.Message())
 	}

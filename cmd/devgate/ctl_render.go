@@ -126,7 +126,10 @@ func renderGateways(w io.Writer, resp *adminv1.ListGatewaysResponse) {
 	tw := newTable(w, "ID", "ADMIN", "VERSION", "UPTIME", "CONNS", "REVISION", "STALENESS", "READY", "DRAINING")
 	for _, g := range resp.GetGateways() {
 		stale := fmtDurPB(g.GetEtcdStaleness())
-		if !g.GetEtcdConnected() {
+		switch {
+		case g.GetEtcdStaleness() == nil:
+			stale = "- (no etcd)" // a static backend list
+		case !g.GetEtcdConnected():
 			stale += " (etcd down)"
 		}
 		row(tw, g.GetId(), orDash(g.GetAdmin()), orDash(g.GetVersion()), fmtDurPB(g.GetUptime()), g.GetConnections(),
