@@ -38,7 +38,7 @@ func (g *ctlFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&g.key, "key", "", "client key (PEM) for mTLS")
 	fs.BoolVar(&g.insecure, "insecure", false, "plaintext; the default without --cacert/--cert")
 	fs.DurationVar(&g.timeout, "timeout", 10*time.Second, "timeout of each call (for rebalance: the longest silence of the stream)")
-	fs.BoolVar(&g.json, "json", false, "print one JSON document (protojson, proto field names); progress goes to stderr")
+	fs.BoolVar(&g.json, "json", false, "print one JSON document (proto field names, 64-bit integers as numbers); progress goes to stderr")
 }
 
 // resolve fills defaults from the environment and checks combinations.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -65,8 +66,7 @@ backends:
 			t.Error("serve did not stop 30s after SIGTERM")
 		}
 		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("serve log:\n%s", b)
+			t.Logf("serve log:\n%s", readFile(t, logf.Name()))
 		}
 	}()
 
@@ -81,6 +81,15 @@ backends:
 b1  127.0.0.1:9101  100     -     active  `
 	if code != 0 || !strings.HasPrefix(out, want) || !strings.Contains(out, "\nb2  127.0.0.1:9102  100     a     active") {
 		t.Fatalf("ctl backends: exit %d, stdout:\n%s\nstderr: %s", code, out, errOut)
+	}
+
+	// JSON logs carry ISO 8601 times.
+	first, _, _ := strings.Cut(readFile(t, logf.Name()), "\n")
+	var entry struct{ TS string }
+	if err := json.Unmarshal([]byte(first), &entry); err != nil {
+		t.Errorf("first log line %q: %v", first, err)
+	} else if _, err := time.Parse("2006-01-02T15:04:05.000Z0700", entry.TS); err != nil {
+		t.Errorf("log time %q is not ISO 8601: %v", entry.TS, err)
 	}
 
 	out, _, code = runBin(t, "ctl", "--addr", admin, "lookup", "dev-42")
@@ -98,4 +107,13 @@ b1  127.0.0.1:9101  100     -     active  `
 			t.Errorf("ctl %s: exit %d, stdout %q, stderr %q; want exit 1 and %q...", args, code, out, errOut, want)
 		}
 	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
