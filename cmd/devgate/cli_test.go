@@ -170,3 +170,25 @@ func TestBinaryServeWithoutConfig(t *testing.T) {
 		t.Fatalf("err %v, output %q; want exit 1 and %q", err, out, want)
 	}
 }
+
+// The commands dev prints run as printed: ./bin/devgate unless PATH finds
+// this very binary as devgate.
+func TestSelfName(t *testing.T) {
+	bin := devgateBin(t)
+	t.Setenv("PATH", "/nonexistent")
+	if got := selfName(bin); got != bin {
+		t.Errorf("not on PATH: %q, want %q", got, bin)
+	}
+	t.Setenv("PATH", filepath.Dir(bin))
+	if got := selfName(bin); got != "devgate" {
+		t.Errorf("on PATH: %q, want devgate", got)
+	}
+	other := filepath.Join(t.TempDir(), "devgate")
+	if err := os.WriteFile(other, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", filepath.Dir(other))
+	if got := selfName(bin); got != bin {
+		t.Errorf("another devgate on PATH: %q, want %q", got, bin)
+	}
+}

@@ -115,13 +115,14 @@ func runDev(out io.Writer, f devFlags) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "devgate dev %s\n  etcd      %s (embedded, data in %s)\n  gateway   %s (devices connect here)\n  admin     %s (gRPC: devgate ctl), http://%s/metrics\n",
-		version, etcd.Endpoint(), dir, l.Addr(), cfg.Admin.GRPCAddr(), cfg.Admin.HTTPAddr())
+	self := selfName(os.Args[0])
+	fmt.Fprintf(out, "devgate dev %s\n  etcd      %s (embedded, data in %s)\n  gateway   %s (devices connect here)\n  admin     %s (gRPC: %s ctl), http://%s/metrics\n",
+		version, etcd.Endpoint(), dir, l.Addr(), cfg.Admin.GRPCAddr(), self, cfg.Admin.HTTPAddr())
 	for _, b := range backends {
 		fmt.Fprintf(out, "  backend   %-8s %s (registered in etcd, lease TTL %s)\n", b.id, b.addr, f.ttl)
 	}
-	fmt.Fprintf(out, "\ntry:\n  devgate sim --target %s --devices 1000\n  devgate ctl backends\n  devgate backend --id demo-%d --listen 127.0.0.1:0 --etcd %s   # one more backend; kill -9 it to see its lease expire\n\n",
-		l.Addr(), f.backends+1, etcd.Endpoint())
+	fmt.Fprintf(out, "\ntry, in another terminal here:\n  %[1]s sim --target %[2]s --devices 1000\n  %[1]s ctl backends\n  %[1]s backend --id demo-%[3]d --listen 127.0.0.1:0 --etcd %[4]s   # one more backend; kill -9 it to see its lease expire\n\n",
+		self, l.Addr(), f.backends+1, etcd.Endpoint())
 	return serveUntilSignal(p, l, f.grace, log)
 }
 

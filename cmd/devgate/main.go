@@ -16,6 +16,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 
@@ -143,6 +145,23 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ee.code
 	}
 	return exitFailed
+}
+
+// selfName is how to run this binary again from the same directory, for
+// the commands it prints: its name if PATH finds this very file there, else
+// the path it was started by (./bin/devgate under make run).
+func selfName(arg0 string) string {
+	base := filepath.Base(arg0)
+	onPath, err := exec.LookPath(base)
+	if err != nil {
+		return arg0
+	}
+	a, err1 := os.Stat(onPath)
+	b, err2 := os.Stat(arg0)
+	if err1 != nil || err2 != nil || !os.SameFile(a, b) {
+		return arg0
+	}
+	return base
 }
 
 // singleDashLong is a long flag written with one dash, as Go's flag package
