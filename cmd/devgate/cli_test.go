@@ -154,6 +154,12 @@ func TestBinaryConfigCheck(t *testing.T) {
 	if wantErr = bad + ": admin.httpListen: \"garbage\": missing port\n"; code != exitFailed || errOut != wantErr {
 		t.Errorf("check bad address: exit %d, stderr:\n%s\nwant exit 1, stderr:\n%s", code, errOut, wantErr)
 	}
+	// Files the config names must open.
+	os.WriteFile(bad, []byte("backends: [{id: b1, addr: '10.0.0.1:9000'}]\nadmin: {tokens: [{file: /nonexistent/token, role: admin}]}\n"), 0o600)
+	_, errOut, code = runBin(t, "config", "check", bad)
+	if wantErr = bad + ": admin.tokens[0].file: open /nonexistent/token: no such file or directory\n"; code != exitFailed || errOut != wantErr {
+		t.Errorf("check missing token file: exit %d, stderr:\n%s\nwant exit 1, stderr:\n%s", code, errOut, wantErr)
+	}
 	if _, errOut, code = runBin(t, "config", "check"); code != exitUsage || !strings.Contains(errOut, "want FILE...") {
 		t.Errorf("check without a file: exit %d, stderr %q", code, errOut)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -38,7 +39,8 @@ func newConfigCmd() *cobra.Command {
 		Short: "load and validate config files, as serve would; exit 1 if one is invalid",
 		Long: `Loads and validates each FILE as serve would, without listening or dialling
 (like nginx -t or haproxy -c). Prints "FILE: OK" and what it would route to, or
-each error with the file and the key; exits 1 if any file is invalid.`,
+each error with the file and the key; exits 1 if any file is invalid. The
+files it names (certificates, keys, tokens) must open.`,
 		Example: "  devgate config check deploy/devgate.example.yaml",
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
@@ -63,6 +65,10 @@ func checkConfigs(stdout, stderr io.Writer, paths []string) error {
 			bad = true
 			continue
 		}
+		if unreadable := checkFiles(stderr, p, cfg); unreadable {
+			bad = true
+			continue
+		}
 		src := plural(int64(len(cfg.Backends)), "static backend")
 		if cfg.Etcd != nil {
 			src = fmt.Sprintf("backends from etcd %v", cfg.Etcd.Endpoints)
@@ -73,4 +79,19 @@ func checkConfigs(stdout, stderr io.Writer, paths []string) error {
 		return &exitError{code: exitFailed, err: errConfigInvalid, quiet: true}
 	}
 	return nil
+}
+
+// checkFiles opens each file the config names, as serve will, and reports
+// the ones it cannot open.
+func checkFiles(stderr io.Writer, path string, cfg *config.Config) (bad bool) {
+	for _, f := range cfg.Files() {
+		fh, err := os.Open(f.Path)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %s: %v\n", path, f.Key, err)
+			bad = true
+			continue
+		}
+		fh.Close()
+	}
+	return bad
 }

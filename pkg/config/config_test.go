@@ -166,6 +166,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte("backends: [{id: a, addr: 'h:1', weight: 3}]\nkey: {types: [1, 2]}\n"))
+	f.Add([]byte("backend: []\nadmin: {httpListn: x, listen: '1:99999'}\netcd: {endpoints: ['http://e:1/x']}\n"))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		c, err := Parse(doc)
 		if err != nil {

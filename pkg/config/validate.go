@@ -213,3 +213,40 @@ func inFile(path string, err error) error {
 	}
 	return errors.Join(errs...)
 }
+
+// File is a file the config names: Key is its YAML path.
+type File struct{ Key, Path string }
+
+// Files lists the files the config names (certificates, keys, tokens, the
+// etcd password), for `config check` to open before serve needs them.
+func (c *Config) Files() []File {
+	var out []File
+	add := func(key, path string) {
+		if path != "" {
+			out = append(out, File{key, path})
+		}
+	}
+	if c.TLS != nil {
+		add("tls.certFile", c.TLS.CertFile)
+		add("tls.keyFile", c.TLS.KeyFile)
+	}
+	if b := c.BackendTLS; b != nil {
+		add("backendTLS.caFile", b.CAFile)
+		add("backendTLS.certFile", b.CertFile)
+		add("backendTLS.keyFile", b.KeyFile)
+	}
+	if e := c.Etcd; e != nil {
+		add("etcd.caFile", e.CAFile)
+		add("etcd.certFile", e.CertFile)
+		add("etcd.keyFile", e.KeyFile)
+		add("etcd.passwordFile", e.PasswordFile)
+	}
+	a := c.Admin
+	add("admin.certFile", a.CertFile)
+	add("admin.keyFile", a.KeyFile)
+	add("admin.clientCAFile", a.ClientCAFile)
+	for i, t := range a.Tokens {
+		add(fmt.Sprintf("admin.tokens[%d].file", i), t.File)
+	}
+	return out
+}

@@ -115,3 +115,23 @@ func TestEditDistance(t *testing.T) {
 		}
 	}
 }
+
+func TestFiles(t *testing.T) {
+	c, err := Parse([]byte(`etcd: {endpoints: ['https://e:2379'], caFile: ca, certFile: c, keyFile: k, username: u, passwordFile: pw}
+tls: {certFile: tc, keyFile: tk}
+backendTLS: {caFile: bca}
+admin: {certFile: ac, keyFile: ak, clientCAFile: aca, tokens: [{file: t0, role: read}, {file: t1, role: admin}]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range c.Files() {
+		got = append(got, f.Key+"="+f.Path)
+	}
+	want := "tls.certFile=tc tls.keyFile=tk backendTLS.caFile=bca etcd.caFile=ca etcd.certFile=c etcd.keyFile=k " +
+		"etcd.passwordFile=pw admin.certFile=ac admin.keyFile=ak admin.clientCAFile=aca admin.tokens[0].file=t0 admin.tokens[1].file=t1"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("files:\n%s\nwant:\n%s", strings.Join(got, " "), want)
+	}
+}
