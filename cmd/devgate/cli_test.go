@@ -111,6 +111,7 @@ func TestBinaryUsageErrors(t *testing.T) {
 		{[]string{"serve", "--grace", "soon"}, "devgate serve: invalid argument \"soon\" for \"--grace\" flag: time: invalid duration \"soon\"\nRun 'devgate serve --help' for usage.\n"},
 		{[]string{"serve", "extra"}, "devgate serve: takes no arguments, got [\"extra\"]\nRun 'devgate serve --help' for usage.\n"},
 		{[]string{"sevre"}, "devgate: unknown command \"sevre\" (did you mean serve?)\nRun 'devgate --help' for usage.\n"},
+		{[]string{"config", "chekc"}, "devgate config: unknown command \"chekc\" (did you mean check?)\nRun 'devgate config --help' for usage.\n"},
 		{[]string{"register", "--addr", "10.0.0.1:9000"}, "devgate register: --id and --addr are required\nRun 'devgate register --help' for usage.\n"},
 	} {
 		out, errOut, code := runBin(t, tc.args...)

@@ -33,6 +33,7 @@ func newConfigCmd() *cobra.Command {
 		Use:   "config",
 		Short: "check config files",
 		Args:  noArgs,
+		RunE:  usageRunE,
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "check FILE...",

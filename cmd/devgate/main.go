@@ -70,10 +70,7 @@ exit codes: 0 ok, 1 failed, 2 usage error, 130 interrupted`,
 		SilenceErrors: true, // runMain prints one line
 		SilenceUsage:  true,
 		Args:          noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
-			return &exitError{code: exitUsage, quiet: true}
-		},
+		RunE:          usageRunE,
 	}
 	root.SetVersionTemplate("devgate {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
@@ -92,7 +89,15 @@ func newVersionCmd() *cobra.Command {
 	}
 }
 
-// noArgs is cobra.NoArgs as a usage error.
+// usageRunE runs a command that only groups others, called without one:
+// its usage on stderr, exit 2.
+func usageRunE(cmd *cobra.Command, _ []string) error {
+	fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
+	return &exitError{code: exitUsage, quiet: true}
+}
+
+// noArgs is cobra.NoArgs as a usage error; for a command with
+// subcommands, an unknown one.
 func noArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
 		if cmd.HasSubCommands() {
