@@ -199,3 +199,11 @@ func TestSelfName(t *testing.T) {
 		t.Errorf("another devgate on PATH: %q, want %q", got, bin)
 	}
 }
+
+func TestLongDashes(t *testing.T) {
+	got := longDashes(newRootCmd(), []string{"ctl", "-addr", "a:1", "drain", "b1", "-reason", "-maintenance", "-wait", "-pace=5", "-h", "--", "-json"})
+	want := "ctl --addr a:1 drain b1 --reason -maintenance --wait --pace=5 -h -- -json"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("got  %s\nwant %s", strings.Join(got, " "), want)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=v1.2.3".
@@ -126,7 +127,7 @@ func main() {
 // pointing at --help.
 func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd()
-	root.SetArgs(longDashes(args))
+	root.SetArgs(longDashes(root, args))
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	cmd, err := root.ExecuteContextC(ctx)
@@ -171,18 +172,32 @@ func selfName(arg0 string) string {
 
 // singleDashLong is a long flag written with one dash, as Go's flag package
 // took it (-config FILE, -devices=10).
-var singleDashLong = regexp.MustCompile(`^-[A-Za-z][A-Za-z0-9-]+(=.*)?$`)
+var singleDashLong = regexp.MustCompile(`^-([A-Za-z][A-Za-z0-9-]+)(=.*)?$`)
 
-// longDashes rewrites -name to --name, so that command lines written for the
-// flag package devgate used before cobra keep working. No devgate flag has a
-// one-letter form besides -h, and "--" ends the rewriting.
-func longDashes(args []string) []string {
+// longDashes rewrites -name to --name when name is a flag of some devgate
+// command, so that command lines written for the flag package devgate used
+// before cobra keep working. Other arguments ("-maintenance" as a --reason)
+// are left as they are, and "--" ends the rewriting.
+func longDashes(root *cobra.Command, args []string) []string {
+	names := map[string]bool{}
+	var collect func(*cobra.Command)
+	collect = func(c *cobra.Command) {
+		c.InitDefaultHelpFlag()
+		c.InitDefaultVersionFlag()
+		for _, fs := range []*pflag.FlagSet{c.Flags(), c.PersistentFlags()} {
+			fs.VisitAll(func(f *pflag.Flag) { names[f.Name] = true })
+		}
+		for _, sub := range c.Commands() {
+			collect(sub)
+		}
+	}
+	collect(root)
 	out := make([]string, 0, len(args))
 	for i, a := range args {
 		if a == "--" {
 			return append(out, args[i:]...)
 		}
-		if singleDashLong.MatchString(a) {
+		if m := singleDashLong.FindStringSubmatch(a); m != nil && names[m[1]] {
 			a = "-" + a
 		}
 		out = append(out, a)
