@@ -40,7 +40,7 @@ type adminPlane struct {
 	cancel context.CancelFunc
 }
 
-// startAdmin serves the admin API (with etcd) and the HTTP port. The
+// startAdmin serves the admin API and the HTTP port. The
 // proxy's preread hook is set here, so call it before the proxy serves.
 func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *membership, log *zap.Logger) (*adminPlane, error) {
 	a := &adminPlane{}
@@ -63,9 +63,11 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 		return true, "ok"
 	}
 
-	if m != nil && cfg.Admin.GRPCAddr() != "off" {
-		reg.MustRegister(metrics.NewRegistryCollector(m.watcher))
-		if err := a.startGRPC(ctx, cfg, p, m, reg, log); err != nil {
+	if cfg.Admin.GRPCAddr() != "off" {
+		if m != nil {
+			reg.MustRegister(metrics.NewRegistryCollector(m.watcher))
+		}
+		if err := a.startGRPC(ctx, cfg, p, newAdminFleet(cfg, src, m), reg, log); err != nil {
 			cancel()
 			return nil, err
 		}
@@ -84,7 +86,7 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 	return a, nil
 }
 
-func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy.Proxy, m *membership, reg prometheus.Registerer, log *zap.Logger) error {
+func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy.Proxy, m adminFleet, reg prometheus.Registerer, log *zap.Logger) error {
 	ac := cfg.Admin
 	auth, peerToken, err := loadAuth(ac)
 	if err != nil {
@@ -105,7 +107,7 @@ func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy
 	}
 	a.grpc = grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(1<<20), grpc.MaxConcurrentStreams(256))...)
 	a.svc = &admin.Service{
-		ID: m.id, Version: version, Started: time.Now(), Proxy: p, Watcher: m.watcher,
+		ID: m.id, Version: version, Started: time.Now(), Proxy: p, Watcher: m.fleet,
 		Client: m.client, Keys: m.keys, Logger: log.Named("admin"),
 		LookupFallbacks: max(cfg.Limits.MaxTries, 3) - 1,
 		DialPeer: func(addr string) (*grpc.ClientConn, error) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"net"
 	"strings"
 	"testing"
@@ -106,42 +105,54 @@ func TestCtlErrors(t *testing.T) {
 func TestCtlUsage(t *testing.T) {
 	startFake(t, &fakeAdmin{}) // only for the leak check and a clean environment
 	for _, tc := range []struct {
-		args []string
-		code int
-		want string // in stderr
+		args      []string
+		code      int
+		stdout    string // help goes to stdout
+		stderr    string // errors to stderr, one line and a hint
+		stderrLen int    // lines in stderr; 0: not checked
 	}{
-		{nil, 2, "usage: devgate ctl [global flags] <verb> [flags]"},
-		{[]string{"-h"}, 0, "exit codes: 0 ok, 1 the call failed, 2 usage, 130 interrupted"},
-		{[]string{"help", "drain"}, 0, "usage: devgate ctl drain ID [--deadline 30s]"},
-		{[]string{"drain", "-h"}, 0, "-reason string"},
-		{[]string{"frob"}, 2, `unknown verb "frob"`},
-		{[]string{"drain"}, 2, `devgate ctl drain: want ID, got []`},
-		{[]string{"drain", "b1", "b2"}, 2, `want ID, got ["b1" "b2"]`},
-		{[]string{"backends", "extra"}, 2, `takes no arguments, got ["extra"]`},
-		{[]string{"drain", "b1", "--deadline", "soon"}, 2, "usage: devgate ctl drain ID"},
-		{[]string{"drain", "b1", "--pace", "-1"}, 2, "--pace must not be negative"},
-		{[]string{"drain", "b1", "--deadline", "-1s"}, 2, "--deadline must not be negative"},
-		{[]string{"lookup", "d1", "--fallbacks", "5000"}, 2, "at most 1000"},
-		{[]string{"--cert", "c.pem", "backends"}, 2, "--cert and --key go together"},
-		{[]string{"--insecure", "--cacert", "ca.pem", "backends"}, 2, "--insecure contradicts"},
-		{[]string{"backends", "--timeout", "0s"}, 2, "--timeout must be positive"},
-		{[]string{"--cacert", "/nonexistent/ca.pem", "backends"}, 1, "admin CA: open /nonexistent/ca.pem"},
+		{nil, 2, "", "devgate ctl VERB [flags]", 0},
+		{[]string{"-h"}, 0, "exit codes: 0 ok, 1 the call failed, 2 usage, 130 interrupted", "", 0},
+		{[]string{"help", "drain"}, 0, "devgate ctl drain ID [--deadline 30s]", "", 0},
+		{[]string{"drain", "-h"}, 0, "--reason string", "", 0},
+		{[]string{"drain", "--help"}, 0, "--addr string", "", 0}, // the global flags too
+		{[]string{"frob"}, 2, "", `devgate ctl: unknown verb "frob"`, 2},
+		{[]string{"drian"}, 2, "", `unknown verb "drian" (did you mean drain?)`, 2},
+		{[]string{"drain"}, 2, "", `devgate ctl drain: want ID, got []`, 2},
+		{[]string{"drain", "b1", "b2"}, 2, "", `want ID, got ["b1" "b2"]`, 2},
+		{[]string{"backends", "extra"}, 2, "", `takes no arguments, got ["extra"]`, 2},
+		{[]string{"drain", "b1", "--deadline", "soon"}, 2, "", `devgate ctl drain: invalid argument "soon" for "--deadline" flag`, 2},
+		{[]string{"drain", "b1", "--wiat"}, 2, "", "devgate ctl drain: unknown flag: --wiat\nRun 'devgate ctl drain --help' for usage.\n", 2},
+		{[]string{"drain", "b1", "--pace", "-1"}, 2, "", "--pace must not be negative", 2},
+		{[]string{"drain", "b1", "--deadline", "-1s"}, 2, "", "--deadline must not be negative", 2},
+		{[]string{"lookup", "d1", "--fallbacks", "5000"}, 2, "", "at most 1000", 2},
+		{[]string{"--cert", "c.pem", "backends"}, 2, "", "--cert and --key go together", 2},
+		{[]string{"--insecure", "--cacert", "ca.pem", "backends"}, 2, "", "--insecure contradicts", 2},
+		{[]string{"backends", "--timeout", "0s"}, 2, "", "--timeout must be positive", 2},
+		{[]string{"--cacert", "/nonexistent/ca.pem", "backends"}, 1, "", "admin CA: open /nonexistent/ca.pem", 1},
 	} {
 		out, errOut, code := ctl(t, tc.args...)
-		if code != tc.code || out != "" || !strings.Contains(errOut, tc.want) {
-			t.Errorf("ctl %q: exit %d, stdout %q, stderr:\n%s\nwant exit %d and %q", tc.args, code, out, errOut, tc.code, tc.want)
+		lines := strings.Count(errOut, "\n")
+		if code != tc.code || !strings.Contains(out, tc.stdout) || tc.stdout == "" && out != "" ||
+			!strings.Contains(errOut, tc.stderr) || tc.stderr == "" && errOut != "" || tc.stderrLen > 0 && lines != tc.stderrLen {
+			t.Errorf("ctl %q: exit %d, stdout:\n%s\nstderr:\n%s\nwant exit %d, stdout with %q, stderr with %q in %d lines",
+				tc.args, code, out, errOut, tc.code, tc.stdout, tc.stderr, tc.stderrLen)
 		}
 	}
 }
 
-func TestParseInterspersed(t *testing.T) {
-	var g ctlFlags
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	g.register(fs)
-	pos, err := parseInterspersed(fs, []string{"b1", "--json", "x", "--", "--y", "z"})
-	if err != nil || strings.Join(pos, " ") != "b1 x --y z" || !g.json {
-		t.Fatalf("pos %q, err %v, json %v", pos, err, g.json)
+// Flags go anywhere among the arguments, as operators type them; "--"
+// ends the flags.
+func TestCtlInterspersed(t *testing.T) {
+	f := &fakeAdmin{lookup: &adminv1.LookupResponse{Owner: "b1", Order: []string{"b1"}}}
+	addr := startFake(t, f)
+	if _, _, code := ctl(t, "lookup", "--addr", addr, "--", "--dev"); code != 0 {
+		t.Fatalf("exit %d", code)
 	}
+	if _, _, code := ctl(t, "-addr", addr, "lookup", "d1", "-json"); code != 0 { // one dash, as the flag package took them
+		t.Fatalf("exit %d", code)
+	}
+	assertRequests(t, f, &adminv1.LookupRequest{Devid: "--dev"}, &adminv1.LookupRequest{Devid: "d1"})
 }
 
 func TestFmtDur(t *testing.T) {

@@ -12,26 +12,82 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
 )
 
 // writeJSON prints m as one indented document with every field present,
-// under the proto field names (ring_share, evict_per_second...).
+// under the proto field names (ring_share, evict_per_second...). 64-bit
+// integers are JSON numbers, not the strings protojson writes, so jq and
+// scripts can compare them; keys are sorted.
 func writeJSON(w io.Writer, m proto.Message) error {
 	b, err := protojson.MarshalOptions{EmitUnpopulated: true, UseProtoNames: true}.Marshal(m)
 	if err != nil {
 		return err
 	}
-	// protojson varies its whitespace on purpose; re-indenting makes the bytes stable.
-	var buf bytes.Buffer
-	if err := json.Indent(&buf, b, "", "  "); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var doc any
+	if err := dec.Decode(&doc); err != nil {
 		return err
 	}
-	buf.WriteByte('\n')
-	_, err = w.Write(buf.Bytes())
+	int64sAsNumbers(m.ProtoReflect().Descriptor(), doc)
+	out, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(out, '\n'))
 	return err
+}
+
+// int64sAsNumbers turns the strings protojson writes for 64-bit integer
+// fields of md, at any depth, into numbers in the decoded document v.
+func int64sAsNumbers(md protoreflect.MessageDescriptor, v any) {
+	obj, ok := v.(map[string]any)
+	if !ok || strings.HasPrefix(string(md.FullName()), "google.protobuf.") { // Duration, Timestamp: strings by design
+		return
+	}
+	fields := md.Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		val, ok := obj[string(fd.Name())]
+		if !ok {
+			continue
+		}
+		elem := fd
+		switch {
+		case fd.IsMap():
+			elem = fd.MapValue()
+			m, _ := val.(map[string]any)
+			for k, x := range m {
+				m[k] = fieldAsNumber(elem, x)
+			}
+			continue
+		case fd.IsList():
+			l, _ := val.([]any)
+			for j, x := range l {
+				l[j] = fieldAsNumber(elem, x)
+			}
+			continue
+		}
+		obj[string(fd.Name())] = fieldAsNumber(fd, val)
+	}
+}
+
+// fieldAsNumber converts one value of field fd.
+func fieldAsNumber(fd protoreflect.FieldDescriptor, v any) any {
+	switch fd.Kind() {
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind,
+		protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		if s, ok := v.(string); ok {
+			return json.Number(s)
+		}
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		int64sAsNumbers(fd.Message(), v)
+	}
+	return v
 }
 
 func newTable(w io.Writer, header ...string) *tabwriter.Writer {
@@ -126,7 +182,10 @@ func renderGateways(w io.Writer, resp *adminv1.ListGatewaysResponse) {
 	tw := newTable(w, "ID", "ADMIN", "VERSION", "UPTIME", "CONNS", "REVISION", "STALENESS", "READY", "DRAINING")
 	for _, g := range resp.GetGateways() {
 		stale := fmtDurPB(g.GetEtcdStaleness())
-		if !g.GetEtcdConnected() {
+		switch {
+		case g.GetEtcdStaleness() == nil:
+			stale = "- (no etcd)" // a static backend list
+		case !g.GetEtcdConnected():
 			stale += " (etcd down)"
 		}
 		row(tw, g.GetId(), orDash(g.GetAdmin()), orDash(g.GetVersion()), fmtDurPB(g.GetUptime()), g.GetConnections(),

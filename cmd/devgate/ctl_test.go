@@ -74,9 +74,16 @@ func TestCtlBackendsJSON(t *testing.T) {
 	var doc struct {
 		Backends []map[string]any `json:"backends"`
 		Partial  map[string]any   `json:"partial"`
+		Revision any              `json:"revision"`
 	}
 	if err := json.Unmarshal([]byte(out), &doc); err != nil {
 		t.Fatal(err)
+	}
+	// int64 fields are numbers, at the top, nested and in maps.
+	b1 := doc.Backends[0]
+	if doc.Revision != 42.0 || b1["connections"] != 1200.0 || b1["connections_by_gateway"].(map[string]any)["gw1"] != 700.0 {
+		t.Errorf("int64 fields not numbers: revision %#v, connections %#v, by gateway %#v",
+			doc.Revision, b1["connections"], b1["connections_by_gateway"])
 	}
 	b3 := doc.Backends[2]
 	for _, k := range []string{"ring_share", "connections_by_gateway", "drain", "meta"} { // unpopulated fields too
@@ -135,6 +142,37 @@ draining b2: 40 connections left (deadline in 1h0m)
 draining b2: 12 connections left (evicting at 50/s)
 draining b2: 1 connection left (evicting at 50/s) [partial: gw3 did not answer]
 draining b2: 0 connections left (evicting at 50/s)
+drained b2: no connections left; it stays out of the ring until 'devgate ctl undrain b2'
+`
+	if code != 0 || out != want {
+		t.Fatalf("exit %d, output:\n%s\nwant:\n%s", code, out, want)
+	}
+}
+
+// A count that does not change is not repeated every poll.
+func TestCtlDrainWaitQuiet(t *testing.T) {
+	fastPoll(t)
+	old := ctlProgressEvery
+	ctlProgressEvery = time.Hour // no repeats however slow the polls
+	t.Cleanup(func() { ctlProgressEvery = old })
+	now := time.Now()
+	step := func(conns int64) *adminv1.ListBackendsResponse {
+		return &adminv1.ListBackendsResponse{Backends: []*adminv1.Backend{{Id: "b2", State: draining, Connections: conns,
+			Drain: &adminv1.Drain{Deadline: timestamppb.New(now), EvictPerSecond: 50}}}}
+	}
+	f := &fakeAdmin{drain: &adminv1.Drain{Deadline: timestamppb.New(now), EvictPerSecond: 50}}
+	for range 30 {
+		f.backends = append(f.backends, step(7))
+	}
+	f.backends = append(f.backends, step(3), step(3), step(0))
+	addr := startFake(t, f)
+	out, _, code := ctl(t, "--addr", addr, "drain", "--deadline", "0", "b2", "--wait")
+	want := `draining b2: out of the ring on every gateway now
+connections are evicted now at 50/s across the fleet
+draining b2: 7 connections left (evicting at 50/s)
+draining b2: 3 connections left (evicting at 50/s)
+draining b2: 0 connections left (evicting at 50/s)
+drained b2: no connections left; it stays out of the ring until 'devgate ctl undrain b2'
 `
 	if code != 0 || out != want {
 		t.Fatalf("exit %d, output:\n%s\nwant:\n%s", code, out, want)

@@ -1,11 +1,11 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"strings"
 	"time"
 
+	flag "github.com/spf13/pflag"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
@@ -24,15 +24,6 @@ type ctlVerb struct {
 
 func (v *ctlVerb) synopsis() string {
 	return strings.TrimSpace(strings.Join(append(append([]string{v.name}, v.args...), v.flags), " "))
-}
-
-func findVerb(name string) *ctlVerb {
-	for _, v := range ctlVerbs() {
-		if v.name == name {
-			return &v
-		}
-	}
-	return nil
 }
 
 // paceFlag is --pace: zero leaves the pace to the server (DefaultPace there).

@@ -51,8 +51,27 @@ func (c *ctlRun) poll(stopped string, f func(ctx context.Context) (done bool, er
 	}
 }
 
+// ctlProgressEvery is how often --wait repeats a progress line that has
+// not changed; a changed one is printed at once.
+var ctlProgressEvery = 10 * time.Second
+
+// progressLine prints line when key differs from the last one printed, or
+// when the last one is ctlProgressEvery old.
+type progressLine struct {
+	key string
+	at  time.Time
+}
+
+func (p *progressLine) print(w io.Writer, key, line string) {
+	if now := time.Now(); key != p.key || now.Sub(p.at) >= ctlProgressEvery {
+		fmt.Fprintln(w, line)
+		p.key, p.at = key, now
+	}
+}
+
 func (c *ctlRun) waitDrain(id string) error {
 	stopped := fmt.Sprintf("the drain goes on ('devgate ctl undrain %s' ends it)", id)
+	var last progressLine
 	return c.poll(stopped, func(ctx context.Context) (bool, error) {
 		resp, err := c.admin.ListBackends(ctx, &adminv1.ListBackendsRequest{})
 		if err != nil {
@@ -71,8 +90,15 @@ func (c *ctlRun) waitDrain(id string) error {
 		case b.GetState() == adminv1.BackendState_BACKEND_STATE_ACTIVE:
 			return false, fmt.Errorf("%s is active again: someone undrained it", id)
 		}
-		fmt.Fprintln(c.progress, drainLine(b, time.Now())+partialNote(resp.GetPartial()))
-		return b.GetConnections() == 0, nil
+		now := time.Now()
+		evicting := b.GetDrain() == nil || !b.GetDrain().GetDeadline().AsTime().After(now)
+		partial := partialNote(resp.GetPartial())
+		last.print(c.progress, fmt.Sprint(b.GetConnections(), evicting, partial), drainLine(b, now)+partial)
+		if b.GetConnections() > 0 {
+			return false, nil
+		}
+		fmt.Fprintf(c.progress, "drained %s: no connections left%s; it stays out of the ring until 'devgate ctl undrain %s'\n", id, partial, id)
+		return true, nil
 	})
 }
 

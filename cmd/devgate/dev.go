@@ -3,8 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -22,48 +23,66 @@ import (
 	"github.com/devgate/devgate/pkg/registry"
 )
 
-func runDev(args []string) error {
-	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
-	listen := fs.String("listen", "127.0.0.1:9000", "device listener of the gateway")
-	n := fs.Int("backends", 3, "demo backends to start")
-	etcdAddr := fs.String("etcd-listen", "127.0.0.1:2379", "client address of the embedded etcd")
-	adminAddr := fs.String("admin-listen", "127.0.0.1:9090", "admin gRPC address (devgate ctl --addr)")
-	adminHTTP := fs.String("admin-http-listen", "127.0.0.1:9091", "admin HTTP address (/metrics, /readyz)")
-	dataDir := fs.String("data-dir", "", "etcd data directory (default: a temporary one, removed on exit)")
-	ttl := fs.Duration("ttl", 5*time.Second, "lease TTL of the demo backends' registrations")
-	grace := fs.Duration("grace", 5*time.Second, "shutdown grace period")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return err
+// devFlags are dev's command line.
+type devFlags struct {
+	listen, etcdAddr, dataDir, level string
+	adminAddr, adminHTTP             string
+	backends                         int
+	ttl, grace                       time.Duration
+}
+
+func newDevCmd() *cobra.Command {
+	var f devFlags
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "run demo backends and a gateway locally (devices on 127.0.0.1:9000)",
+		Long: `Runs everything on loopback: an embedded etcd, demo backends registered in it
+under leases, and a gateway with its admin API. make run starts it.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd.OutOrStdout(), f) },
 	}
-	if *n < 0 || *n > 64 {
+	fs := cmd.Flags()
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:9000", "device listener of the gateway")
+	fs.IntVar(&f.backends, "backends", 3, "demo backends to start")
+	fs.StringVar(&f.etcdAddr, "etcd-listen", "127.0.0.1:2379", "client address of the embedded etcd")
+	fs.StringVar(&f.adminAddr, "admin-listen", "127.0.0.1:9090", "admin gRPC address (devgate ctl --addr)")
+	fs.StringVar(&f.adminHTTP, "admin-http-listen", "127.0.0.1:9091", "admin HTTP address (/metrics, /readyz)")
+	fs.StringVar(&f.dataDir, "data-dir", "", "etcd data directory (default: a temporary one, removed on exit)")
+	fs.DurationVar(&f.ttl, "ttl", 5*time.Second, "lease TTL of the demo backends' registrations")
+	fs.DurationVar(&f.grace, "grace", 5*time.Second, "shutdown grace period")
+	fs.StringVar(&f.level, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func runDev(out io.Writer, f devFlags) error {
+	if f.backends < 0 || f.backends > 64 {
 		return errors.New("--backends: want 0..64")
 	}
-	for _, a := range []string{*listen, *etcdAddr, *adminAddr, *adminHTTP} {
+	for _, a := range []string{f.listen, f.etcdAddr, f.adminAddr, f.adminHTTP} {
 		if host, _, err := net.SplitHostPort(a); err != nil || !net.ParseIP(host).IsLoopback() {
 			return fmt.Errorf("%q: dev mode stays on loopback addresses", a)
 		}
 	}
-	log, err := newLogger(*level, "console")
+	log, err := newLogger(f.level, "console")
 	if err != nil {
 		return err
 	}
 	defer log.Sync()
 
-	dir := *dataDir
+	dir := f.dataDir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "devgate-etcd-"); err != nil {
 			return err
 		}
 		defer os.RemoveAll(dir)
 	}
-	etcd, err := etcdserver.Start(etcdserver.Config{Dir: dir, ClientAddr: *etcdAddr})
+	etcd, err := etcdserver.Start(etcdserver.Config{Dir: dir, ClientAddr: f.etcdAddr})
 	if err != nil {
 		return err
 	}
 	defer etcd.Stop()
-	cfg := &config.Config{Listen: *listen, Etcd: &config.Etcd{Endpoints: []string{etcd.Endpoint()}},
-		Admin: config.Admin{Listen: *adminAddr, HTTPListen: *adminHTTP}}
+	cfg := &config.Config{Listen: f.listen, Etcd: &config.Etcd{Endpoints: []string{etcd.Endpoint()}},
+		Admin: config.Admin{Listen: f.adminAddr, HTTPListen: f.adminHTTP}}
 	// Every simulated device comes from 127.0.0.1: per-address limits off.
 	cfg.Limits.MaxConnectionsPerIP, cfg.Limits.AcceptRatePerIP = -1, -1
 	if err := cfg.Validate(); err != nil {
@@ -77,7 +96,7 @@ func runDev(args []string) error {
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
-	backends, stopBackends, err := startDemoBackends(ctx, cli, *n, *ttl, log)
+	backends, stopBackends, err := startDemoBackends(ctx, cli, f.backends, f.ttl, log)
 	defer stopBackends()
 	if err != nil {
 		return err
@@ -100,14 +119,15 @@ func runDev(args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("devgate dev %s\n  etcd      %s (embedded, data in %s)\n  gateway   %s (devices connect here)\n  admin     %s (gRPC: devgate ctl), http://%s/metrics\n",
-		version, etcd.Endpoint(), dir, l.Addr(), cfg.Admin.GRPCAddr(), cfg.Admin.HTTPAddr())
+	self := selfName(os.Args[0])
+	fmt.Fprintf(out, "devgate dev %s\n  etcd      %s (embedded, data in %s)\n  gateway   %s (devices connect here)\n  admin     %s (gRPC: %s ctl), http://%s/metrics\n",
+		version, etcd.Endpoint(), dir, l.Addr(), cfg.Admin.GRPCAddr(), self, cfg.Admin.HTTPAddr())
 	for _, b := range backends {
-		fmt.Printf("  backend   %-8s %s (registered in etcd, lease TTL %s)\n", b.id, b.addr, *ttl)
+		fmt.Fprintf(out, "  backend   %-8s %s (registered in etcd, lease TTL %s)\n", b.id, b.addr, f.ttl)
 	}
-	fmt.Printf("\ntry:\n  devgate sim --target %s --devices 1000\n  devgate ctl backends\n  devgate backend --id demo-%d --listen 127.0.0.1:0 --etcd %s   # one more backend; kill -9 it to see its lease expire\n\n",
-		l.Addr(), *n+1, etcd.Endpoint())
-	return serveUntilSignal(p, l, *grace, log)
+	fmt.Fprintf(out, "\ntry, in another terminal here:\n  %[1]s sim --target %[2]s --devices 1000\n  %[1]s ctl backends\n  %[1]s backend --id demo-%[3]d --listen 127.0.0.1:0 --etcd %[4]s   # one more backend; kill -9 it to see its lease expire\n\n",
+		self, l.Addr(), f.backends+1, etcd.Endpoint())
+	return serveUntilSignal(p, l, f.grace, log)
 }
 
 type devBackend struct{ id, addr string }
@@ -151,45 +171,61 @@ func startDemoBackends(ctx context.Context, cli *clientv3.Client, n int, ttl tim
 	return out, stop, nil
 }
 
-func runBackend(args []string) error {
-	fs := flag.NewFlagSet("backend", flag.ContinueOnError)
-	id := fs.String("id", "demo-1", "backend id, echoed to devices in the login reply")
-	listen := fs.String("listen", "127.0.0.1:9101", "address to listen on")
-	etcdEP := fs.String("etcd", "", "register in this etcd (comma-separated endpoints); empty: do not register")
-	prefix := fs.String("prefix", registry.DefaultPrefix, "etcd key prefix")
-	cluster := fs.String("cluster", registry.DefaultCluster, "cluster name under the prefix")
-	ttl := fs.Duration("ttl", 5*time.Second, "lease TTL of the registration")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return err
+// backendFlags are backend's command line.
+type backendFlags struct {
+	id, listen, etcd, prefix, cluster, level string
+	ttl                                      time.Duration
+}
+
+func newBackendCmd() *cobra.Command {
+	var f backendFlags
+	cmd := &cobra.Command{
+		Use:     "backend [--id ID] [--listen ADDR] [--etcd URL]",
+		Short:   "run one demo backend",
+		Long:    "Runs one demo backend (stands in for a Netty server): it answers every frame,\nand its login reply names the backend. With --etcd it registers under a lease.",
+		Example: "  devgate backend --id demo-4 --listen 127.0.0.1:0 --etcd http://127.0.0.1:2379",
+		Args:    noArgs,
+		RunE:    func(cmd *cobra.Command, _ []string) error { return runBackend(cmd.OutOrStdout(), f) },
 	}
-	log, err := newLogger(*level, "console")
+	fs := cmd.Flags()
+	fs.StringVar(&f.id, "id", "demo-1", "backend id, echoed to devices in the login reply")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:9101", "address to listen on")
+	fs.StringVar(&f.etcd, "etcd", "", "register in this etcd (comma-separated endpoints); empty: do not register")
+	fs.StringVar(&f.prefix, "prefix", registry.DefaultPrefix, "etcd key prefix")
+	fs.StringVar(&f.cluster, "cluster", registry.DefaultCluster, "cluster name under the prefix")
+	fs.DurationVar(&f.ttl, "ttl", 5*time.Second, "lease TTL of the registration")
+	fs.StringVar(&f.level, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func runBackend(out io.Writer, f backendFlags) error {
+	log, err := newLogger(f.level, "console")
 	if err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", *listen)
+	l, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return err
 	}
-	b := &demo.Backend{ID: *id, Logger: log}
-	fmt.Printf("demo backend %s on %s\n", *id, l.Addr())
+	b := &demo.Backend{ID: f.id, Logger: log}
+	fmt.Fprintf(out, "demo backend %s on %s\n", f.id, l.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- b.Serve(l) }()
 	stop := b.Close
-	if *etcdEP != "" {
-		cli, err := registry.ClientConfig{Endpoints: strings.Split(*etcdEP, ",")}.New(zap.NewNop())
+	if f.etcd != "" {
+		cli, err := registry.ClientConfig{Endpoints: strings.Split(f.etcd, ",")}.New(zap.NewNop())
 		if err != nil {
 			b.Close()
 			return err
 		}
 		defer cli.Close()
-		reg, err := registry.RegisterBackend(context.Background(), cli, registry.Keys{Prefix: *prefix, Cluster: *cluster},
-			*id, registry.BackendValue{Addr: l.Addr().String()}, registry.RegisterOptions{TTL: *ttl, Logger: log})
+		reg, err := registry.RegisterBackend(context.Background(), cli, registry.Keys{Prefix: f.prefix, Cluster: f.cluster},
+			f.id, registry.BackendValue{Addr: l.Addr().String()}, registry.RegisterOptions{TTL: f.ttl, Logger: log})
 		if err != nil {
 			b.Close()
 			return err
 		}
-		fmt.Printf("registered %s\n", reg.Key())
+		fmt.Fprintf(out, "registered %s\n", reg.Key())
 		stop = func() error { reg.Close(); return b.Close() }
 	}
 	return waitSignalThen(errc, stop)

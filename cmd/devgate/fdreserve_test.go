@@ -33,21 +33,12 @@ func TestHelperServe(t *testing.T) {
 		fmt.Println("setrlimit:", err)
 		os.Exit(1)
 	}
-	err := runServe([]string{"--config", cfg, "--grace", "1s"})
+	err := runServe(serveFlags{config: cfg, grace: time.Second}, true)
 	fmt.Println("serve:", err)
 	os.Exit(0)
 }
 
 // freePort returns a loopback address free a moment ago.
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // A flood of silent devices against devgate serve with no connection limit
 // and few file descriptors leaves the admin port answering: the cap is
 // lowered at start to keep descriptors for it (and said so in the log).

@@ -3,26 +3,45 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/devgate/devgate/pkg/loadgen"
 )
 
-// runLoad is `devgate load`: one load mode against one or more targets,
+// loadFlags are load's flags beyond loadgen.Config.
+type loadFlags struct {
+	targets  string
+	hold     time.Duration
+	untilEOF bool
+}
+
+// newLoadCmd is `devgate load`: one load mode against one or more targets,
 // printed as one JSON line. hold prints its line once every device is
 // connected, then keeps them open until SIGINT/SIGTERM, EOF on stdin with
 // --until-eof, or --hold elapses.
 //
 //	devgate load --mode pingpong --target 127.0.0.1:9000 --concurrency 64 --duration 5s
-func runLoad(args []string) error {
-	fs := flag.NewFlagSet("load", flag.ContinueOnError)
-	var c loadgen.Config
-	targets := fs.String("target", "127.0.0.1:9000", "comma-separated host:port; device i dials target i%n")
+func newLoadCmd() *cobra.Command {
+	var (
+		c loadgen.Config
+		f loadFlags
+	)
+	cmd := &cobra.Command{
+		Use:     "load --mode hold|churn|pingpong|bulk [flags]",
+		Short:   "load generator for benchmarks: hold, churn, pingpong, bulk (one JSON line)",
+		Example: "  devgate load --mode pingpong --target 127.0.0.1:9000 --concurrency 64 --duration 5s",
+		Args:    noArgs,
+		RunE:    func(cmd *cobra.Command, _ []string) error { return runLoad(cmd.OutOrStdout(), c, f) },
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.targets, "target", "127.0.0.1:9000", "comma-separated host:port; device i dials target i%n")
 	fs.StringVar(&c.Mode, "mode", "", "hold, churn, pingpong or bulk")
 	fs.IntVar(&c.Devices, "devices", 1000, "hold: connections to open")
 	fs.IntVar(&c.Concurrency, "concurrency", 64, "connections at once (hold: dials in flight)")
@@ -35,26 +54,27 @@ func runLoad(args []string) error {
 	fs.IntVar(&c.FrameSize, "frame-size", 4090, "bulk: frame body bytes")
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "deadline of each dial and exchange")
 	fs.IntVar(&c.MaxFailures, "max-failures", 1000, "hold: stop dialling after this many failures; -1: never")
-	hold := fs.Duration("hold", 0, "hold: keep the connections this long; 0: until a signal")
-	untilEOF := fs.Bool("until-eof", false, "hold: keep the connections until stdin reaches EOF")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	c.Targets = strings.Split(*targets, ",")
+	fs.DurationVar(&f.hold, "hold", 0, "hold: keep the connections this long; 0: until a signal")
+	fs.BoolVar(&f.untilEOF, "until-eof", false, "hold: keep the connections until stdin reaches EOF")
+	return cmd
+}
+
+func runLoad(out io.Writer, c loadgen.Config, f loadFlags) error {
+	c.Targets = strings.Split(f.targets, ",")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	res, err := loadgen.Run(ctx, c)
 	if err != nil {
 		return err
 	}
-	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+	if err := json.NewEncoder(out).Encode(res); err != nil {
 		return err
 	}
 	if c.Mode != loadgen.Hold {
 		return nil
 	}
 	defer res.Release()
-	if *untilEOF {
+	if f.untilEOF {
 		go func() {
 			var b [512]byte
 			for {
@@ -65,9 +85,9 @@ func runLoad(args []string) error {
 			}
 		}()
 	}
-	if *hold > 0 {
+	if f.hold > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *hold)
+		ctx, cancel = context.WithTimeout(ctx, f.hold)
 		defer cancel()
 	}
 	<-ctx.Done()

@@ -14,6 +14,7 @@ func newLogger(level, format string) (*zap.Logger, error) {
 		cfg.Development = false
 	}
 	cfg.DisableStacktrace = true
+	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder // not epoch seconds: readable, and sortable as text
 	if level != "" {
 		l, err := zapcore.ParseLevel(level)
 		if err != nil {

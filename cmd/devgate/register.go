@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -21,74 +21,94 @@ import (
 	"github.com/devgate/devgate/pkg/ring"
 )
 
-// runRegister is `devgate register`, a sidecar for a backend that cannot
+// registerFlags are register's command line.
+type registerFlags struct {
+	etcd, cacert, cert, key, user, pass, prefix, cluster string
+	id, addr, checkAddr, zone, level, format             string
+	interval, timeout, ttl                               time.Duration
+	failures                                             int
+	weight                                               uint
+	meta                                                 metaFlag
+}
+
+// newRegisterCmd is `devgate register`, a sidecar for a backend that cannot
 // register itself: it keeps backends/<id> in etcd, under a lease, while the
 // backend's port accepts TCP connections, and removes it when the port stops
 // accepting or the sidecar gets SIGTERM/SIGINT (then it exits 0).
 //
 //	devgate register --etcd http://etcd:2379 --id netty-1 --addr 10.1.2.3:9000 \
 //	    --check-addr 127.0.0.1:9000 --weight 100 --zone a --meta rack=r1
-func runRegister(args []string) error {
-	fs := flag.NewFlagSet("register", flag.ContinueOnError)
-	etcd := fs.String("etcd", "http://127.0.0.1:2379", "etcd endpoints, comma-separated")
-	cacert := fs.String("etcd-cacert", "", "CA certificate (PEM) verifying etcd")
-	cert := fs.String("etcd-cert", "", "client certificate (PEM) for etcd")
-	key := fs.String("etcd-key", "", "client key (PEM) for etcd")
-	user := fs.String("etcd-user", "", "etcd user")
-	pass := fs.String("etcd-password", "", "etcd password (default $DEVGATE_ETCD_PASSWORD, kept out of ps)")
-	prefix := fs.String("prefix", registry.DefaultPrefix, "etcd key prefix")
-	cluster := fs.String("cluster", registry.DefaultCluster, "cluster name")
-	id := fs.String("id", "", "backend id (required)")
-	addr := fs.String("addr", "", "host:port devices are sent to (required)")
-	checkAddr := fs.String("check-addr", "", "host:port probed with a TCP connect (default --addr)")
-	interval := fs.Duration("check-interval", 2*time.Second, "time between probes")
-	timeout := fs.Duration("check-timeout", time.Second, "connect timeout of one probe")
-	failures := fs.Int("check-failures", 2, "consecutive failed probes before deregistering")
-	weight := fs.Uint("weight", 0, "ring weight 1..10000 (0 means 100)")
-	zone := fs.String("zone", "", "zone of the backend")
-	meta := metaFlag{}
-	fs.Var(meta, "meta", "k=v metadata, repeatable")
-	ttl := fs.Duration("ttl", registry.DefaultTTL, "lease TTL; the key outlives a killed sidecar by this much")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
-	format := fs.String("log-format", "json", "json or console")
-	if err := fs.Parse(args); err != nil {
-		return err
+func newRegisterCmd() *cobra.Command {
+	f := registerFlags{meta: metaFlag{}}
+	cmd := &cobra.Command{
+		Use:   "register --etcd URL --id ID --addr ADDR [flags]",
+		Short: "register a backend in etcd while its port accepts connections",
+		Long: `A sidecar for a backend that cannot register itself: it keeps backends/<id> in
+etcd, under a lease, while the backend's port accepts TCP connections, and removes
+it when the port stops accepting or the sidecar gets SIGTERM/SIGINT (then it exits 0).`,
+		Example: `  devgate register --etcd http://etcd:2379 --id netty-1 --addr 10.1.2.3:9000 \
+      --check-addr 127.0.0.1:9000 --weight 100 --zone a --meta rack=r1`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error { return runRegister(f) },
 	}
+	fs := cmd.Flags()
+	fs.StringVar(&f.etcd, "etcd", "http://127.0.0.1:2379", "etcd endpoints, comma-separated")
+	fs.StringVar(&f.cacert, "etcd-cacert", "", "CA certificate (PEM) verifying etcd")
+	fs.StringVar(&f.cert, "etcd-cert", "", "client certificate (PEM) for etcd")
+	fs.StringVar(&f.key, "etcd-key", "", "client key (PEM) for etcd")
+	fs.StringVar(&f.user, "etcd-user", "", "etcd user")
+	fs.StringVar(&f.pass, "etcd-password", "", "etcd password (default $DEVGATE_ETCD_PASSWORD, kept out of ps)")
+	fs.StringVar(&f.prefix, "prefix", registry.DefaultPrefix, "etcd key prefix")
+	fs.StringVar(&f.cluster, "cluster", registry.DefaultCluster, "cluster name")
+	fs.StringVar(&f.id, "id", "", "backend id (required)")
+	fs.StringVar(&f.addr, "addr", "", "host:port devices are sent to (required)")
+	fs.StringVar(&f.checkAddr, "check-addr", "", "host:port probed with a TCP connect (default --addr)")
+	fs.DurationVar(&f.interval, "check-interval", 2*time.Second, "time between probes")
+	fs.DurationVar(&f.timeout, "check-timeout", time.Second, "connect timeout of one probe")
+	fs.IntVar(&f.failures, "check-failures", 2, "consecutive failed probes before deregistering")
+	fs.UintVar(&f.weight, "weight", 0, "ring weight 1..10000 (0 means 100)")
+	fs.StringVar(&f.zone, "zone", "", "zone of the backend")
+	fs.Var(f.meta, "meta", "k=v metadata, repeatable")
+	fs.DurationVar(&f.ttl, "ttl", registry.DefaultTTL, "lease TTL; the key outlives a killed sidecar by this much")
+	fs.StringVar(&f.level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.format, "log-format", "json", "json or console")
+	return cmd
+}
+
+func runRegister(f registerFlags) error {
 	switch {
-	case fs.NArg() > 0:
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	case *id == "" || *addr == "":
-		return errors.New("--id and --addr are required")
-	case *weight > ring.MaxWeight:
-		return fmt.Errorf("--weight %d over %d", *weight, ring.MaxWeight)
-	case *interval <= 0 || *timeout <= 0 || *failures < 1:
-		return errors.New("--check-interval and --check-timeout must be positive, --check-failures at least 1")
+	case f.id == "" || f.addr == "":
+		return usagef("--id and --addr are required")
+	case f.weight > ring.MaxWeight:
+		return usagef("--weight %d over %d", f.weight, ring.MaxWeight)
+	case f.interval <= 0 || f.timeout <= 0 || f.failures < 1:
+		return usagef("--check-interval and --check-timeout must be positive, --check-failures at least 1")
 	}
-	if *checkAddr == "" {
-		*checkAddr = *addr
+	if f.checkAddr == "" {
+		f.checkAddr = f.addr
 	}
-	if *pass == "" {
-		*pass = os.Getenv("DEVGATE_ETCD_PASSWORD")
+	if f.pass == "" {
+		f.pass = os.Getenv("DEVGATE_ETCD_PASSWORD")
 	}
-	v := registry.BackendValue{Addr: *addr, Weight: uint32(*weight), Zone: *zone}
-	if len(meta) > 0 {
-		v.Meta = meta
+	v := registry.BackendValue{Addr: f.addr, Weight: uint32(f.weight), Zone: f.zone}
+	if len(f.meta) > 0 {
+		v.Meta = f.meta
 	}
 	// Refuse a bad value before touching etcd.
 	if b, err := json.Marshal(v); err != nil {
 		return err
-	} else if _, err := registry.ParseBackend(*id, b); err != nil {
+	} else if _, err := registry.ParseBackend(f.id, b); err != nil {
 		return err
 	}
-	log, err := newLogger(*level, *format)
+	log, err := newLogger(f.level, f.format)
 	if err != nil {
 		return err
 	}
 	defer log.Sync()
 	cli, err := registry.ClientConfig{
-		Endpoints: strings.Split(*etcd, ","),
-		CACert:    *cacert, Cert: *cert, Key: *key,
-		Username: *user, Password: *pass,
+		Endpoints: strings.Split(f.etcd, ","),
+		CACert:    f.cacert, Cert: f.cert, Key: f.key,
+		Username: f.user, Password: f.pass,
 	}.New(log)
 	if err != nil {
 		return err
@@ -98,9 +118,9 @@ func runRegister(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	s := &sidecar{
-		cli: cli, keys: registry.Keys{Prefix: *prefix, Cluster: *cluster}, id: *id, value: v,
-		opts:      registry.RegisterOptions{TTL: *ttl, Logger: log},
-		checkAddr: *checkAddr, interval: *interval, timeout: min(*timeout, *interval), failures: *failures,
+		cli: cli, keys: registry.Keys{Prefix: f.prefix, Cluster: f.cluster}, id: f.id, value: v,
+		opts:      registry.RegisterOptions{TTL: f.ttl, Logger: log},
+		checkAddr: f.checkAddr, interval: f.interval, timeout: min(f.timeout, f.interval), failures: f.failures,
 		log: log,
 	}
 	return s.run(ctx)
@@ -191,6 +211,9 @@ func (m metaFlag) String() string {
 	sort.Strings(kv)
 	return strings.Join(kv, ",")
 }
+
+// Type names the value in --help.
+func (metaFlag) Type() string { return "k=v" }
 
 func (m metaFlag) Set(s string) error {
 	k, v, ok := strings.Cut(s, "=")

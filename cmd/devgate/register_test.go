@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"strings"
@@ -109,8 +110,9 @@ func TestRegisterFlags(t *testing.T) {
 		{"--id", "a", "--addr", "10.0.0.1:9000", "--check-failures", "0"},
 		{"--id", "a", "--addr", "10.0.0.1:9000", "extra"},
 	} {
-		if err := runRegister(args); err == nil {
-			t.Errorf("%s: no error", strings.Join(args, " "))
+		var out, errw bytes.Buffer
+		if code := runMain(context.Background(), append([]string{"register"}, args...), &out, &errw); code == 0 {
+			t.Errorf("%s: exit 0", strings.Join(args, " "))
 		}
 	}
 	m := metaFlag{}

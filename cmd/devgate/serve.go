@@ -4,13 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"os/signal"
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/devgate/devgate/pkg/admin"
@@ -18,15 +18,35 @@ import (
 	"github.com/devgate/devgate/pkg/proxy"
 )
 
-func runServe(args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	path := fs.String("config", "devgate.yaml", "config file (YAML)")
-	grace := fs.Duration("grace", 30*time.Second, "on SIGTERM, how long open connections may take to end before they are closed")
-	advertise := fs.String("admin-advertise", "", "address peers dial for the admin API: host (admin.listen's port) or host:port; overrides admin.advertise (Kubernetes: $(POD_IP))")
-	if err := fs.Parse(args); err != nil {
-		return err
+// serveFlags are serve's command line.
+type serveFlags struct {
+	config    string
+	grace     time.Duration
+	advertise string
+}
+
+func newServeCmd() *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve [--config FILE]",
+		Short: "run the gateway from a config file",
+		Long: `Runs the gateway from a YAML config file (deploy/devgate.example.yaml shows every
+field): a static backend list, or backends registered in etcd.`,
+		Example: "  devgate serve --config deploy/devgate.example.yaml",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runServe(f, cmd.Flags().Changed("config"))
+		},
 	}
-	cfg, err := config.LoadWith(*path, func(c *config.Config) error { return c.Admin.SetAdvertise(*advertise) })
+	fs := cmd.Flags()
+	fs.StringVar(&f.config, "config", defaultConfigFile, "config file (YAML)")
+	fs.DurationVar(&f.grace, "grace", 30*time.Second, "on SIGTERM, how long open connections may take to end before they are closed")
+	fs.StringVar(&f.advertise, "admin-advertise", "", "address peers dial for the admin API: host (admin.listen's port) or host:port; overrides admin.advertise (Kubernetes: $(POD_IP))")
+	return cmd
+}
+
+func runServe(f serveFlags, configGiven bool) error {
+	cfg, err := loadConfig(f.config, configGiven, func(c *config.Config) error { return c.Admin.SetAdvertise(f.advertise) })
 	if err != nil {
 		return err
 	}
@@ -56,7 +76,7 @@ func runServe(args []string) error {
 	}
 	log.Info("devgate serving", zap.String("version", version), zap.Stringer("listen", l.Addr()),
 		zap.Int("backends", src.Ring().Len()), zap.String("ring", string(src.Ring().Mode())))
-	return serveUntilSignal(p, l, *grace, log)
+	return serveUntilSignal(p, l, f.grace, log)
 }
 
 // ringSource is the static list, or etcd when the config has it (then m

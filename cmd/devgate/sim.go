@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,12 +11,24 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/devgate/devgate/pkg/sim"
 )
 
-func runSim(args []string) error {
-	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
-	var c sim.Config
+func newSimCmd() *cobra.Command {
+	var (
+		c sim.Config
+		f simFlags
+	)
+	cmd := &cobra.Command{
+		Use:     "sim [--target ADDR] [--devices N]",
+		Short:   "connect simulated devices and report where they landed",
+		Example: "  devgate sim --target 127.0.0.1:9000 --devices 1000 --reconnects 3",
+		Args:    noArgs,
+		RunE:    func(cmd *cobra.Command, _ []string) error { return runSim(cmd.OutOrStdout(), c, &f) },
+	}
+	fs := cmd.Flags()
 	fs.StringVar(&c.Target, "target", "127.0.0.1:9000", "gateway address")
 	fs.IntVar(&c.Devices, "devices", 100, "simulated devices")
 	fs.StringVar(&c.Prefix, "prefix", "dev-", "device id prefix")
@@ -26,30 +37,37 @@ func runSim(args []string) error {
 	fs.IntVar(&c.Heartbeats, "heartbeats", 1, "heartbeats per connection, each awaiting its echo")
 	fs.DurationVar(&c.Interval, "interval", 0, "pause between heartbeats")
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "deadline of each network operation")
-	asJSON := fs.Bool("json", false, "print the report as one JSON line")
-	var h sim.HoldConfig
-	var hold optDuration
-	fs.Var(&hold, "hold", "hold the devices connected with heartbeats every --interval (default 10s) for this long (0: until ctrl-C), reconnecting each one whose connection ends; prints where they are every --every")
-	fs.DurationVar(&h.BackoffMin, "backoff-min", sim.DefaultBackoffMin, "with --hold: wait before a reconnect, doubled per failed attempt, jittered")
-	fs.DurationVar(&h.BackoffMax, "backoff-max", sim.DefaultBackoffMax, "with --hold: longest wait between attempts")
-	every := fs.Duration("every", time.Second, "with --hold: period of the status line")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+	fs.BoolVar(&f.asJSON, "json", false, "print the report as one JSON line")
+	fs.Var(&f.hold, "hold", "hold the devices connected with heartbeats every --interval (default 10s) for this long (0: until ctrl-C), reconnecting each one whose connection ends; prints where they are every --every")
+	fs.DurationVar(&f.h.BackoffMin, "backoff-min", sim.DefaultBackoffMin, "with --hold: wait before a reconnect, doubled per failed attempt, jittered")
+	fs.DurationVar(&f.h.BackoffMax, "backoff-max", sim.DefaultBackoffMax, "with --hold: longest wait between attempts")
+	fs.DurationVar(&f.every, "every", time.Second, "with --hold: period of the status line")
+	return cmd
+}
+
+// simFlags are sim's command line beyond sim.Config.
+type simFlags struct {
+	asJSON bool
+	h      sim.HoldConfig
+	hold   optDuration
+	every  time.Duration
+}
+
+func runSim(out io.Writer, c sim.Config, f *simFlags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if hold.set {
-		h.Config = c
-		return runHold(ctx, h, hold.d, *every, *asJSON)
+	if f.hold.set {
+		f.h.Config = c
+		return runHold(ctx, out, f.h, f.hold.d, f.every, f.asJSON)
 	}
 	rep, err := sim.Run(ctx, c)
 	if err != nil {
 		return err
 	}
-	if *asJSON {
-		return json.NewEncoder(os.Stdout).Encode(rep)
+	if f.asJSON {
+		return json.NewEncoder(out).Encode(rep)
 	}
-	fmt.Print(rep.String())
+	fmt.Fprint(out, rep.String())
 	if rep.Failed > 0 {
 		return fmt.Errorf("%d connections failed", rep.Failed)
 	}
@@ -81,10 +99,12 @@ func (o *optDuration) Set(s string) error {
 	return nil
 }
 
+func (o *optDuration) Type() string { return "duration" }
+
 // runHold runs sim.Holder until ctrl-C, SIGTERM or d (0: no bound),
 // printing a status line every period (to stderr under --json), then a
 // summary. It fails only when no device ever logged in.
-func runHold(ctx context.Context, cfg sim.HoldConfig, d, every time.Duration, asJSON bool) error {
+func runHold(ctx context.Context, out io.Writer, cfg sim.HoldConfig, d, every time.Duration, asJSON bool) error {
 	if every <= 0 {
 		return errors.New("--every must be positive")
 	}
@@ -97,7 +117,7 @@ func runHold(ctx context.Context, cfg sim.HoldConfig, d, every time.Duration, as
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
-	live := io.Writer(os.Stdout)
+	live := out
 	if asJSON {
 		live = os.Stderr
 	}
@@ -118,11 +138,11 @@ func runHold(ctx context.Context, cfg sim.HoldConfig, d, every time.Duration, as
 	st := h.Run(ctx)
 	<-printed
 	if asJSON {
-		if err := json.NewEncoder(os.Stdout).Encode(st); err != nil {
+		if err := json.NewEncoder(out).Encode(st); err != nil {
 			return err
 		}
 	} else {
-		fmt.Print(st.String())
+		fmt.Fprint(out, st.String())
 	}
 	if st.Logins == 0 {
 		return fmt.Errorf("no device logged in to %s", cfg.Target)

@@ -21,6 +21,9 @@ func sortGateways(gs []*adminv1.Gateway) {
 
 // DrainBackend stores the drain in etcd; every replica's drainer acts on it.
 func (s *Service) DrainBackend(ctx context.Context, req *adminv1.DrainBackendRequest) (*adminv1.DrainBackendResponse, error) {
+	if s.static() {
+		return nil, errStatic("drains are stored in etcd")
+	}
 	snap, err := s.snapshot()
 	if err != nil {
 		return nil, err
@@ -91,6 +94,9 @@ func (s *Service) awaitRevision(ctx context.Context, rev int64) {
 
 // UndrainBackend removes the drain; the backend rejoins the ring everywhere.
 func (s *Service) UndrainBackend(ctx context.Context, req *adminv1.UndrainBackendRequest) (*adminv1.UndrainBackendResponse, error) {
+	if s.static() {
+		return nil, errStatic("drains are stored in etcd")
+	}
 	if err := registry.ValidID(req.Id); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -106,6 +112,9 @@ func (s *Service) UndrainBackend(ctx context.Context, req *adminv1.UndrainBacken
 // Rebalance runs LocalRebalance on every replica, each at its share of the
 // pace, and streams the merged progress.
 func (s *Service) Rebalance(req *adminv1.RebalanceRequest, stream adminv1.Admin_RebalanceServer) error {
+	if s.static() {
+		return errStatic("its ring changes only on restart, so no connection is misplaced")
+	}
 	snap, err := s.snapshot()
 	if err != nil {
 		return err

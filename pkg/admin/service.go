@@ -35,8 +35,8 @@ type Service struct {
 	Started time.Time
 
 	Proxy   *proxy.Proxy
-	Watcher *registry.Watcher // snapshots: backends, drains, gateways
-	Client  *clientv3.Client  // writes drains
+	Watcher Fleet            // snapshots: backends, drains, gateways
+	Client  *clientv3.Client // writes drains; nil with a static list (StaticFleet)
 	Keys    registry.Keys
 
 	// DialPeer opens a client connection to a peer's admin address with
@@ -130,6 +130,8 @@ func (s *Service) Ready() (bool, string) {
 		return false, "draining"
 	case snap == nil:
 		return false, "no ring yet"
+	case s.static():
+		return true, fmt.Sprintf("ok: static list, %d backends in the ring", snap.Ring.Len())
 	}
 	st := s.Watcher.Stats()
 	if !st.Connected {
@@ -161,9 +163,11 @@ func (s *Service) localStatus() *adminv1.Gateway {
 	for id, n := range s.Proxy.Conns() {
 		g.ConnectionsByBackend[id] = int64(n)
 	}
-	st := s.Watcher.Stats()
-	g.EtcdConnected = st.Connected
-	g.EtcdStaleness = durationpb.New(st.Staleness)
+	if !s.static() { // without etcd, no staleness to report
+		st := s.Watcher.Stats()
+		g.EtcdConnected = st.Connected
+		g.EtcdStaleness = durationpb.New(st.Staleness)
+	}
 	if snap := s.Watcher.Snapshot(); snap != nil {
 		g.RingRevision, g.RingSize = snap.Revision, int32(snap.Ring.Len())
 		for _, gw := range snap.Gateways {

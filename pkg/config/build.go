@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 
 	"github.com/devgate/devgate/pkg/frame"
 	"github.com/devgate/devgate/pkg/ring"
@@ -102,8 +101,8 @@ func (c *Config) BuildRing() (ring.Ring, error) {
 	}
 	bs := make([]ring.Backend, 0, len(c.Backends))
 	for i, b := range c.Backends {
-		if _, _, err := net.SplitHostPort(b.Addr); err != nil {
-			return nil, fmt.Errorf("backends[%d] %q: addr: %w", i, b.ID, err)
+		if err := checkDial(fmt.Sprintf("backends[%d].addr", i), b.Addr); err != nil {
+			return nil, err
 		}
 		bs = append(bs, ring.Backend{ID: b.ID, Addr: b.Addr, Weight: b.Weight, Zone: b.Zone, Meta: b.Meta})
 	}

@@ -1,7 +1,9 @@
 // Package config loads the gateway's YAML configuration file: the device
 // listener, framing and key extraction, ring mode, the static backend list
 // and the limits. Unknown fields are errors, so a typo fails at start-up
-// instead of silently using a default.
+// instead of silently using a default; every address is checked at load,
+// and a file with neither backends nor etcd is refused (ErrNoBackends).
+// `devgate config check FILE` runs the same checks.
 //
 //	listen: 0.0.0.0:9000
 //	frame: {lengthFieldOffset: 4, lengthFieldLength: 2, headerLength: 6, maxFrameLength: 4096}
@@ -242,7 +244,7 @@ func LoadWith(path string, override func(*Config) error) (*Config, error) {
 	}
 	c, err := ParseWith(buf.Bytes(), override)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, inFile(path, err)
 	}
 	return c, nil
 }
@@ -259,7 +261,7 @@ func ParseWith(data []byte, override func(*Config) error) (*Config, error) {
 	dec.KnownFields(true)
 	var c Config
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, errEOF) {
-		return nil, fmt.Errorf("parse: %w", err)
+		return nil, decodeError(err)
 	}
 	if override != nil {
 		if err := override(&c); err != nil {
@@ -275,8 +277,8 @@ func ParseWith(data []byte, override func(*Config) error) (*Config, error) {
 // Validate checks every section, so that serve fails before listening.
 func (c *Config) Validate() error {
 	if c.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-			return fmt.Errorf("listen: %w", err)
+		if err := checkListen("listen", c.Listen); err != nil {
+			return err
 		}
 	}
 	if _, err := c.Matcher(); err != nil {
@@ -319,6 +321,9 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("log.format %q: want json or console", c.Log.Format)
 	}
+	if c.Etcd == nil && len(c.Backends) == 0 {
+		return ErrNoBackends
+	}
 	return nil
 }
 
@@ -338,9 +343,9 @@ func (e *Etcd) validate(static int) error {
 	case e.PasswordFile != "" && e.Username == "":
 		return errors.New("etcd: passwordFile needs username")
 	}
-	for _, ep := range e.Endpoints {
-		if !strings.HasPrefix(ep, "http://") && !strings.HasPrefix(ep, "https://") {
-			return fmt.Errorf("etcd.endpoints: %q must start with http:// or https://", ep)
+	for i, ep := range e.Endpoints {
+		if err := checkEndpoint(fmt.Sprintf("etcd.endpoints[%d]", i), ep); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -358,14 +363,22 @@ func (a *Admin) validate() error {
 	if a.ClientCAFile != "" && a.CertFile == "" {
 		return errors.New("admin: clientCAFile needs certFile and keyFile (mTLS)")
 	}
+	if err := checkListen("admin.httpListen", a.HTTPAddr()); err != nil {
+		return err
+	}
 	addr := a.GRPCAddr()
 	if addr == "off" {
 		return nil
 	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("admin.listen: %w", err)
+	if err := checkListen("admin.listen", addr); err != nil {
+		return err
 	}
+	if a.Advertise != "" {
+		if err := checkDial("admin.advertise", a.Advertise); err != nil {
+			return err
+		}
+	}
+	host, _, _ := net.SplitHostPort(addr)
 	ip := net.ParseIP(host)
 	loopback := ip != nil && ip.IsLoopback() || host == "localhost"
 	if !loopback && len(a.Tokens) == 0 && a.ClientCAFile == "" && !a.Insecure {

@@ -8,6 +8,9 @@ import (
 	"time"
 )
 
+// oneBackend makes a document that tests another section loadable.
+const oneBackend = "backends: [{id: a, addr: '127.0.0.1:1'}]\n"
+
 func TestLoadExample(t *testing.T) {
 	c, err := Load(filepath.Join("..", "..", "deploy", "devgate.example.yaml"))
 	if err != nil {
@@ -51,7 +54,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatalf("frame defaults = %+v", fc)
 	}
 	// An explicit zero is kept, not replaced by the default.
-	c, err = Parse([]byte("frame: {lengthFieldOffset: 0, lengthFieldLength: 4, headerLength: 4}\n"))
+	c, err = Parse([]byte(oneBackend + "frame: {lengthFieldOffset: 0, lengthFieldLength: 4, headerLength: 4}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +66,7 @@ func TestDefaults(t *testing.T) {
 
 func TestErrors(t *testing.T) {
 	cases := []struct{ name, doc, want string }{
-		{"unknown field", "listn: x\n", "field listn not found"},
+		{"unknown field", "listn: x\n", `unknown field "listn"`},
 		{"bad listen", "listen: nope\n", "listen"},
 		{"bad byte order", "frame: {byteOrder: middle}\n", "byteOrder"},
 		{"bad length field", "frame: {lengthFieldLength: 5}\n", "frame"},
@@ -118,14 +121,14 @@ func TestAdminSection(t *testing.T) {
 		"admin: {listen: '127.0.0.1:9090'}\n",
 		"admin: {listen: 'off'}\n",
 	} {
-		if _, err := Parse([]byte(doc)); err != nil {
+		if _, err := Parse([]byte(oneBackend + doc)); err != nil {
 			t.Errorf("%s: %v", doc, err)
 		}
 	}
 }
 
 func TestHardeningSection(t *testing.T) {
-	c, err := Parse([]byte("proxyProtocol: {trusted: [10.0.0.0/8, 192.168.1.7], sendV2: true}\nlimits: {maxConnectionsPerIP: 100, acceptRatePerIP: 20, idleTimeout: 5m}\n"))
+	c, err := Parse([]byte(oneBackend + "proxyProtocol: {trusted: [10.0.0.0/8, 192.168.1.7], sendV2: true}\nlimits: {maxConnectionsPerIP: 100, acceptRatePerIP: 20, idleTimeout: 5m}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +150,7 @@ func TestFinTimeouts(t *testing.T) {
 }
 
 func TestSetAdvertise(t *testing.T) {
-	doc := []byte("admin: {listen: '0.0.0.0:9090'}\n")
+	doc := []byte(oneBackend + "admin: {listen: '0.0.0.0:9090'}\n")
 	if _, err := Parse(doc); err == nil {
 		t.Fatal("0.0.0.0 without advertise accepted")
 	}
@@ -174,6 +177,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte("backends: [{id: a, addr: 'h:1', weight: 3}]\nkey: {types: [1, 2]}\n"))
+	f.Add([]byte("backend: []\nadmin: {httpListn: x, listen: '1:99999'}\netcd: {endpoints: ['http://e:1/x']}\n"))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		c, err := Parse(doc)
 		if err != nil {

@@ -15,6 +15,8 @@ import (
 	"testing"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/devgate/devgate/internal/testenv"
 )
 
 var innermost = regexp.MustCompile(`\{[^{}]*\}`)
@@ -164,7 +166,7 @@ func TestReferencePython(t *testing.T) {
 	t.Parallel()
 	py, err := exec.LookPath("python3")
 	if err != nil {
-		t.Skip("python3 not found: cannot run testdata/reference.py")
+		testenv.Missing(t, "python3 not found: cannot run testdata/reference.py (apt-get install -y python3)")
 	}
 	var stderr bytes.Buffer
 	cmd := exec.Command(py, filepath.Join("testdata", "reference.py"))

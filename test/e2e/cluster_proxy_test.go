@@ -13,6 +13,7 @@ import (
 	"time"
 
 	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
+	"github.com/devgate/devgate/internal/testenv"
 	"github.com/devgate/devgate/pkg/sim"
 )
 
@@ -21,7 +22,7 @@ import (
 // reports the device's address; Go backends, which did not ask, get none.
 func scenarioProxyV2(t *testing.T, c *cluster) {
 	if c.jar == "" {
-		t.Skip("Java or libnetty-java missing: no Netty backend to decode PROXY headers (see .ci/run)")
+		testenv.Missing(t, "Java or libnetty-java missing: no Netty backend to decode PROXY headers (see .ci/run)")
 	}
 	const id = "netty-pp"
 	p := startProc(c.root, c.dir, id, "java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xmx256m", "-jar", c.jar,

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
+	"github.com/devgate/devgate/internal/testenv"
 	"github.com/devgate/devgate/pkg/registry"
 )
 
@@ -78,7 +79,7 @@ func (c *cluster) endpoints() []string {
 // newCluster builds the binaries and starts the whole cluster.
 func newCluster(t *testing.T) *cluster {
 	if _, err := os.Stat("/usr/sbin/haproxy"); err != nil {
-		t.Skip("/usr/sbin/haproxy missing: apt-get install -y haproxy (see .ci/run)")
+		testenv.Missing(t, "/usr/sbin/haproxy missing: apt-get install -y haproxy (see .ci/run)")
 	}
 	dir := t.TempDir()
 	if d := os.Getenv("E2E_DIR"); d != "" { // keep logs for a post-mortem
@@ -131,10 +132,16 @@ func newCluster(t *testing.T) *cluster {
 // is missing (the Netty parts then use a Go backend and say so).
 func nettyJarOrEmpty(t *testing.T) string {
 	if _, err := exec.LookPath("java"); err != nil {
+		if testenv.Required() {
+			testenv.Missing(t, "java not installed: the Netty backend is required (see .ci/run)")
+		}
 		t.Log("java not installed: the Netty backend is replaced by a Go one (see .ci/run)")
 		return ""
 	}
 	if _, err := os.Stat("/usr/share/java/netty-common.jar"); err != nil {
+		if testenv.Required() {
+			testenv.Missing(t, "libnetty-java not installed: the Netty backend is required (see .ci/run)")
+		}
 		t.Log("libnetty-java not installed: the Netty backend is replaced by a Go one (see .ci/run)")
 		return ""
 	}

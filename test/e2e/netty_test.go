@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/devgate/devgate/internal/etcdserver"
+	"github.com/devgate/devgate/internal/testenv"
 	"github.com/devgate/devgate/pkg/proxy"
 	"github.com/devgate/devgate/pkg/registry"
 	"github.com/devgate/devgate/pkg/sim"
@@ -27,10 +28,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func nettyJar(t *testing.T) string {
 	t.Helper()
 	if _, err := exec.LookPath("java"); err != nil {
-		t.Skip("java not installed: the Netty backend test needs a JDK 17 (see .ci/run)")
+		testenv.Missing(t, "java not installed: the Netty backend test needs a JDK 17 (see .ci/run)")
 	}
 	if _, err := os.Stat("/usr/share/java/netty-common.jar"); err != nil {
-		t.Skip("Netty not installed: apt-get install -y libnetty-java (see .ci/run)")
+		testenv.Missing(t, "Netty not installed: apt-get install -y libnetty-java (see .ci/run)")
 	}
 	out, err := exec.Command("make", "-s", "-C", "netty", "build").CombinedOutput()
 	if err != nil {
