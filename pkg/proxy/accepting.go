@@ -36,10 +36,13 @@ func (p *Proxy) track(s *serving, l net.Listener) bool {
 	return true
 }
 
+// untrack ends s. Its listener is closed already, unless a ResumeAccepting
+// set a new one as Serve was returning.
 func (p *Proxy) untrack(s *serving) {
 	p.mu.Lock()
 	delete(p.serves, s)
 	if s.l != nil {
+		s.l.Close()
 		p.forgetLocked(s.l)
 	}
 	p.mu.Unlock()

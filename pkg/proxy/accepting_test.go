@@ -82,3 +82,34 @@ func TestResumeAcceptingAddressTaken(t *testing.T) {
 	conn, _ := c.connect("dev-1")
 	conn.Close()
 }
+
+// A Serve that starts while accepting is stopped (a drain that came before
+// the listener) waits, and serves once resumed.
+func TestServeStartedWhileStopped(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	c.proxy.StopAccepting()
+	l, err := c.proxy.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	done := make(chan error, 1)
+	go func() { done <- c.proxy.Serve(l) }()
+	waitFor(t, "dials refused", func() bool {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return err != nil
+	})
+	if err := c.proxy.ResumeAccepting(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	c.addr = addr
+	conn, _ := c.connect("dev-1")
+	conn.Close()
+	c.proxy.Close()
+	if err := <-done; !errors.Is(err, ErrServerClosed) {
+		t.Fatalf("Serve: %v", err)
+	}
+}
