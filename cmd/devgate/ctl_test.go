@@ -261,6 +261,7 @@ draining gateway gw2: 300 connections left
 draining gateway gw2: did not answer: deadline exceeded
 draining gateway gw2: 120 connections left
 draining gateway gw2: 0 connections left
+gateway gw2 drained; it stays up, not ready, until 'devgate ctl undrain-gateway gw2' or SIGTERM
 `
 	if code != 0 || out != want {
 		t.Fatalf("exit %d, output:\n%s\nwant:\n%s", code, out, want)

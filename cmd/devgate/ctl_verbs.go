@@ -6,6 +6,8 @@ import (
 	"time"
 
 	flag "github.com/spf13/pflag"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
@@ -77,11 +79,16 @@ func ctlVerbs() []ctlVerb {
 			setup: func(*flag.FlagSet) func(*ctlRun, []string) error { return (*ctlRun).gateways }},
 		{name: "drain-gateway", args: []string{"ID"}, flags: "[--pace N] [--wait]",
 			summary: "make a gateway fail readiness, stop accepting and evict its connections",
-			more:    "Point --addr at another replica when you --wait: the drained one may exit.",
+			more: "The gateway evicts at the pace (its own, not split with the fleet), then stays up,\n" +
+				"not ready and accepting no devices, until 'devgate ctl undrain-gateway ID' or SIGTERM.",
 			setup: func(fs *flag.FlagSet) func(*ctlRun, []string) error {
 				pace := paceFlag(fs)
 				wait := fs.Bool("wait", false, "show progress until the gateway has no connections")
 				return func(c *ctlRun, a []string) error { return c.drainGateway(a[0], *pace, *wait) }
+			}},
+		{name: "undrain-gateway", args: []string{"ID"}, summary: "end a gateway's drain: it accepts devices again and is ready",
+			setup: func(*flag.FlagSet) func(*ctlRun, []string) error {
+				return func(c *ctlRun, a []string) error { return c.undrainGateway(a[0]) }
 			}},
 	}
 }
@@ -184,7 +191,7 @@ func (c *ctlRun) drainGateway(id string, pace float64, wait bool) error {
 	defer cancel()
 	resp, err := c.admin.DrainGateway(ctx, &adminv1.DrainGatewayRequest{Id: id, EvictPerSecond: pace})
 	if err != nil {
-		return err
+		return gatewayHint(err)
 	}
 	if c.json {
 		if err := writeJSON(c.out, resp); err != nil {
@@ -198,4 +205,29 @@ func (c *ctlRun) drainGateway(id string, pace float64, wait bool) error {
 		return nil
 	}
 	return c.waitGateway(id)
+}
+
+func (c *ctlRun) undrainGateway(id string) error {
+	ctx, cancel := c.call()
+	defer cancel()
+	resp, err := c.admin.UndrainGateway(ctx, &adminv1.UndrainGatewayRequest{Id: id})
+	switch {
+	case err != nil:
+		return gatewayHint(err)
+	case c.json:
+		return writeJSON(c.out, resp)
+	case resp.GetWasDraining():
+		fmt.Fprintf(c.out, "undrained gateway %s: ready and accepting devices again\n", id)
+	default:
+		fmt.Fprintf(c.out, "gateway %s was not draining; nothing changed\n", id)
+	}
+	return nil
+}
+
+// gatewayHint points at the list of gateway ids when the one given is unknown.
+func gatewayHint(err error) error {
+	if st, ok := status.FromError(err); ok && st.Code() == codes.NotFound {
+		return status.Errorf(codes.NotFound, "%s; 'devgate ctl gateways' lists the ids", st.Message())
+	}
+	return err
 }

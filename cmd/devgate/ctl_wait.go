@@ -111,7 +111,11 @@ func (c *ctlRun) waitGateway(id string) error {
 		for _, g := range resp.GetGateways() {
 			if g.GetId() == id {
 				fmt.Fprintf(c.progress, "draining gateway %s: %s left\n", id, plural(g.GetConnections(), "connection"))
-				return g.GetConnections() == 0, nil
+				if g.GetConnections() > 0 {
+					return false, nil
+				}
+				fmt.Fprintf(c.progress, "gateway %s drained; it stays up, not ready, until 'devgate ctl undrain-gateway %s' or SIGTERM\n", id, id)
+				return true, nil
 			}
 		}
 		if why, ok := resp.GetPartial().GetErrors()[id]; ok {

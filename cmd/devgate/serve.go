@@ -164,7 +164,9 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 }
 
 // serveUntilSignal serves until SIGINT or SIGTERM, then stops accepting and
-// gives open connections the grace period before closing them.
+// gives open connections the grace period before closing them. A drain
+// (ctl drain-gateway) does not end it: Serve waits for an undrain, and the
+// replica stays up, not ready, until the signal.
 func serveUntilSignal(p *proxy.Proxy, l net.Listener, grace time.Duration, log *zap.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

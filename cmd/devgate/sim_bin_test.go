@@ -5,10 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -149,26 +147,6 @@ func scrapeURL(t *testing.T, url string) map[string]float64 {
 	return out
 }
 
-// freeAddr returns a loopback address with a port free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func buildDevgate(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "devgate")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 var backendCount = regexp.MustCompile(`\b(demo-\d+) (\d+) `)
 
 // lineCounts parses the per-backend counts of a `sim --hold` status line.
@@ -189,9 +167,9 @@ func TestSimHoldDrainBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs processes")
 	}
-	bin := buildDevgate(t)
-	admin, adminHTTP := freeAddr(t), freeAddr(t)
-	dev := startBin(t, bin, false, "dev", "--listen", "127.0.0.1:0", "--etcd-listen", freeAddr(t),
+	bin := devgateBin(t)
+	admin, adminHTTP := freePort(t), freePort(t)
+	dev := startBin(t, bin, false, "dev", "--listen", "127.0.0.1:0", "--etcd-listen", freePort(t),
 		"--admin-listen", admin, "--admin-http-listen", adminHTTP, "--log-level", "warn")
 	metricsURL := "http://" + adminHTTP + "/metrics"
 	line, _ := dev.await(t, "the gateway address", 0, func(l string) bool {

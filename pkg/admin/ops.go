@@ -283,45 +283,35 @@ func (s *Service) DrainGateway(ctx context.Context, req *adminv1.DrainGatewayReq
 		s.DrainSelf(req.EvictPerSecond)
 		return &adminv1.DrainGatewayResponse{Gateway: s.localStatus()}, nil
 	}
-	snap, err := s.snapshot()
-	if err != nil {
-		return nil, err
-	}
-	for _, gw := range snap.Gateways {
-		if gw.ID != req.Id {
-			continue
-		}
-		var resp *adminv1.DrainGatewayResponse
-		err := s.withPeer(ctx, gw, func(ctx context.Context, c adminv1.AdminClient) error {
-			var err error
-			resp, err = c.DrainGateway(ctx, req)
-			return err
-		})
-		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "gateway %s: %v", req.Id, err)
-		}
-		return resp, nil
-	}
-	return nil, status.Errorf(codes.NotFound, "gateway %q is not registered", req.Id)
+	var resp *adminv1.DrainGatewayResponse
+	err := s.forwardToGateway(ctx, req.Id, func(ctx context.Context, c adminv1.AdminClient) error {
+		var err error
+		resp, err = c.DrainGateway(ctx, req)
+		return err
+	})
+	return resp, err
 }
 
 // DrainSelf fails readiness, stops accepting, and evicts this replica's
 // connections at perSecond (zero: DefaultPace). It returns at once; the
-// eviction runs until done or until Run's ctx ends.
+// eviction runs until UndrainSelf or until Run's ctx ends, and the replica
+// stays up, not ready, meanwhile.
 func (s *Service) DrainSelf(perSecond float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.draining.Swap(true) {
 		return
 	}
 	s.Proxy.StopAccepting()
 	s.log().Info("draining this gateway", zap.Float64("perSecond", perSecond), zap.Int64("connections", s.Proxy.Proxied()))
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.runCtx == nil || s.stopped { // not running: Shutdown closes the rest
 		return
 	}
+	ctx, cancel := context.WithCancel(s.runCtx)
+	s.undrain = cancel
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		Pace(s.runCtx, perSecond, func(n int) int { return s.Proxy.Evict("", n, "gateway_drain") }, nil)
+		s.evictSelf(ctx, perSecond)
 	}()
 }

@@ -59,7 +59,8 @@ type Service struct {
 	mu      sync.Mutex
 	runCtx  context.Context // set by Run; DrainSelf's eviction runs under it
 	stopped bool
-	wg      sync.WaitGroup // DrainSelf's eviction
+	undrain context.CancelFunc // ends DrainSelf's eviction
+	wg      sync.WaitGroup     // DrainSelf's eviction
 }
 
 func (s *Service) log() *zap.Logger {
@@ -127,7 +128,7 @@ func (s *Service) Ready() (bool, string) {
 	snap := s.Watcher.Snapshot()
 	switch {
 	case s.draining.Load() || s.Proxy.Draining():
-		return false, "draining"
+		return false, fmt.Sprintf("draining: accepting no devices, %d connections left", s.Proxy.Proxied())
 	case snap == nil:
 		return false, "no ring yet"
 	case s.static():

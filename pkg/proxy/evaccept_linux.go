@@ -42,9 +42,9 @@ type evAcceptor struct {
 	closed bool
 }
 
-// evServe serves tl from the loops until it is closed; ok false when the
-// loops cannot (the caller accepts in a goroutine).
-func (p *Proxy) evServe(tl *net.TCPListener, inherits bool) (err error, ok bool) {
+// evServe serves tl from the loops until it is closed (stop: by the proxy);
+// ok false when the loops cannot (the caller accepts in a goroutine).
+func (p *Proxy) evServe(tl *net.TCPListener, inherits bool, stop <-chan struct{}) (err error, ok bool) {
 	if !p.evLoopAdmits() {
 		return nil, false
 	}
@@ -79,7 +79,7 @@ func (p *Proxy) evServe(tl *net.TCPListener, inherits bool) (err error, ok bool)
 		select {
 		case <-el.done: // a loop found it closed: doneErr is set
 			closedErr, open = el.doneErr, false
-		case <-p.stopCh:
+		case <-stop:
 			open = false
 		case <-tick.C:
 			if el.rc.Control(func(uintptr) {}) != nil {
@@ -90,10 +90,12 @@ func (p *Proxy) evServe(tl *net.TCPListener, inherits bool) (err error, ok bool)
 	for _, l := range added {
 		l.removeListener(el)
 	}
-	if p.isClosing() {
+	select {
+	case <-stop:
 		return ErrServerClosed, true
+	default:
+		return closedErr, true
 	}
-	return closedErr, true
 }
 
 // loopsNow returns the loops running now.
@@ -189,7 +191,7 @@ func (l *evLoop) accept(fd int32) {
 			l.listenerClosed(a, &net.OpError{Op: "accept", Net: "tcp", Err: err})
 			return
 		default:
-			if p.isClosing() {
+			if p.Draining() {
 				return
 			}
 			// Out of files or memory: stop watching for a while rather

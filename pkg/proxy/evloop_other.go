@@ -24,7 +24,7 @@ func (p *Proxy) evAccept(net.Conn, bool) bool { return false }
 // listenSockOpts: nil where accepted sockets are not known to inherit them.
 var listenSockOpts func(fd int, keepAlive time.Duration) error
 
-func (p *Proxy) evServe(*net.TCPListener, bool) (error, bool) { return nil, false }
+func (p *Proxy) evServe(*net.TCPListener, bool, <-chan struct{}) (error, bool) { return nil, false }
 
 type evPair struct{}
 

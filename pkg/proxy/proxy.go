@@ -144,13 +144,16 @@ type Proxy struct {
 	connCap  int64 // MaxConns within the descriptor budget (-1: none)
 	acceptLog
 
-	mu        sync.Mutex
-	closing   bool
-	listeners map[net.Listener]struct{}
-	inherit   map[net.Listener]bool // made by Listen: accepted sockets have keepalive set
-	prereads  map[net.Conn]struct{}
-	stopCh    chan struct{} // closed by StopAccepting
-	wg        sync.WaitGroup
+	mu       sync.Mutex
+	closing  bool // Shutdown or Close: for good
+	stopped  bool // StopAccepting until ResumeAccepting; also when closing
+	serves   map[*serving]struct{}
+	inherit  map[net.Listener]bool // made by Listen: accepted sockets have keepalive set
+	prereads map[net.Conn]struct{}
+	stopCh   chan struct{} // closed by StopAccepting; a new one after ResumeAccepting
+	closeCh  chan struct{} // closed by Shutdown
+	resumeMu sync.Mutex    // one ResumeAccepting at a time
+	wg       sync.WaitGroup
 }
 
 func (p *Proxy) init() {
@@ -171,10 +174,11 @@ func (p *Proxy) init() {
 		}
 		p.devices = newDeviceCache(size)
 		p.perIP = newIPLimiter(orInt(p.MaxConnsPerIP, 10000), orFloat(p.AcceptRatePerIP, 1000), p.AcceptBurstPerIP, 1<<20)
-		p.listeners = make(map[net.Listener]struct{})
+		p.serves = make(map[*serving]struct{})
 		p.prereads = make(map[net.Conn]struct{})
 		p.stopCh = make(chan struct{})
 		p.connCap = p.connCapFor(nofileLimit())
+		p.closeCh = make(chan struct{})
 	})
 }
 
@@ -244,19 +248,45 @@ func orDuration(d, def time.Duration) time.Duration {
 // Serve accepts connections on l until Shutdown or Close, and returns
 // ErrServerClosed then. Temporary accept errors (such as running out of
 // file descriptors) are retried with a growing pause instead of a busy loop.
+// While accepting is stopped (StopAccepting) Serve waits, and after
+// ResumeAccepting accepts on a new listener on l's address; a listener other
+// than a *net.TCPListener cannot be opened again, so Serve returns
+// ErrServerClosed when StopAccepting closes it.
 func (p *Proxy) Serve(l net.Listener) error {
 	if p.Source == nil {
 		return errors.New("proxy: Source is nil")
 	}
 	p.init()
-	if !p.track(l) {
+	s := &serving{wake: make(chan struct{}, 1)}
+	if _, ok := l.(*net.TCPListener); ok {
+		s.addr = l.Addr()
+	}
+	if !p.track(s, l) {
 		l.Close()
 		return ErrServerClosed
 	}
-	defer p.untrack(l)
+	defer p.untrack(s)
+	for {
+		l, stop, err := p.nextListener(s)
+		if err != nil {
+			return err
+		}
+		err = p.serveListener(l, stop)
+		p.forget(l)
+		select {
+		case <-stop: // closed by StopAccepting or Shutdown, not by its owner
+		default:
+			return err
+		}
+	}
+}
+
+// serveListener accepts on l until l is closed; stop is closed when the
+// proxy closed it (then it returns ErrServerClosed).
+func (p *Proxy) serveListener(l net.Listener, stop <-chan struct{}) error {
 	inherits := p.inheritsKeepAlive(l)
 	if tl, ok := l.(*net.TCPListener); ok {
-		if err, ok := p.evServe(tl, inherits); ok {
+		if err, ok := p.evServe(tl, inherits, stop); ok {
 			return err
 		}
 	}
@@ -265,8 +295,10 @@ func (p *Proxy) Serve(l net.Listener) error {
 	for {
 		c, err := l.Accept()
 		if err != nil {
-			if p.isClosing() {
+			select {
+			case <-stop:
 				return ErrServerClosed
+			default:
 			}
 			if errors.Is(err, net.ErrClosed) {
 				return err
@@ -293,23 +325,6 @@ func (p *Proxy) Serve(l net.Listener) error {
 		}
 		go p.handle(c, inherits)
 	}
-}
-
-func (p *Proxy) track(l net.Listener) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closing {
-		return false
-	}
-	p.listeners[l] = struct{}{}
-	return true
-}
-
-func (p *Proxy) untrack(l net.Listener) {
-	p.mu.Lock()
-	delete(p.listeners, l)
-	delete(p.inherit, l)
-	p.mu.Unlock()
 }
 
 // Listen opens a TCP listener for Serve whose sockets carry TCP_NODELAY
@@ -359,7 +374,7 @@ func (p *Proxy) isClosing() bool {
 func (p *Proxy) startConn(c net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closing {
+	if p.stopped {
 		return false
 	}
 	p.wg.Add(1)
@@ -373,7 +388,14 @@ func (p *Proxy) startConn(c net.Conn) bool {
 // Shutdown stops accepting, then waits for open connections to end. When
 // ctx expires first, it closes the rest and returns ctx.Err().
 func (p *Proxy) Shutdown(ctx context.Context) error {
-	p.StopAccepting()
+	p.init()
+	p.mu.Lock()
+	p.stopLocked()
+	if !p.closing {
+		p.closing = true
+		close(p.closeCh)
+	}
+	p.mu.Unlock()
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {
@@ -461,27 +483,6 @@ func (p *Proxy) evict(cs []*conn, cause string) int {
 		}
 	}
 	return n
-}
-
-// StopAccepting closes the listeners without touching open connections:
-// the first step of draining this replica. Serve returns ErrServerClosed.
-func (p *Proxy) StopAccepting() {
-	p.init()
-	p.mu.Lock()
-	if !p.closing {
-		close(p.stopCh)
-	}
-	p.closing = true
-	for l := range p.listeners {
-		l.Close()
-	}
-	p.mu.Unlock()
-}
-
-// Draining reports whether the proxy has stopped accepting.
-func (p *Proxy) Draining() bool {
-	p.init()
-	return p.isClosing()
 }
 
 // Proxied is the number of connections routed to a backend and open now.

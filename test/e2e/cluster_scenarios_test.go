@@ -32,6 +32,7 @@ func TestCluster(t *testing.T) {
 		{"5_rolling_restart", scenarioRollingRestart},
 		{"6_etcd_faults", scenarioEtcdFaults},
 		{"8_proxy_v2_to_netty", scenarioProxyV2},
+		{"9_drain_gateway", scenarioDrainGateway},
 	} {
 		c.t = t
 		t.Run(s.name, func(t *testing.T) {

@@ -1252,6 +1252,102 @@ func (x *DrainGatewayResponse) GetGateway() *Gateway {
 	return nil
 }
 
+type UndrainGatewayRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"` // empty: the replica answering
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UndrainGatewayRequest) Reset() {
+	*x = UndrainGatewayRequest{}
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UndrainGatewayRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UndrainGatewayRequest) ProtoMessage() {}
+
+func (x *UndrainGatewayRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UndrainGatewayRequest.ProtoReflect.Descriptor instead.
+func (*UndrainGatewayRequest) Descriptor() ([]byte, []int) {
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *UndrainGatewayRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type UndrainGatewayResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WasDraining   bool                   `protobuf:"varint,1,opt,name=was_draining,json=wasDraining,proto3" json:"was_draining,omitempty"`
+	Gateway       *Gateway               `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UndrainGatewayResponse) Reset() {
+	*x = UndrainGatewayResponse{}
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UndrainGatewayResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UndrainGatewayResponse) ProtoMessage() {}
+
+func (x *UndrainGatewayResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UndrainGatewayResponse.ProtoReflect.Descriptor instead.
+func (*UndrainGatewayResponse) Descriptor() ([]byte, []int) {
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *UndrainGatewayResponse) GetWasDraining() bool {
+	if x != nil {
+		return x.WasDraining
+	}
+	return false
+}
+
+func (x *UndrainGatewayResponse) GetGateway() *Gateway {
+	if x != nil {
+		return x.Gateway
+	}
+	return nil
+}
+
 type LocalStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1260,7 +1356,7 @@ type LocalStatusRequest struct {
 
 func (x *LocalStatusRequest) Reset() {
 	*x = LocalStatusRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1272,7 +1368,7 @@ func (x *LocalStatusRequest) String() string {
 func (*LocalStatusRequest) ProtoMessage() {}
 
 func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1285,7 +1381,7 @@ func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalStatusRequest.ProtoReflect.Descriptor instead.
 func (*LocalStatusRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 var File_devgate_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -1389,13 +1485,18 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x10evict_per_second\x18\x02 \x01(\x01R\x0eevictPerSecond\"K\n" +
 	"\x14DrainGatewayResponse\x123\n" +
-	"\agateway\x18\x01 \x01(\v2\x19.devgate.admin.v1.GatewayR\agateway\"\x14\n" +
+	"\agateway\x18\x01 \x01(\v2\x19.devgate.admin.v1.GatewayR\agateway\"'\n" +
+	"\x15UndrainGatewayRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"p\n" +
+	"\x16UndrainGatewayResponse\x12!\n" +
+	"\fwas_draining\x18\x01 \x01(\bR\vwasDraining\x123\n" +
+	"\agateway\x18\x02 \x01(\v2\x19.devgate.admin.v1.GatewayR\agateway\"\x14\n" +
 	"\x12LocalStatusRequest*{\n" +
 	"\fBackendState\x12\x1d\n" +
 	"\x19BACKEND_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14BACKEND_STATE_ACTIVE\x10\x01\x12\x1a\n" +
 	"\x16BACKEND_STATE_DRAINING\x10\x02\x12\x16\n" +
-	"\x12BACKEND_STATE_HELD\x10\x032\xba\x06\n" +
+	"\x12BACKEND_STATE_HELD\x10\x032\x9f\a\n" +
 	"\x05Admin\x12]\n" +
 	"\fListBackends\x12%.devgate.admin.v1.ListBackendsRequest\x1a&.devgate.admin.v1.ListBackendsResponse\x12]\n" +
 	"\fDrainBackend\x12%.devgate.admin.v1.DrainBackendRequest\x1a&.devgate.admin.v1.DrainBackendResponse\x12c\n" +
@@ -1403,7 +1504,8 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x06Lookup\x12\x1f.devgate.admin.v1.LookupRequest\x1a .devgate.admin.v1.LookupResponse\x12V\n" +
 	"\tRebalance\x12\".devgate.admin.v1.RebalanceRequest\x1a#.devgate.admin.v1.RebalanceProgress0\x01\x12]\n" +
 	"\fListGateways\x12%.devgate.admin.v1.ListGatewaysRequest\x1a&.devgate.admin.v1.ListGatewaysResponse\x12]\n" +
-	"\fDrainGateway\x12%.devgate.admin.v1.DrainGatewayRequest\x1a&.devgate.admin.v1.DrainGatewayResponse\x12N\n" +
+	"\fDrainGateway\x12%.devgate.admin.v1.DrainGatewayRequest\x1a&.devgate.admin.v1.DrainGatewayResponse\x12c\n" +
+	"\x0eUndrainGateway\x12'.devgate.admin.v1.UndrainGatewayRequest\x1a(.devgate.admin.v1.UndrainGatewayResponse\x12N\n" +
 	"\vLocalStatus\x12$.devgate.admin.v1.LocalStatusRequest\x1a\x19.devgate.admin.v1.Gateway\x12[\n" +
 	"\x0eLocalRebalance\x12\".devgate.admin.v1.RebalanceRequest\x1a#.devgate.admin.v1.RebalanceProgress0\x01B9Z7github.com/devgate/devgate/api/devgate/admin/v1;adminv1b\x06proto3"
 
@@ -1420,7 +1522,7 @@ func file_devgate_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_devgate_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_devgate_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_devgate_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_devgate_admin_v1_admin_proto_goTypes = []any{
 	(BackendState)(0),              // 0: devgate.admin.v1.BackendState
 	(*Drain)(nil),                  // 1: devgate.admin.v1.Drain
@@ -1442,56 +1544,61 @@ var file_devgate_admin_v1_admin_proto_goTypes = []any{
 	(*ListGatewaysResponse)(nil),   // 17: devgate.admin.v1.ListGatewaysResponse
 	(*DrainGatewayRequest)(nil),    // 18: devgate.admin.v1.DrainGatewayRequest
 	(*DrainGatewayResponse)(nil),   // 19: devgate.admin.v1.DrainGatewayResponse
-	(*LocalStatusRequest)(nil),     // 20: devgate.admin.v1.LocalStatusRequest
-	nil,                            // 21: devgate.admin.v1.Backend.MetaEntry
-	nil,                            // 22: devgate.admin.v1.Backend.ConnectionsByGatewayEntry
-	nil,                            // 23: devgate.admin.v1.Partial.ErrorsEntry
-	nil,                            // 24: devgate.admin.v1.Gateway.ConnectionsByBackendEntry
-	(*timestamppb.Timestamp)(nil),  // 25: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 26: google.protobuf.Duration
+	(*UndrainGatewayRequest)(nil),  // 20: devgate.admin.v1.UndrainGatewayRequest
+	(*UndrainGatewayResponse)(nil), // 21: devgate.admin.v1.UndrainGatewayResponse
+	(*LocalStatusRequest)(nil),     // 22: devgate.admin.v1.LocalStatusRequest
+	nil,                            // 23: devgate.admin.v1.Backend.MetaEntry
+	nil,                            // 24: devgate.admin.v1.Backend.ConnectionsByGatewayEntry
+	nil,                            // 25: devgate.admin.v1.Partial.ErrorsEntry
+	nil,                            // 26: devgate.admin.v1.Gateway.ConnectionsByBackendEntry
+	(*timestamppb.Timestamp)(nil),  // 27: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 28: google.protobuf.Duration
 }
 var file_devgate_admin_v1_admin_proto_depIdxs = []int32{
-	25, // 0: devgate.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
-	21, // 1: devgate.admin.v1.Backend.meta:type_name -> devgate.admin.v1.Backend.MetaEntry
+	27, // 0: devgate.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	23, // 1: devgate.admin.v1.Backend.meta:type_name -> devgate.admin.v1.Backend.MetaEntry
 	0,  // 2: devgate.admin.v1.Backend.state:type_name -> devgate.admin.v1.BackendState
-	22, // 3: devgate.admin.v1.Backend.connections_by_gateway:type_name -> devgate.admin.v1.Backend.ConnectionsByGatewayEntry
+	24, // 3: devgate.admin.v1.Backend.connections_by_gateway:type_name -> devgate.admin.v1.Backend.ConnectionsByGatewayEntry
 	1,  // 4: devgate.admin.v1.Backend.drain:type_name -> devgate.admin.v1.Drain
-	23, // 5: devgate.admin.v1.Partial.errors:type_name -> devgate.admin.v1.Partial.ErrorsEntry
+	25, // 5: devgate.admin.v1.Partial.errors:type_name -> devgate.admin.v1.Partial.ErrorsEntry
 	2,  // 6: devgate.admin.v1.ListBackendsResponse.backends:type_name -> devgate.admin.v1.Backend
 	3,  // 7: devgate.admin.v1.ListBackendsResponse.partial:type_name -> devgate.admin.v1.Partial
-	26, // 8: devgate.admin.v1.DrainBackendRequest.deadline:type_name -> google.protobuf.Duration
+	28, // 8: devgate.admin.v1.DrainBackendRequest.deadline:type_name -> google.protobuf.Duration
 	1,  // 9: devgate.admin.v1.DrainBackendResponse.drain:type_name -> devgate.admin.v1.Drain
 	13, // 10: devgate.admin.v1.RebalanceProgress.gateways:type_name -> devgate.admin.v1.GatewayProgress
 	3,  // 11: devgate.admin.v1.RebalanceProgress.partial:type_name -> devgate.admin.v1.Partial
-	26, // 12: devgate.admin.v1.Gateway.uptime:type_name -> google.protobuf.Duration
-	26, // 13: devgate.admin.v1.Gateway.etcd_staleness:type_name -> google.protobuf.Duration
-	24, // 14: devgate.admin.v1.Gateway.connections_by_backend:type_name -> devgate.admin.v1.Gateway.ConnectionsByBackendEntry
+	28, // 12: devgate.admin.v1.Gateway.uptime:type_name -> google.protobuf.Duration
+	28, // 13: devgate.admin.v1.Gateway.etcd_staleness:type_name -> google.protobuf.Duration
+	26, // 14: devgate.admin.v1.Gateway.connections_by_backend:type_name -> devgate.admin.v1.Gateway.ConnectionsByBackendEntry
 	16, // 15: devgate.admin.v1.ListGatewaysResponse.gateways:type_name -> devgate.admin.v1.Gateway
 	3,  // 16: devgate.admin.v1.ListGatewaysResponse.partial:type_name -> devgate.admin.v1.Partial
 	16, // 17: devgate.admin.v1.DrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
-	4,  // 18: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
-	6,  // 19: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
-	8,  // 20: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
-	10, // 21: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
-	12, // 22: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	15, // 23: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
-	18, // 24: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
-	20, // 25: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
-	12, // 26: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	5,  // 27: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
-	7,  // 28: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
-	9,  // 29: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
-	11, // 30: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
-	14, // 31: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	17, // 32: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
-	19, // 33: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
-	16, // 34: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
-	14, // 35: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	27, // [27:36] is the sub-list for method output_type
-	18, // [18:27] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	16, // 18: devgate.admin.v1.UndrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
+	4,  // 19: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
+	6,  // 20: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
+	8,  // 21: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
+	10, // 22: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
+	12, // 23: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	15, // 24: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
+	18, // 25: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
+	20, // 26: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
+	22, // 27: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
+	12, // 28: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	5,  // 29: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
+	7,  // 30: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
+	9,  // 31: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
+	11, // 32: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
+	14, // 33: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	17, // 34: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
+	19, // 35: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
+	21, // 36: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
+	16, // 37: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
+	14, // 38: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	29, // [29:39] is the sub-list for method output_type
+	19, // [19:29] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_devgate_admin_v1_admin_proto_init() }
@@ -1505,7 +1612,7 @@ func file_devgate_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devgate_admin_v1_admin_proto_rawDesc), len(file_devgate_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	Admin_Rebalance_FullMethodName      = "/devgate.admin.v1.Admin/Rebalance"
 	Admin_ListGateways_FullMethodName   = "/devgate.admin.v1.Admin/ListGateways"
 	Admin_DrainGateway_FullMethodName   = "/devgate.admin.v1.Admin/DrainGateway"
+	Admin_UndrainGateway_FullMethodName = "/devgate.admin.v1.Admin/UndrainGateway"
 	Admin_LocalStatus_FullMethodName    = "/devgate.admin.v1.Admin/LocalStatus"
 	Admin_LocalRebalance_FullMethodName = "/devgate.admin.v1.Admin/LocalRebalance"
 )
@@ -53,8 +54,12 @@ type AdminClient interface {
 	Rebalance(ctx context.Context, in *RebalanceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RebalanceProgress], error)
 	// Gateway replicas: version, uptime, connections, ring revision, etcd staleness (read role).
 	ListGateways(ctx context.Context, in *ListGatewaysRequest, opts ...grpc.CallOption) (*ListGatewaysResponse, error)
-	// That replica stops accepting and evicts its connections, paced (admin role).
+	// That replica fails readiness, stops accepting and evicts its
+	// connections, paced; it keeps running, not ready, until UndrainGateway or
+	// SIGTERM (admin role).
 	DrainGateway(ctx context.Context, in *DrainGatewayRequest, opts ...grpc.CallOption) (*DrainGatewayResponse, error)
+	// Ends that replica's drain: it accepts devices again and is ready (admin role).
+	UndrainGateway(ctx context.Context, in *UndrainGatewayRequest, opts ...grpc.CallOption) (*UndrainGatewayResponse, error)
 	// This replica only: what fleet-wide calls collect from each peer (read role).
 	LocalStatus(ctx context.Context, in *LocalStatusRequest, opts ...grpc.CallOption) (*Gateway, error)
 	// This replica only: its share of a rebalance (admin role).
@@ -148,6 +153,16 @@ func (c *adminClient) DrainGateway(ctx context.Context, in *DrainGatewayRequest,
 	return out, nil
 }
 
+func (c *adminClient) UndrainGateway(ctx context.Context, in *UndrainGatewayRequest, opts ...grpc.CallOption) (*UndrainGatewayResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UndrainGatewayResponse)
+	err := c.cc.Invoke(ctx, Admin_UndrainGateway_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) LocalStatus(ctx context.Context, in *LocalStatusRequest, opts ...grpc.CallOption) (*Gateway, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Gateway)
@@ -196,8 +211,12 @@ type AdminServer interface {
 	Rebalance(*RebalanceRequest, grpc.ServerStreamingServer[RebalanceProgress]) error
 	// Gateway replicas: version, uptime, connections, ring revision, etcd staleness (read role).
 	ListGateways(context.Context, *ListGatewaysRequest) (*ListGatewaysResponse, error)
-	// That replica stops accepting and evicts its connections, paced (admin role).
+	// That replica fails readiness, stops accepting and evicts its
+	// connections, paced; it keeps running, not ready, until UndrainGateway or
+	// SIGTERM (admin role).
 	DrainGateway(context.Context, *DrainGatewayRequest) (*DrainGatewayResponse, error)
+	// Ends that replica's drain: it accepts devices again and is ready (admin role).
+	UndrainGateway(context.Context, *UndrainGatewayRequest) (*UndrainGatewayResponse, error)
 	// This replica only: what fleet-wide calls collect from each peer (read role).
 	LocalStatus(context.Context, *LocalStatusRequest) (*Gateway, error)
 	// This replica only: its share of a rebalance (admin role).
@@ -232,6 +251,9 @@ func (UnimplementedAdminServer) ListGateways(context.Context, *ListGatewaysReque
 }
 func (UnimplementedAdminServer) DrainGateway(context.Context, *DrainGatewayRequest) (*DrainGatewayResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DrainGateway not implemented")
+}
+func (UnimplementedAdminServer) UndrainGateway(context.Context, *UndrainGatewayRequest) (*UndrainGatewayResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UndrainGateway not implemented")
 }
 func (UnimplementedAdminServer) LocalStatus(context.Context, *LocalStatusRequest) (*Gateway, error) {
 	return nil, status.Error(codes.Unimplemented, "method LocalStatus not implemented")
@@ -379,6 +401,24 @@ func _Admin_DrainGateway_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_UndrainGateway_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UndrainGatewayRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).UndrainGateway(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_UndrainGateway_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).UndrainGateway(ctx, req.(*UndrainGatewayRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_LocalStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(LocalStatusRequest)
 	if err := dec(in); err != nil {
@@ -438,6 +478,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DrainGateway",
 			Handler:    _Admin_DrainGateway_Handler,
+		},
+		{
+			MethodName: "UndrainGateway",
+			Handler:    _Admin_UndrainGateway_Handler,
 		},
 		{
 			MethodName: "LocalStatus",
