@@ -320,7 +320,7 @@ func (r *Registration) keep(h *held) (lost bool) {
 	var (
 		wch     clientv3.WatchChan
 		wcancel context.CancelFunc = func() {}
-		bo      = jitterBackoff{min: backoffMin, max: backoffMax}
+		bo                         = jitterBackoff{min: backoffMin, max: backoffMax}
 	)
 	defer func() { wcancel() }()
 	watch := func(rev int64) {
