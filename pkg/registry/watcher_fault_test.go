@@ -15,7 +15,7 @@ import (
 // notifications), not be called silent and re-listed (issue 13 item 6: a
 // watch from revision+1 gets no progress while etcd stays at revision).
 func TestIdleEtcdKeepsOneWatch(t *testing.T) {
-	idle := 30 * time.Second
+	idle := 45 * time.Second
 	if testing.Short() {
 		idle = 8 * time.Second
 	}
