@@ -75,7 +75,7 @@ func TestEtcdReturnRecoversQuickly(t *testing.T) {
 	w := &Watcher{Client: mk(), Keys: testKeys, Settle: 20 * time.Millisecond, ListTimeout: 2 * time.Second}
 	startWatcher(t, w)
 	r, err := RegisterBackend(regCtx(t), mk(), testKeys, "reg", BackendValue{Addr: "127.0.0.1:9200"},
-		RegisterOptions{TTL: MinTTL, Logger: zaptest.NewLogger(t)})
+		RegisterOptions{TTL: regTTL, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestEtcdReturnRecoversQuickly(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(2*MinTTL + time.Second) // the old lease, restored by etcd, expires by now
+	time.Sleep(2*regTTL + time.Second) // the old lease, restored by etcd, expires by now
 	cancel()
 	expired := 0
 	for resp := range wch {
