@@ -10,6 +10,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/devgate/devgate/pkg/ring"
 )
@@ -167,7 +168,12 @@ func (w *Watcher) Stats() WatcherStats {
 // cycle is one list followed by one watch. It returns whether the watch
 // was opened, and why the list failed or the watch ended.
 func (w *Watcher) cycle(ctx context.Context, reason string) (bool, error) {
-	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	// Its own gRPC watch stream: etcd answers a progress request for a
+	// stream only when every watch on it has caught up, and others (a
+	// Registration on the same client) watch from the revision after their
+	// put, ahead of an idle etcd. Streams are keyed by outgoing metadata.
+	ctx = metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx), streamKey, fmt.Sprintf("%p", w))
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	v, rev, cluster, err := w.list(ctx)
 	if err != nil {
@@ -233,3 +239,7 @@ func (w *Watcher) fresh(d time.Duration) bool {
 }
 
 var errNoClient = errors.New("registry: Watcher.Client is nil")
+
+// streamKey is the outgoing metadata that gives each Watcher its own watch
+// stream; etcd ignores it.
+const streamKey = "devgate-watcher"
