@@ -49,6 +49,7 @@ func startMembership(ctx context.Context, cli *clientv3.Client, e *config.Etcd, 
 		PanicThreshold: e.PanicThreshold,
 		PanicWindow:    time.Duration(e.PanicWindow),
 		PanicHold:      time.Duration(e.PanicHold),
+		ListTimeout:    time.Duration(e.DialTimeout), // zero: the registry's default
 	}
 	var last []string
 	w.OnSnapshot = func(s *registry.Snapshot) {

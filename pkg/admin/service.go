@@ -135,10 +135,14 @@ func (s *Service) Ready() (bool, string) {
 		return true, fmt.Sprintf("ok: static list, %d backends in the ring", snap.Ring.Len())
 	}
 	st := s.Watcher.Stats()
-	if !st.Connected {
-		return true, fmt.Sprintf("etcd unreachable for %s; routing on revision %d", st.Staleness.Round(time.Second), snap.Revision)
+	held := ""
+	if st.Held > 0 {
+		held = fmt.Sprintf("; holding %d backends gone from etcd (panic threshold)", st.Held)
 	}
-	return true, fmt.Sprintf("ok: revision %d, %d backends in the ring", snap.Revision, snap.Ring.Len())
+	if !st.Connected {
+		return true, fmt.Sprintf("etcd unreachable for %s; routing on revision %d%s", st.Staleness.Round(time.Second), snap.Revision, held)
+	}
+	return true, fmt.Sprintf("ok: revision %d, %d backends in the ring%s", snap.Revision, snap.Ring.Len(), held)
 }
 
 func (s *Service) snapshot() (*registry.Snapshot, error) {

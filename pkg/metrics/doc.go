@@ -70,6 +70,13 @@
 //	devgate_registry_bad_values_total     counter  keys in etcd rejected as untrusted input
 //	devgate_registry_builds_total         counter  snapshots built
 //	devgate_panic_holds_total             counter  times the panic threshold held departed backends
+//	devgate_panic_hold_extended_total     counter  times a hold went on past panicHold: etcd could not
+//	                                               confirm, or nothing routable would be left
+//	devgate_registry_relist_reasons_total{reason}
+//	                                      counter  full lists by why: start, compacted, regression,
+//	                                               reconnect, silent, ended, error
+//	devgate_registry_regressions_total    counter  lists that found etcd's revision or cluster gone back
+//	devgate_registry_relist_repairs_total counter  lists that found changes the watch had not delivered
 //
 // Fed by the proxy through Proxy.OnPreread (NewPrereadHistogram):
 //

@@ -201,6 +201,10 @@ func TestCollectorsOnALiveGateway(t *testing.T) {
 		`devgate_registry_relists_total`:                             1,
 		`devgate_registry_bad_values_total`:                          1,
 		`devgate_panic_holds_total`:                                  0,
+		`devgate_registry_relist_reasons_total{reason="start"}`:      1,
+		`devgate_registry_relist_reasons_total{reason="reconnect"}`:  0,
+		`devgate_registry_regressions_total`:                         0,
+		`devgate_panic_hold_extended_total`:                          0,
 	})
 	if _, ok := m[`devgate_evictions_total{cause="replaced"}`]; ok {
 		t.Errorf("a relogin counted as an eviction")

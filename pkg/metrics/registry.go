@@ -21,7 +21,12 @@ type registryCollector struct {
 	src RegistrySource
 
 	revision, backends, connected, staleness, relists, badValues, builds, panicHolds *prometheus.Desc
+	relistReasons, regressions, repairs, panicExtended                               *prometheus.Desc
 }
+
+// relistReasons are the reasons exported, 0 until they happen.
+var relistReasons = []string{registry.ReasonStart, registry.ReasonCompacted, registry.ReasonRegression,
+	registry.ReasonReconnect, registry.ReasonSilent, registry.ReasonEnded, registry.ReasonError}
 
 // NewRegistryCollector exposes a watcher's WatcherStats and its snapshot
 // (ring revision, backends by state), read at scrape time. See the package
@@ -37,12 +42,18 @@ func NewRegistryCollector(w RegistrySource) prometheus.Collector {
 		badValues:  desc("registry_bad_values_total", "Keys in etcd rejected as untrusted input."),
 		builds:     desc("registry_builds_total", "Snapshots (rings) built from etcd."),
 		panicHolds: desc("panic_holds_total", "Times the panic threshold held departed backends in the ring."),
+		relistReasons: desc("registry_relist_reasons_total",
+			"Full lists by the reason the watch ended: start, compacted, regression (etcd restored), reconnect, silent, ended, error.", "reason"),
+		regressions: desc("registry_regressions_total", "Lists that found etcd's revision or cluster id gone back (a restore)."),
+		repairs:     desc("registry_relist_repairs_total", "Lists that found changes the watch had not delivered (missed while away, or lost in a restore)."),
+		panicExtended: desc("panic_hold_extended_total",
+			"Times a panic hold went on past panicHold because etcd could not confirm the departures or nothing routable would be left."),
 	}
 }
 
 func (c *registryCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.revision, c.backends, c.connected, c.staleness,
-		c.relists, c.badValues, c.builds, c.panicHolds} {
+		c.relists, c.badValues, c.builds, c.panicHolds, c.relistReasons, c.regressions, c.repairs, c.panicExtended} {
 		ch <- d
 	}
 }
@@ -83,4 +94,15 @@ func (c *registryCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.badValues, s.BadValues)
 	counter(c.builds, s.Builds)
 	counter(c.panicHolds, s.PanicHolds)
+	counter(c.regressions, s.Regressions)
+	counter(c.repairs, s.Repairs)
+	counter(c.panicExtended, s.PanicExtended)
+	for _, r := range relistReasons {
+		ch <- prometheus.MustNewConstMetric(c.relistReasons, prometheus.CounterValue, float64(s.RelistReasons[r]), r)
+	}
+	for r, n := range s.RelistReasons { // a reason added later still shows
+		if !slices.Contains(relistReasons, r) {
+			ch <- prometheus.MustNewConstMetric(c.relistReasons, prometheus.CounterValue, float64(n), r)
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/status"
 )
 
@@ -24,9 +25,12 @@ const (
 	MinTTL     = 2 * time.Second // etcd's own floor with its default election timing
 )
 
+// Retry pacing of a registration, jittered: capped at a second so that a
+// registrar whose lease lapsed during an outage has a new one within about
+// a second of etcd answering, before etcd expires the old lease it restored.
 const (
 	backoffMin = 250 * time.Millisecond
-	backoffMax = 5 * time.Second
+	backoffMax = time.Second
 )
 
 // RegisterOptions tune a Registration. The zero value is usable.
@@ -228,7 +232,7 @@ func (r *Registration) revokeQuietly(id clientv3.LeaseID) {
 // registerRetry calls register until it succeeds or ctx ends. With
 // giveUp, errors etcd will repeat forever are returned at once.
 func (r *Registration) registerRetry(ctx context.Context, giveUp bool) (*held, error) {
-	bo := backoff{}
+	bo := jitterBackoff{min: backoffMin, max: backoffMax}
 	for attempt := 1; ; attempt++ {
 		h, err := r.register(ctx)
 		if err == nil {
@@ -245,14 +249,29 @@ func (r *Registration) registerRetry(ctx context.Context, giveUp bool) (*held, e
 		} else {
 			r.log.Warn("register failed; retrying", zap.Int("attempt", attempt), zap.Error(err))
 		}
-		t := time.NewTimer(bo.next())
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if pause(ctx, r.cli, bo.next()) != nil {
 			return nil, fmt.Errorf("register %s: %w (last error: %v)", r.key, ctx.Err(), err)
 		}
 	}
+}
+
+// pause waits d, or less when the client's connection becomes READY: etcd
+// is back, and a registration that waited on would lose its restored lease.
+// It returns ctx's error if ctx ended.
+func pause(ctx context.Context, cli *clientv3.Client, d time.Duration) error {
+	tctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	if conn := cli.ActiveConnection(); conn != nil {
+		if st := conn.GetState(); st != connectivity.Ready {
+			for conn.WaitForStateChange(tctx, st) {
+				if st = conn.GetState(); st == connectivity.Ready {
+					return ctx.Err()
+				}
+			}
+		}
+	}
+	<-tctx.Done()
+	return ctx.Err()
 }
 
 // permanent reports errors that retrying will not cure.
@@ -301,7 +320,7 @@ func (r *Registration) keep(h *held) (lost bool) {
 	var (
 		wch     clientv3.WatchChan
 		wcancel context.CancelFunc = func() {}
-		bo      backoff
+		bo                         = jitterBackoff{min: backoffMin, max: backoffMax}
 	)
 	defer func() { wcancel() }()
 	watch := func(rev int64) {
@@ -347,7 +366,7 @@ func (r *Registration) keep(h *held) (lost bool) {
 				r.log.Warn("checking the key failed; retrying", zap.Error(err))
 				repair.Reset(bo.next())
 			default:
-				bo = backoff{}
+				bo.reset()
 				watch(rev)
 			}
 		}
@@ -374,16 +393,4 @@ func (r *Registration) ensure(lease clientv3.LeaseID) (int64, error) {
 			zap.Int64("ours", int64(lease)), zap.Int64("theirs", kvs[0].Lease))
 	}
 	return resp.Header.Revision, nil
-}
-
-// backoff is exponential from backoffMin to backoffMax with jitter.
-type backoff struct{ d time.Duration }
-
-func (b *backoff) next() time.Duration {
-	if b.d == 0 {
-		b.d = backoffMin
-	}
-	d := b.d
-	b.d = min(2*b.d, backoffMax)
-	return d/2 + rand.N(d/2+1)
 }

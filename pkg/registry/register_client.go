@@ -12,6 +12,20 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+)
+
+// How the client reconnects: gRPC's default backoff grows to 120s, so after
+// an outage of a minute a client found etcd back only seconds later, and
+// registrars lost their leases meanwhile. Capped at a second, with jitter.
+const (
+	reconnectBaseDelay = 100 * time.Millisecond
+	reconnectMaxDelay  = time.Second
+	// keepAliveTime is gRPC's floor for client pings; keepAliveTimeout then
+	// closes a connection that stopped answering (no FIN) a few seconds later.
+	keepAliveTime    = 10 * time.Second
+	keepAliveTimeout = 3 * time.Second
 )
 
 // ClientConfig is how devgate reaches etcd: endpoints, TLS and auth. The
@@ -60,8 +74,8 @@ func (c ClientConfig) config(logger *zap.Logger) (clientv3.Config, error) {
 		Endpoints:   eps,
 		DialTimeout: c.DialTimeout,
 		// gRPC pings notice a dead connection that never got a FIN (APISIX #9951).
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: 5 * time.Second,
+		DialKeepAliveTime:    keepAliveTime,
+		DialKeepAliveTimeout: keepAliveTimeout,
 		Username:             c.Username,
 		Password:             c.Password,
 		Logger:               logger.Named("etcd").WithOptions(zap.IncreaseLevel(zapcore.ErrorLevel)),
@@ -69,6 +83,11 @@ func (c ClientConfig) config(logger *zap.Logger) (clientv3.Config, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
+	cfg.DialOptions = []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff: backoff.Config{BaseDelay: reconnectBaseDelay, Multiplier: 1.6, Jitter: 0.2, MaxDelay: reconnectMaxDelay},
+		// A connection attempt to a blackholed address gives up this soon.
+		MinConnectTimeout: cfg.DialTimeout,
+	})}
 	if c.Password != "" && c.Username == "" {
 		return cfg, errors.New("etcd: password without user")
 	}

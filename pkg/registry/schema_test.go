@@ -98,6 +98,11 @@ func TestParseDrainAndGateway(t *testing.T) {
 	}
 }
 
+// upd is an update with etcd confirming and every live backend routable.
+func upd(g *panicGuard, live map[string]ring.Backend, now time.Time) map[string]ring.Backend {
+	return g.update(live, len(live), now, true)
+}
+
 // The guard on its own, with a fake clock.
 func TestPanicGuard(t *testing.T) {
 	g := panicGuard{threshold: 0.5, window: 10 * time.Second, hold: 30 * time.Second}
@@ -106,7 +111,7 @@ func TestPanicGuard(t *testing.T) {
 	for _, id := range []string{"a", "b", "c", "d"} {
 		all[id] = ring.Backend{ID: id, Weight: 100}
 	}
-	if h := g.update(all, t0); len(h) != 0 {
+	if h := upd(&g, all, t0); len(h) != 0 {
 		t.Fatalf("held %v at start", h)
 	}
 	only := func(ids ...string) map[string]ring.Backend {
@@ -117,35 +122,51 @@ func TestPanicGuard(t *testing.T) {
 		return m
 	}
 	// One by one within the window: 25%, 50% pass, 75% trips and holds all three.
-	if h := g.update(only("a", "b", "c"), t0.Add(time.Second)); len(h) != 0 {
+	if h := upd(&g, only("a", "b", "c"), t0.Add(time.Second)); len(h) != 0 {
 		t.Fatalf("25%% held %v", h)
 	}
-	if h := g.update(only("a", "b"), t0.Add(2*time.Second)); len(h) != 0 {
+	if h := upd(&g, only("a", "b"), t0.Add(2*time.Second)); len(h) != 0 {
 		t.Fatalf("50%% held %v", h)
 	}
-	if h := g.update(only("a"), t0.Add(3*time.Second)); len(h) != 3 || g.holds != 1 {
+	if h := upd(&g, only("a"), t0.Add(3*time.Second)); len(h) != 3 || g.holds != 1 {
 		t.Fatalf("75%%: held %v holds %d", h, g.holds)
 	}
 	// One comes back: it is live again, no longer held.
-	if h := g.update(only("a", "d"), t0.Add(4*time.Second)); len(h) != 2 {
+	if h := upd(&g, only("a", "d"), t0.Add(4*time.Second)); len(h) != 2 {
 		t.Fatalf("after d returned: held %v", h)
 	}
 	// The hold ends.
-	if h := g.update(only("a", "d"), t0.Add(34*time.Second)); len(h) != 0 {
+	if h := upd(&g, only("a", "d"), t0.Add(34*time.Second)); len(h) != 0 {
 		t.Fatalf("after the hold: held %v", h)
 	}
 	// Departures spread wider than the window never trip it.
 	g2 := panicGuard{threshold: 0.5, window: 10 * time.Second, hold: 30 * time.Second}
-	g2.update(all, t0)
-	g2.update(only("a", "b", "c"), t0.Add(20*time.Second))
-	g2.update(only("a", "b"), t0.Add(40*time.Second))
-	if h := g2.update(only("a"), t0.Add(60*time.Second)); len(h) != 0 {
+	upd(&g2, all, t0)
+	upd(&g2, only("a", "b", "c"), t0.Add(20*time.Second))
+	upd(&g2, only("a", "b"), t0.Add(40*time.Second))
+	if h := upd(&g2, only("a"), t0.Add(60*time.Second)); len(h) != 0 {
 		t.Fatalf("slow departures held %v", h)
+	}
+	// A hold due to end while etcd cannot confirm, or with nothing routable
+	// left, goes on; it ends once etcd confirms and something is left.
+	g4 := panicGuard{threshold: 0.5, window: 10 * time.Second, hold: 30 * time.Second}
+	upd(&g4, all, t0)
+	if h := upd(&g4, only(), t0.Add(time.Second)); len(h) != 4 {
+		t.Fatalf("all gone: held %v", h)
+	}
+	if h := g4.update(only(), 0, t0.Add(32*time.Second), true); len(h) != 4 || g4.extended != 1 {
+		t.Fatalf("hold ended into an empty ring: held %v, extended %d", h, g4.extended)
+	}
+	if h := g4.update(only("a"), 1, t0.Add(64*time.Second), false); len(h) != 3 || g4.extended != 2 {
+		t.Fatalf("hold ended unconfirmed: held %v, extended %d", h, g4.extended)
+	}
+	if h := g4.update(only("a"), 1, t0.Add(95*time.Second), true); len(h) != 0 {
+		t.Fatalf("confirmed with a live backend: held %v", h)
 	}
 	// Negative threshold: never.
 	g3 := panicGuard{threshold: -1, window: 10 * time.Second, hold: 30 * time.Second}
-	g3.update(all, t0)
-	if h := g3.update(only(), t0.Add(time.Second)); len(h) != 0 {
+	upd(&g3, all, t0)
+	if h := upd(&g3, only(), t0.Add(time.Second)); len(h) != 0 {
 		t.Fatalf("disabled guard held %v", h)
 	}
 }

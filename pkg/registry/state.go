@@ -2,6 +2,7 @@ package registry
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -123,81 +124,6 @@ func splitKey(k Keys, key string) (kind, id string, ok bool) {
 	return "", "", false
 }
 
-// panicGuard holds back a mass disappearance of backends (a lease storm
-// while etcd is slow, or a restored etcd): when more than Threshold of the
-// weight leaves within Window, the departed stay in the ring for Hold, as
-// Envoy's panic mode routes to all hosts rather than overload a few.
-type panicGuard struct {
-	threshold float64
-	window    time.Duration
-	hold      time.Duration
-
-	prev      map[string]ring.Backend // live backends at the last build
-	departed  map[string]departure
-	held      map[string]ring.Backend
-	holdUntil time.Time
-	holds     uint64 // times the threshold tripped
-}
-
-type departure struct {
-	b  ring.Backend
-	at time.Time
-}
-
-// update takes the live backends now and returns the ones to hold.
-func (g *panicGuard) update(live map[string]ring.Backend, now time.Time) map[string]ring.Backend {
-	if g.departed == nil {
-		g.departed = make(map[string]departure)
-	}
-	for id, b := range g.prev {
-		if _, ok := live[id]; !ok {
-			if _, seen := g.departed[id]; !seen {
-				g.departed[id] = departure{b, now}
-			}
-		}
-	}
-	g.prev = live
-	for id := range live {
-		delete(g.departed, id)
-		delete(g.held, id)
-	}
-	if g.held != nil && !now.Before(g.holdUntil) { // hold over: let them go
-		for id := range g.held {
-			delete(g.departed, id)
-		}
-		g.held = nil
-	}
-	var recent, liveW float64
-	for id, d := range g.departed {
-		if now.Sub(d.at) > g.window {
-			delete(g.departed, id)
-			continue
-		}
-		recent += float64(d.b.Weight)
-	}
-	for _, b := range live {
-		liveW += float64(b.Weight)
-	}
-	if g.threshold < 0 || recent == 0 {
-		return g.held
-	}
-	if g.held != nil { // a storm in progress: hold newcomers to it too
-		for id, d := range g.departed {
-			g.held[id] = d.b
-		}
-		return g.held
-	}
-	if recent/(recent+liveW) > g.threshold {
-		g.held = make(map[string]ring.Backend, len(g.departed))
-		for id, d := range g.departed {
-			g.held[id] = d.b
-		}
-		g.holdUntil = now.Add(g.hold)
-		g.holds++
-	}
-	return g.held
-}
-
 // build makes the snapshot of v at rev; prev's ring, if any, is reused so a
 // change of a few backends costs a fraction of a full build.
 func build(prev ring.Ring, v *view, held map[string]ring.Backend, mode ring.Mode, rev int64, cluster uint64, now time.Time) (*Snapshot, error) {
@@ -240,4 +166,24 @@ func build(prev ring.Ring, v *view, held map[string]ring.Backend, mode ring.Mode
 	}
 	s.Ring = r
 	return s, nil
+}
+
+// diffViews counts the keys whose value differs between a and b.
+func diffViews(a, b *view) int {
+	return diffMaps(a.backends, b.backends) + diffMaps(a.drains, b.drains) + diffMaps(a.gateways, b.gateways)
+}
+
+func diffMaps[V any](a, b map[string]V) int {
+	n := 0
+	for k, va := range a {
+		if vb, ok := b[k]; !ok || !reflect.DeepEqual(va, vb) {
+			n++
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			n++
+		}
+	}
+	return n
 }
