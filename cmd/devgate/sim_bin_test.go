@@ -233,12 +233,12 @@ func TestSimHoldDrainBinary(t *testing.T) {
 	}
 	found := false
 	for k, v := range m {
-		if strings.HasPrefix(k, "devgate_build_info{") && strings.Contains(k, `version="dev"`) && v == 1 {
+		if strings.HasPrefix(k, "devgate_build_info{") && strings.Contains(k, `version="`+testVersion+`"`) && v == 1 {
 			found = true
 		}
 	}
 	if !found {
-		t.Errorf("no devgate_build_info with version dev")
+		t.Errorf("no devgate_build_info with version %s", testVersion)
 	}
 
 	if err := simp.stop(t); err != nil {

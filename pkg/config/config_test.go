@@ -139,7 +139,7 @@ func TestHardeningSection(t *testing.T) {
 }
 
 func TestFinTimeouts(t *testing.T) {
-	c, err := Parse([]byte("limits: {clientFinTimeout: 5s, serverFinTimeout: 1m, fdReserve: 64}\n"))
+	c, err := Parse([]byte(oneBackend + "limits: {clientFinTimeout: 5s, serverFinTimeout: 1m, fdReserve: 64}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
