@@ -1,0 +1,57 @@
+// Package proxy is devgate's data plane: it accepts device connections,
+// reads the first frame(s) until the device id (the key) is in, routes the
+// key on a consistent-hash ring, dials the owning backend (the next owners
+// in ring order if it fails) and copies bytes both ways until both sides
+// end.
+//
+// Typical use:
+//
+//	var p proxy.Proxy
+//	p.Source = proxy.NewAtomicRing(r) // or the registry's Watcher
+//	l, err := p.Listen(ctx, "tcp", ":9000")
+//	if err != nil {
+//		return err
+//	}
+//	go p.Serve(l)
+//	...
+//	p.Evict("backend-2", 0, proxy.CauseDrain) // move its devices elsewhere
+//	p.Shutdown(ctx)                           // stop accepting, wait, then cut
+//
+// # Two data paths
+//
+// With EventLoop (the default on Linux) a few epoll loops, one per
+// GOMAXPROCS, own the sockets: they accept, read the key frame, dial with
+// non-blocking connects and copy through one 64 KiB buffer per loop, so an
+// idle device costs its two sockets and under 1 KB of memory, and no
+// goroutine. Without it (and for the steps the loops do not do: a PROXY
+// header from a trusted balancer, TLS on either side, a custom Dial, an
+// idle timeout) each connection has a goroutine that does the steps before
+// routing and two that copy (splice between TCP sockets).
+//
+// # Who owns a socket
+//
+// The goroutine that accepted a socket owns it until it hands the routed
+// pair to a loop (handOff); from then on only that loop reads, writes or
+// closes it, and everyone else asks the loop to (conn.close posts a kill)
+// because an fd number the loop closed may already name another socket.
+//
+// # Life of a connection
+//
+// accepted -> admitted (connection cap, per-address limits) -> preread
+// (key frame under PrereadTimeout) -> routed (ring lookup, dial, the
+// preread bytes sent; a backend that resets before its first byte is a
+// failed dial) -> proxied (in the connection table, where Evict and
+// Shutdown find it; copying; FIN timeouts bound a half-closed pair) ->
+// ended (both sockets closed, counted once under a Reason).
+//
+// # Close reasons
+//
+// Every accepted connection ends counted exactly once in Stats.Closed under
+// a Reason. A connection is refused before it is routed (ReasonMaxConns,
+// ReasonMaxConnsPerIP, ReasonRateLimited, the PROXY and TLS reasons,
+// ReasonEmpty, ReasonClientGone, ReasonPrereadTimeout, ReasonReadError, the
+// frame package's bad-input reasons, ReasonNoBackends, ReasonDialFailed,
+// ReasonBackendWrite) and closed after (ReasonClientClosed,
+// ReasonBackendClosed, the FIN and idle timeouts, ReasonReplaced,
+// ReasonEvicted with its Cause); ReasonShutdown can be either.
+package proxy
