@@ -370,11 +370,23 @@ func (p *Proxy) dialer(ctx context.Context, network, addr string) (net.Conn, err
 	return d.DialContext(ctx, network, addr)
 }
 
+// DefaultKeepAlive is KeepAlive's default.
+const DefaultKeepAlive = 30 * time.Second
+
+// keepAliveIdle is the keepalive idle time for KeepAlive k (negative:
+// leave keepalive as the system has it).
+func keepAliveIdle(k time.Duration) time.Duration {
+	if k < 0 {
+		return -1
+	}
+	return orDuration(k, DefaultKeepAlive)
+}
+
 func (p *Proxy) setKeepAlive(c net.Conn) {
 	tc, ok := c.(*net.TCPConn)
 	if !ok || p.KeepAlive < 0 {
 		return
 	}
-	idle := orDuration(p.KeepAlive, 30*time.Second)
+	idle := keepAliveIdle(p.KeepAlive)
 	_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: idle, Interval: idle / 3, Count: 3})
 }

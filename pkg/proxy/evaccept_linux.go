@@ -5,11 +5,14 @@ package proxy
 import (
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/devgate/devgate/pkg/proxy/internal/netpoll"
 )
 
 // Accepting on the loops: Serve puts a *net.TCPListener in every loop's
@@ -18,10 +21,6 @@ import (
 // then never enters Go's netpoller and needs no goroutine hop: no
 // epoll_ctl pair, getsockname or TCP_NODELAY call per connection (Listen
 // sets it once for accepted sockets to inherit).
-
-// evListenerTag marks a listener's epoll entries (the high half of the
-// event data; the low half is the fd).
-const evListenerTag = 1
 
 // evListener is a listener served by the loops.
 type evListener struct {
@@ -128,10 +127,7 @@ func (l *evLoop) addListener(el *evListener) error {
 // keeps the fd from being closed (and its number reused) meanwhile.
 func (l *evLoop) watchListener(a *evAcceptor) error {
 	var err error
-	cerr := a.el.rc.Control(func(fd uintptr) {
-		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | epollExclusive, Fd: int32(fd), Pad: evListenerTag}
-		err = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
-	})
+	cerr := a.el.rc.Control(func(fd uintptr) { err = l.poll.AddListener(int(fd)) })
 	if cerr != nil {
 		return cerr
 	}
@@ -143,7 +139,7 @@ func (l *evLoop) watchListener(a *evAcceptor) error {
 
 func (l *evLoop) unwatchListener(a *evAcceptor) {
 	if a.inSet {
-		a.el.rc.Control(func(fd uintptr) { syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) })
+		a.el.rc.Control(func(fd uintptr) { l.poll.DeleteListener(int(fd)) })
 		a.inSet = false
 	}
 }
@@ -157,9 +153,6 @@ func (l *evLoop) removeListener(el *evListener) {
 	}
 }
 
-// epollExclusive is EPOLLEXCLUSIVE (Linux 4.5), missing from package syscall.
-const epollExclusive = 1 << 28
-
 // accept takes the connections waiting on a listener, a bounded batch per
 // event so the loop's other sockets are not starved by a storm.
 func (l *evLoop) accept(fd int32) {
@@ -172,18 +165,16 @@ func (l *evLoop) accept(fd int32) {
 	p := l.p
 	for range 64 {
 		var nfd int
-		var sa syscall.Sockaddr
+		var remote netip.AddrPort
 		var err error
-		if a.el.rc.Control(func(fd uintptr) {
-			nfd, sa, err = syscall.Accept4(int(fd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
-		}) != nil {
+		if a.el.rc.Control(func(fd uintptr) { nfd, remote, err = netpoll.Accept(int(fd)) }) != nil {
 			l.listenerClosed(a, net.ErrClosed)
 			return
 		}
 		switch {
 		case err == nil:
 			a.pause = 0
-			l.adopt(a.el, nfd, sa)
+			l.adopt(a.el, nfd, remote)
 		case err == syscall.EAGAIN:
 			return
 		case err == syscall.ECONNABORTED || err == syscall.EINTR:
@@ -241,10 +232,9 @@ func (l *evLoop) resumeAccepts(now time.Time) (next time.Time) {
 
 // adopt takes a socket the loop accepted through the steps evAccept does
 // for one Serve accepted.
-func (l *evLoop) adopt(el *evListener, fd int, sa syscall.Sockaddr) {
+func (l *evLoop) adopt(el *evListener, fd int, remote netip.AddrPort) {
 	p := l.p
 	p.stats.accepted.Add(1)
-	remote := sockaddrAddrPort(sa)
 	if lim := p.connCap; lim >= 0 && p.stats.active.Load() >= lim {
 		syscall.Close(fd)
 		p.stats.close(ReasonMaxConns)
@@ -263,7 +253,7 @@ func (l *evLoop) adopt(el *evListener, fd int, sa syscall.Sockaddr) {
 		return
 	}
 	if !el.inherits {
-		if err := setSockOpts(fd, p.KeepAlive); err != nil {
+		if err := netpoll.SetSockOpts(fd, keepAliveIdle(p.KeepAlive)); err != nil {
 			p.badLog.Warn("accepted socket: options not set", zap.Error(err))
 		}
 	}
@@ -275,7 +265,7 @@ func (l *evLoop) adopt(el *evListener, fd int, sa syscall.Sockaddr) {
 	bp := prereadPool.Get().(*[]byte)
 	pr := &evPair{p: p, release: release, loop: l, stage: evPreread,
 		adm: &evPre{remote: remote, bp: bp, buf: (*bp)[:0], start: time.Now()}}
-	pr.side[0].fd, pr.side[1].fd = fd, -1
+	pr.side[0].Fd, pr.side[1].Fd = fd, -1
 	if err := l.register(pr); err != nil {
 		p.log.Error("event loop: cannot take a connection", zap.Error(err))
 		p.putBuf(bp, (*bp)[:0])

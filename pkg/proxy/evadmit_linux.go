@@ -15,6 +15,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devgate/devgate/pkg/proxy/internal/netpoll"
+
 	"github.com/devgate/devgate/pkg/frame"
 	"github.com/devgate/devgate/pkg/ring"
 )
@@ -116,8 +118,8 @@ func (p *Proxy) evAccept(c net.Conn, inheritsKeepAlive bool) bool {
 	bp := prereadPool.Get().(*[]byte)
 	pr := &evPair{p: p, release: release, loop: l, stage: evPreread,
 		adm: &evPre{c: tc, remote: tcpAddrPort(c.RemoteAddr()), bp: bp, buf: (*bp)[:0], start: time.Now()}}
-	pr.side[0].tc, pr.side[1].fd = tc, -1
-	if pr.side[0].fd, err = rawFD(tc); err == nil {
+	pr.side[0].tc, pr.side[1].Fd = tc, -1
+	if pr.side[0].Fd, err = netpoll.RawFD(tc); err == nil {
 		err = l.register(pr)
 	}
 	if err != nil {
@@ -133,17 +135,14 @@ func (p *Proxy) evAccept(c net.Conn, inheritsKeepAlive bool) bool {
 // register puts a new pair's client in the loop, waiting for its key frame
 // under the preread deadline.
 func (l *evLoop) register(pr *evPair) error {
-	s := &pr.side[0]
 	pr.attached.Store(true)
+	at := pr.adm.start.Add(l.timers[evPreread].d) // pr is the loop's once added
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(s.fd)}
-	if err := syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
+	if err := l.poll.Add(pr, netpoll.In, &pr.side[0].FD); err != nil {
 		return err
 	}
-	s.mask = syscall.EPOLLIN
-	l.pairs[int32(s.fd)] = pr
-	l.timers[evPreread].push(evTimer{at: pr.adm.start.Add(l.timers[evPreread].d), pr: pr})
+	l.timers[evPreread].push(evTimer{at: at, pr: pr})
 	return nil
 }
 
@@ -196,10 +195,7 @@ func (l *evLoop) expire() {
 		l.due[i] = evTimer{}
 	}
 	l.due = l.due[:0]
-	if l.parkedTo.IsZero() || !l.parkedTo.After(now) || l.parkedTo.After(bound) {
-		l.parkedTo = bound
-		l.ep.SetReadDeadline(bound)
-	}
+	l.poll.SetDeadline(now, bound)
 }
 
 // prereadEvent reads what the client sent and routes it once the key is in.
@@ -207,7 +203,7 @@ func (l *evLoop) prereadEvent(pr *evPair, events uint32) {
 	a, p := pr.adm, l.p
 	limit := p.Matcher.PrereadLimit()
 	a.buf = growPreread(a.buf, limit)
-	n, err := syscall.Read(pr.side[0].fd, a.buf[len(a.buf):min(cap(a.buf), limit)])
+	n, err := syscall.Read(pr.side[0].Fd, a.buf[len(a.buf):min(cap(a.buf), limit)])
 	switch {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
 		return
@@ -264,24 +260,21 @@ func (l *evLoop) dialNext(pr *evPair) {
 			l.dialAsync(pr)
 			return
 		}
-		fd, err := rawConnect(ap, p.KeepAlive)
+		fd, err := netpoll.Connect(ap, keepAliveIdle(p.KeepAlive))
 		if err != nil {
 			l.countDialFailure(pr, err)
 			continue
 		}
 		s := &pr.side[1]
-		*s = evSide{fd: fd}
+		*s = evSide{FD: netpoll.FD{Fd: fd}}
 		l.mu.Lock()
-		ev := syscall.EpollEvent{Events: syscall.EPOLLOUT, Fd: int32(fd)}
-		if err = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err == nil {
-			s.mask = syscall.EPOLLOUT
-			l.pairs[int32(fd)] = pr
+		if err = l.poll.Add(pr, netpoll.Out, &s.FD); err == nil {
 			l.timers[evDial].push(evTimer{at: time.Now().Add(l.timers[evDial].d), pr: pr, gen: a.gen})
 		}
 		l.mu.Unlock()
 		if err != nil {
 			syscall.Close(fd)
-			s.fd = -1
+			s.Fd = -1
 			l.countDialFailure(pr, err)
 			continue
 		}
@@ -324,7 +317,7 @@ func (l *evLoop) dialled(m evMsg) {
 	if !ok {
 		err = fmt.Errorf("dial returned %T", m.bc)
 	} else {
-		s.fd, err = rawFD(tc)
+		s.Fd, err = netpoll.RawFD(tc)
 	}
 	if err != nil {
 		m.bc.Close()
@@ -334,38 +327,26 @@ func (l *evLoop) dialled(m evMsg) {
 	}
 	s.tc = tc
 	l.p.setKeepAlive(tc)
-	l.mu.Lock()
-	l.pairs[int32(s.fd)] = pr
-	l.mu.Unlock()
+	l.poll.Adopt(&s.FD, pr)
 	l.connected(pr)
 }
 
 // dialEvent handles readiness while side[1] connects.
 func (l *evLoop) dialEvent(pr *evPair, fd int, events uint32) {
-	const hup = syscall.EPOLLERR | syscall.EPOLLHUP
-	if fd == pr.side[0].fd {
-		if events&hup != 0 {
+	if fd == pr.side[0].Fd {
+		if events&netpoll.Hup != 0 {
 			l.refuse(pr, ReasonClientGone)
 			return
 		}
 		// More bytes (or EOF) from the client: they wait in the socket
 		// until the copy starts; stop the level-triggered wakeups.
-		syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, fd, nil)
-		pr.side[0].mask = 0
+		l.poll.Watch(&pr.side[0].FD, 0)
 		return
 	}
-	if fd != pr.side[1].fd {
+	if fd != pr.side[1].Fd {
 		return
 	}
-	soerr, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
-	switch {
-	case err != nil:
-	case soerr != 0:
-		err = syscall.Errno(soerr)
-	case events&hup != 0:
-		err = syscall.ECONNRESET
-	}
-	if err != nil {
+	if err := netpoll.ConnectError(fd, events); err != nil {
 		l.dialFailed(pr, err)
 		return
 	}
@@ -395,7 +376,7 @@ func (l *evLoop) connected(pr *evPair) {
 		}
 		out = append(hdr, a.buf...)
 	}
-	rest, err := writeSome(pr.side[1].fd, out)
+	rest, err := netpoll.WriteSome(pr.side[1].Fd, out)
 	if err != nil && isBackendGone(err) { // reset before its first byte: a failed dial
 		l.dialFailed(pr, err)
 		return
@@ -432,40 +413,15 @@ func (l *evLoop) connected(pr *evPair) {
 	l.rearm(pr)
 }
 
-// writeSome writes b to fd until it would block and returns the rest.
-func writeSome(fd int, b []byte) ([]byte, error) {
-	for len(b) > 0 {
-		n, err := syscall.Write(fd, b)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return b, nil
-		case err != nil:
-			return nil, err
-		}
-		b = b[n:]
-	}
-	return nil, nil
-}
-
 // dropSide takes side i out of the loop and closes it.
 func (l *evLoop) dropSide(pr *evPair, i int) {
 	s := &pr.side[i]
-	if s.fd < 0 {
+	if s.Fd < 0 {
 		return
 	}
-	if s.mask != 0 && s.tc != nil { // a raw fd leaves epoll when closed
-		syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
-	}
-	s.mask = 0
-	l.mu.Lock()
-	if l.pairs[int32(s.fd)] == pr {
-		delete(l.pairs, int32(s.fd))
-	}
-	l.mu.Unlock()
+	l.poll.Delete(&s.FD, pr, s.tc == nil) // a raw fd leaves epoll when closed
 	s.close()
-	*s = evSide{fd: -1}
+	*s = evSide{FD: netpoll.FD{Fd: -1}}
 }
 
 // closeUnrouted takes both sides of an unrouted pair out of the loop and
@@ -500,72 +456,6 @@ func (l *evLoop) refuse(pr *evPair, reason string) {
 	p.endConn(pr.release)
 }
 
-// rawConnect starts a non-blocking connect to ap with TCP_NODELAY and the
-// proxy's keepalive; the loop learns the outcome from EPOLLOUT.
-func rawConnect(ap netip.AddrPort, keepAlive time.Duration) (int, error) {
-	var sa syscall.Sockaddr
-	family := syscall.AF_INET
-	if ip := ap.Addr().Unmap(); ip.Is4() {
-		sa = &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ip.As4()}
-	} else {
-		family = syscall.AF_INET6
-		sa6 := &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ip.As16()}
-		if z := ip.Zone(); z != "" {
-			ifi, err := net.InterfaceByName(z)
-			if err != nil {
-				return -1, err
-			}
-			sa6.ZoneId = uint32(ifi.Index)
-		}
-		sa = sa6
-	}
-	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
-	if err != nil {
-		return -1, os.NewSyscallError("socket", err)
-	}
-	if err = setSockOpts(fd, keepAlive); err == nil {
-		err = syscall.Connect(fd, sa)
-		if err == syscall.EINPROGRESS || err == syscall.EINTR {
-			err = nil
-		}
-		if err != nil {
-			err = os.NewSyscallError("connect", err)
-		}
-	}
-	if err != nil {
-		syscall.Close(fd)
-		return -1, err
-	}
-	return fd, nil
-}
-
-// setSockOpts sets TCP_NODELAY and keepalive as setKeepAlive does (idle,
-// idle/3 between probes, 3 probes; none when keepAlive < 0).
-func setSockOpts(fd int, keepAlive time.Duration) error {
-	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err != nil {
-		return os.NewSyscallError("setsockopt", err)
-	}
-	if keepAlive < 0 {
-		return nil
-	}
-	return setKeepAliveFD(fd, orDuration(keepAlive, 30*time.Second))
-}
-
-func setKeepAliveFD(fd int, idle time.Duration) error {
-	secs := func(d time.Duration) int { return max(int((d+time.Second-1)/time.Second), 1) }
-	for _, o := range [...][3]int{
-		{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
-		{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, secs(idle)},
-		{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, secs(idle / 3)},
-		{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 3},
-	} {
-		if err := syscall.SetsockoptInt(fd, o[0], o[1], o[2]); err != nil {
-			return os.NewSyscallError("setsockopt", err)
-		}
-	}
-	return nil
-}
-
 // tcpAddrPort is a's address and port (zero if a is not TCP).
 func tcpAddrPort(a net.Addr) netip.AddrPort {
 	if ta, ok := a.(*net.TCPAddr); ok {
@@ -579,19 +469,5 @@ func (l *evLoop) localAddr(pr *evPair) net.Addr {
 	if a := pr.adm; a.c != nil {
 		return a.c.LocalAddr()
 	}
-	sa, err := syscall.Getsockname(pr.side[0].fd)
-	if err != nil {
-		return &net.TCPAddr{}
-	}
-	return net.TCPAddrFromAddrPort(sockaddrAddrPort(sa))
-}
-
-func sockaddrAddrPort(sa syscall.Sockaddr) netip.AddrPort {
-	switch sa := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
-	case *syscall.SockaddrInet6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
-	}
-	return netip.AddrPort{}
+	return net.TCPAddrFromAddrPort(netpoll.LocalAddr(pr.side[0].Fd))
 }

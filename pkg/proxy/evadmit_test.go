@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/devgate/devgate/pkg/demo"
+	"github.com/devgate/devgate/pkg/proxy/internal/netpoll"
 	"github.com/devgate/devgate/pkg/ring"
 )
 
@@ -160,7 +161,7 @@ func TestKeepAliveInheritedAndDialled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd, err := rawConnect(ap, 42*time.Second)
+	fd, err := netpoll.Connect(ap, keepAliveIdle(42*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

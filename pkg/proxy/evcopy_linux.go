@@ -6,6 +6,8 @@ import (
 	"syscall"
 
 	"go.uber.org/zap"
+
+	"github.com/devgate/devgate/pkg/proxy/internal/netpoll"
 )
 
 // The copy path of an evPair on its loop: level-triggered readiness, one
@@ -20,7 +22,7 @@ func (l *evLoop) handle(pr *evPair, fd int, events uint32) {
 	}
 	switch pr.stage {
 	case evPreread:
-		if fd == pr.side[0].fd {
+		if fd == pr.side[0].Fd {
 			l.prereadEvent(pr, events)
 		}
 		return
@@ -29,16 +31,15 @@ func (l *evLoop) handle(pr *evPair, fd int, events uint32) {
 		return
 	}
 	i := 0
-	if pr.side[1].fd == fd {
+	if pr.side[1].Fd == fd {
 		i = 1
-	} else if pr.side[0].fd != fd {
+	} else if pr.side[0].Fd != fd {
 		return // stale: the fd now belongs to another pair
 	}
-	const hup = syscall.EPOLLERR | syscall.EPOLLHUP
-	if events&(syscall.EPOLLOUT|hup) != 0 && pr.pending[1-i] != nil {
+	if events&(netpoll.Out|netpoll.Hup) != 0 && pr.pending[1-i] != nil {
 		l.flush(pr, 1-i)
 	}
-	if !pr.done && events&(syscall.EPOLLIN|hup) != 0 && pr.reading(i) {
+	if !pr.done && events&(netpoll.In|netpoll.Hup) != 0 && pr.reading(i) {
 		l.copy(pr, i)
 	}
 	if !pr.done && pr.stage == evCopy { // else it fell back to dialing
@@ -51,7 +52,7 @@ func (pr *evPair) reading(d int) bool { return !pr.ended[d] && pr.pending[d] == 
 
 // copy reads once from side d and writes to the other side.
 func (l *evLoop) copy(pr *evPair, d int) {
-	n, err := syscall.Read(pr.side[d].fd, l.buf)
+	n, err := syscall.Read(pr.side[d].Fd, l.buf)
 	switch {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
 	case (err != nil || n == 0) && d == 1 && l.fallBack(pr, err):
@@ -63,7 +64,7 @@ func (l *evLoop) copy(pr *evPair, d int) {
 		pr.ended[d] = true
 		// Both ended: closing sends the last FIN (both receive queues are
 		// empty, so it is a FIN and not a reset).
-		if pr.ended[1-d] || syscall.Shutdown(pr.side[1-d].fd, syscall.SHUT_WR) != nil {
+		if pr.ended[1-d] || syscall.Shutdown(pr.side[1-d].Fd, syscall.SHUT_WR) != nil {
 			l.finalize(pr)
 		} else {
 			l.armFin(pr, d)
@@ -100,7 +101,7 @@ func (l *evLoop) flush(pr *evPair, d int) {
 // and returns what is left. On an error it finalizes pr and says !ok.
 func (l *evLoop) write(pr *evPair, d int, b []byte) (rest []byte, ok bool) {
 	for len(b) > 0 {
-		n, err := syscall.Write(pr.side[1-d].fd, b)
+		n, err := syscall.Write(pr.side[1-d].Fd, b)
 		switch {
 		case err == syscall.EINTR:
 			continue
@@ -125,29 +126,16 @@ func (l *evLoop) rearm(pr *evPair) {
 	for i := range pr.side {
 		var want uint32
 		if pr.reading(i) {
-			want |= syscall.EPOLLIN
+			want |= netpoll.In
 		}
 		if pr.pending[1-i] != nil {
-			want |= syscall.EPOLLOUT
+			want |= netpoll.Out
 		}
-		s := &pr.side[i]
-		if want == s.mask {
-			continue
-		}
-		op := syscall.EPOLL_CTL_MOD
-		switch {
-		case want == 0:
-			op = syscall.EPOLL_CTL_DEL
-		case s.mask == 0:
-			op = syscall.EPOLL_CTL_ADD
-		}
-		ev := syscall.EpollEvent{Events: want, Fd: int32(s.fd)}
-		if err := syscall.EpollCtl(l.epfd, op, s.fd, &ev); err != nil {
+		if err := l.poll.Watch(&pr.side[i].FD, want); err != nil {
 			l.p.log.Error("event loop: epoll_ctl failed", zap.Error(err))
 			pr.pc.setReason(ReasonShutdown)
 			l.finalize(pr)
 			return
 		}
-		s.mask = want
 	}
 }

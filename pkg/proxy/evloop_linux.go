@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/devgate/devgate/pkg/proxy/internal/netpoll"
 )
 
 // The event-driven path (Proxy.EventLoop). Each loop is a goroutine with
@@ -138,9 +140,8 @@ func (p *Proxy) useEventLoop(client, backend net.Conn) bool {
 
 // evSide is one socket of a pair.
 type evSide struct {
-	tc   *net.TCPConn // kept so the fd lives, and closed through it; nil for a raw fd
-	fd   int
-	mask uint32 // events in the loop's epoll set; 0: not in it (owned by the loop)
+	tc         *net.TCPConn // kept so the fd lives, and closed through it; nil for a raw fd
+	netpoll.FD              // its Mask is the loop's to change
 }
 
 // evPair is a proxied connection owned by a loop. Direction d copies
@@ -176,7 +177,7 @@ func (p *Proxy) newEvPair(pc *conn, release func()) (*evPair, error) {
 	for i, c := range [2]net.Conn{pc.client, pc.backend} {
 		s := &pr.side[i]
 		s.tc = c.(*net.TCPConn)
-		if s.fd, err = rawFD(s.tc); err != nil {
+		if s.Fd, err = netpoll.RawFD(s.tc); err != nil {
 			return nil, fmt.Errorf("event loop: raw conn: %w", err)
 		}
 	}
@@ -195,27 +196,7 @@ func (pr *evPair) kill() {
 // evAttach hands pr to its loop; from now on the loop finishes it.
 func (p *Proxy) evAttach(pr *evPair) {
 	l := pr.loop
-	l.mu.Lock()
-	var err error
-	for i := range pr.side {
-		s := &pr.side[i]
-		l.pairs[int32(s.fd)] = pr
-		ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(s.fd)}
-		if err = syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
-			break
-		}
-		s.mask = syscall.EPOLLIN
-	}
-	if err != nil { // the loop has not seen the pair: it never got past the lock
-		for i := range pr.side {
-			if s := &pr.side[i]; s.mask != 0 {
-				syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
-				s.mask = 0
-			}
-			delete(l.pairs, int32(pr.side[i].fd))
-		}
-	}
-	l.mu.Unlock()
+	err := l.poll.Add(pr, netpoll.In, &pr.side[0].FD, &pr.side[1].FD)
 	l.routed.Add(1) // finalize takes it back
 	if err != nil {
 		p.log.Error("event loop: epoll add failed", zap.Error(err))
@@ -232,18 +213,13 @@ func (p *Proxy) evAttach(pr *evPair) {
 // evLoop is one epoll loop.
 type evLoop struct {
 	p        *Proxy
-	epfd     int
-	ep       *os.File // epfd in Go's netpoller: the loop parks there, not in epoll_wait
-	rc       syscall.RawConn
-	wake     [2]int // a pipe: a byte means kills are queued or the loop stops
-	buf      []byte // shared by every connection of the loop
+	poll     *netpoll.Poller[*evPair] // the epoll set and its owner of each fd, both sides of a pair
+	buf      []byte                   // shared by every connection of the loop
 	bytes    *evBytes
 	stopping atomic.Bool
 	routed   atomic.Int64 // pairs in evCopy (for tests and stats)
-	parkedTo time.Time    // the read deadline set on ep; zero: none
 
 	mu        sync.Mutex
-	pairs     map[int32]*evPair // by fd, both sides
 	acceptors map[int32]*evAcceptor
 	msgs      []evMsg    // posted by kill and by dials in goroutines
 	timers    [2]evQueue // preread and dial deadlines (evPreread, evDial)
@@ -254,39 +230,16 @@ type evLoop struct {
 }
 
 func newEvLoop(p *Proxy) (*evLoop, error) {
-	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	poll, err := netpoll.Open[*evPair]()
 	if err != nil {
-		return nil, fmt.Errorf("epoll_create1: %w", err)
+		return nil, err
 	}
-	if err := syscall.SetNonblock(epfd, true); err != nil {
-		syscall.Close(epfd)
-		return nil, fmt.Errorf("epoll nonblock: %w", err)
-	}
-	l := &evLoop{p: p, epfd: epfd, ep: os.NewFile(uintptr(epfd), "epoll"), buf: make([]byte, evBufSize), bytes: &evBytes{},
-		pairs: make(map[int32]*evPair), acceptors: make(map[int32]*evAcceptor)}
+	l := &evLoop{p: p, poll: poll, buf: make([]byte, evBufSize), bytes: &evBytes{},
+		acceptors: make(map[int32]*evAcceptor)}
 	l.timers[evPreread].d, l.timers[evDial].d = p.prereadTimeout(), p.dialTimeout()
 	fins := p.finTimeouts()
 	l.fins[0].d, l.fins[1].d = fins[0], fins[1]
-	if l.rc, err = l.ep.SyscallConn(); err != nil {
-		l.ep.Close()
-		return nil, fmt.Errorf("epoll raw conn: %w", err)
-	}
-	if err := syscall.Pipe2(l.wake[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
-		l.ep.Close()
-		return nil, fmt.Errorf("pipe2: %w", err)
-	}
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.wake[0])}
-	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, l.wake[0], &ev); err != nil {
-		l.closeFDs()
-		return nil, fmt.Errorf("epoll_ctl: %w", err)
-	}
 	return l, nil
-}
-
-func (l *evLoop) closeFDs() {
-	syscall.Close(l.wake[0])
-	syscall.Close(l.wake[1])
-	l.ep.Close()
 }
 
 // evMsg is work for a loop from another goroutine: close pr, or (dialled)
@@ -313,51 +266,29 @@ func (l *evLoop) send(m evMsg) {
 	}
 }
 
-func (l *evLoop) wakeUp() { syscall.Write(l.wake[1], []byte{1}) }
+func (l *evLoop) wakeUp() { l.poll.Wake() }
 
 // run waits for readiness and copies until stop. Named for stack dumps.
 func (l *evLoop) run() {
-	defer l.closeFDs()
-	var events [256]syscall.EpollEvent
+	defer l.poll.Close()
+	var events [256]netpoll.Event
 	var batch [256]*evPair
 	for {
 		l.expire()
-		// epoll_wait never blocks here: when nothing is ready the goroutine
-		// parks in Go's netpoller until the epoll fd is readable (or the next
-		// deadline). A loop blocked in the syscall costs a thread wakeup and
-		// a P handoff on every event (+20-30 us per round trip, measured).
-		var n int
-		var err error
-		rerr := l.rc.Read(func(uintptr) bool {
-			n, err = syscall.EpollWait(l.epfd, events[:], 0)
-			return n != 0 || err != nil
-		})
-		if err == nil {
-			err = rerr
-		}
+		n, err := l.poll.Wait(events[:])
 		if err != nil {
-			if errors.Is(err, syscall.EINTR) || errors.Is(err, os.ErrDeadlineExceeded) {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
 			}
 			l.p.log.Error("event loop: epoll_wait failed; closing its connections", zap.Error(err))
 			l.closeAll()
 			return
 		}
-		woken := false
-		l.mu.Lock()
-		for i := range n {
-			if events[i].Fd == int32(l.wake[0]) {
-				woken = true
-			}
-			if events[i].Pad != evListenerTag {
-				batch[i] = l.pairs[events[i].Fd]
-			}
-		}
-		l.mu.Unlock()
+		woken := l.poll.Owners(events[:n], batch[:n])
 		for i := range n {
 			if pr := batch[i]; pr != nil && !pr.done { // done: finalized earlier in this batch
 				l.handle(pr, int(events[i].Fd), events[i].Events)
-			} else if events[i].Pad == evListenerTag {
+			} else if netpoll.IsListener(&events[i]) {
 				l.accept(events[i].Fd)
 			}
 			batch[i] = nil
@@ -374,12 +305,7 @@ func (l *evLoop) run() {
 
 // runMsgs drains the wake pipe and does what was posted.
 func (l *evLoop) runMsgs() {
-	var b [64]byte
-	for {
-		if n, _ := syscall.Read(l.wake[0], b[:]); n < len(b) {
-			break
-		}
-	}
+	l.poll.DrainWake()
 	l.mu.Lock()
 	l.running, l.msgs = l.msgs, l.running[:0]
 	l.mu.Unlock()
@@ -406,20 +332,9 @@ func (l *evLoop) finalize(pr *evPair) {
 	pr.done = true
 	l.routed.Add(-1)
 	for i := range pr.side {
-		if s := &pr.side[i]; s.mask != 0 {
-			if s.tc != nil { // a raw fd leaves epoll when closed
-				syscall.EpollCtl(l.epfd, syscall.EPOLL_CTL_DEL, s.fd, nil)
-			}
-			s.mask = 0
-		}
+		s := &pr.side[i]
+		l.poll.Delete(&s.FD, pr, s.tc == nil) // a raw fd leaves epoll when closed
 	}
-	l.mu.Lock()
-	for i := range pr.side {
-		if l.pairs[int32(pr.side[i].fd)] == pr {
-			delete(l.pairs, int32(pr.side[i].fd))
-		}
-	}
-	l.mu.Unlock()
 	for d := range pr.pbuf {
 		if pr.pbuf[d] != nil {
 			evPendingPool.Put(pr.pbuf[d])
@@ -436,16 +351,14 @@ func (l *evLoop) finalize(pr *evPair) {
 
 // closeAll finalizes every pair left on the loop, as shut down.
 func (l *evLoop) closeAll() {
-	l.mu.Lock()
 	var left []*evPair
-	seen := make(map[*evPair]bool, len(l.pairs))
-	for _, pr := range l.pairs { // a pair is in the map once per side
+	seen := make(map[*evPair]bool)
+	l.poll.Each(func(_ int32, pr *evPair) { // a pair is in the table once per side
 		if !pr.done && !seen[pr] {
 			seen[pr] = true
 			left = append(left, pr)
 		}
-	}
-	l.mu.Unlock()
+	})
 	for _, pr := range left {
 		if pr.pc != nil {
 			pr.pc.setReason(ReasonShutdown)
@@ -467,32 +380,17 @@ func (ls *evLoops) killUnrouted() {
 
 // closeUnroutedAll is killUnrouted on the loop.
 func (l *evLoop) closeUnroutedAll() {
-	l.mu.Lock()
 	var unrouted []*evPair
-	for fd, pr := range l.pairs {
-		if pr.stage != evCopy && !pr.done && int32(pr.side[0].fd) == fd {
+	l.poll.Each(func(fd int32, pr *evPair) {
+		if pr.stage != evCopy && !pr.done && int32(pr.side[0].Fd) == fd {
 			unrouted = append(unrouted, pr)
 		}
-	}
-	l.mu.Unlock()
+	})
 	for _, pr := range unrouted {
 		if !pr.done {
 			l.finalize(pr)
 		}
 	}
-}
-
-// rawFD is tc's file descriptor; tc keeps it open.
-func rawFD(tc *net.TCPConn) (int, error) {
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd := -1
-	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
-		return -1, err
-	}
-	return fd, nil
 }
 
 // close closes the socket: through its *net.TCPConn when it has one, else
@@ -501,8 +399,8 @@ func (s *evSide) close() {
 	switch {
 	case s.tc != nil:
 		s.tc.Close()
-	case s.fd >= 0:
-		syscall.Close(s.fd)
+	case s.Fd >= 0:
+		syscall.Close(s.Fd)
 	}
 }
 
@@ -521,9 +419,11 @@ func (p *Proxy) evConns() int {
 func (p *Proxy) evLoopFDs() int {
 	p.loops.mu.Lock()
 	defer p.loops.mu.Unlock()
-	return 3 * len(p.loops.loops) // epoll and a wake pipe
+	return netpoll.FDs * len(p.loops.loops) // epoll and a wake pipe
 }
 
 // listenSockOpts sets TCP_NODELAY and keepalive (if keepAlive >= 0) on
 // a listening socket for its accepted sockets to inherit.
-var listenSockOpts = setSockOpts
+var listenSockOpts = func(fd int, keepAlive time.Duration) error {
+	return netpoll.SetSockOpts(fd, keepAliveIdle(keepAlive))
+}

@@ -1,0 +1,149 @@
+//go:build linux
+
+package netpoll
+
+import (
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+)
+
+// The socket system calls of the loops: raw non-blocking connects, socket
+// options, writes until the socket is full, addresses.
+
+// Connect starts a non-blocking connect to ap with TCP_NODELAY and
+// keepalive (idle; none when negative); the loop learns the outcome from
+// Out (ConnectError).
+func Connect(ap netip.AddrPort, idle time.Duration) (int, error) {
+	var sa syscall.Sockaddr
+	family := syscall.AF_INET
+	if ip := ap.Addr().Unmap(); ip.Is4() {
+		sa = &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ip.As4()}
+	} else {
+		family = syscall.AF_INET6
+		sa6 := &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ip.As16()}
+		if z := ip.Zone(); z != "" {
+			ifi, err := net.InterfaceByName(z)
+			if err != nil {
+				return -1, err
+			}
+			sa6.ZoneId = uint32(ifi.Index)
+		}
+		sa = sa6
+	}
+	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	if err = SetSockOpts(fd, idle); err == nil {
+		err = syscall.Connect(fd, sa)
+		if err == syscall.EINPROGRESS || err == syscall.EINTR {
+			err = nil
+		}
+		if err != nil {
+			err = os.NewSyscallError("connect", err)
+		}
+	}
+	if err != nil {
+		syscall.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// ConnectError is the outcome of a connect once fd reported events.
+func ConnectError(fd int, events uint32) error {
+	soerr, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
+	switch {
+	case err != nil:
+		return err
+	case soerr != 0:
+		return syscall.Errno(soerr)
+	case events&Hup != 0:
+		return syscall.ECONNRESET
+	}
+	return nil
+}
+
+// SetSockOpts sets TCP_NODELAY and keepalive: idle, idle/3 between probes,
+// 3 probes; none when idle < 0.
+func SetSockOpts(fd int, idle time.Duration) error {
+	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err != nil {
+		return os.NewSyscallError("setsockopt", err)
+	}
+	if idle < 0 {
+		return nil
+	}
+	secs := func(d time.Duration) int { return max(int((d+time.Second-1)/time.Second), 1) }
+	for _, o := range [...][3]int{
+		{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, secs(idle)},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, secs(idle / 3)},
+		{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 3},
+	} {
+		if err := syscall.SetsockoptInt(fd, o[0], o[1], o[2]); err != nil {
+			return os.NewSyscallError("setsockopt", err)
+		}
+	}
+	return nil
+}
+
+// Accept takes one connection waiting on listening fd, non-blocking.
+func Accept(fd int) (int, netip.AddrPort, error) {
+	nfd, sa, err := syscall.Accept4(fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+	if err != nil {
+		return -1, netip.AddrPort{}, err
+	}
+	return nfd, sockaddrAddrPort(sa), nil
+}
+
+// WriteSome writes b to fd until it would block and returns the rest.
+func WriteSome(fd int, b []byte) ([]byte, error) {
+	for len(b) > 0 {
+		n, err := syscall.Write(fd, b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return b, nil
+		case err != nil:
+			return nil, err
+		}
+		b = b[n:]
+	}
+	return nil, nil
+}
+
+// RawFD is c's file descriptor; c keeps it open.
+func RawFD(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return -1, err
+	}
+	return fd, nil
+}
+
+// LocalAddr is fd's local address (the zero address if unknown).
+func LocalAddr(fd int) netip.AddrPort {
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		return netip.AddrPort{}
+	}
+	return sockaddrAddrPort(sa)
+}
+
+func sockaddrAddrPort(sa syscall.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *syscall.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
