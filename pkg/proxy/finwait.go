@@ -12,7 +12,7 @@ import (
 // bounded by a FIN timeout (Proxy.ClientFinTimeout, ServerFinTimeout): when
 // direction d ends, the direction still running reads under a deadline and
 // the pair is closed once nothing moved for the timeout. The loops keep
-// these deadlines in FIFO queues (evfin_linux.go); here they are read
+// these deadlines in FIFO queues (loop_copy_linux.go); here they are read
 // deadlines on the socket the remaining direction reads.
 
 // errFinTimeout ends the remaining direction of a half-closed pair.

@@ -16,7 +16,7 @@ import (
 // so it counts as a failed dial and the next owner gets the same bytes,
 // within MaxTries, if it happens within maxFirstByteWait of the preread
 // bytes going out. The loops watch for it until the first byte moves
-// either way (evfirst_linux.go). The goroutine path waits up to
+// either way (loop_copy_linux.go). The goroutine path waits up to
 // firstByteWait for the backend's first bytes before the copy starts;
 // bytes from the device meanwhile wait in its socket.
 

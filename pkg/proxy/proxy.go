@@ -198,7 +198,8 @@ func (p *Proxy) finTimeouts() [2]time.Duration {
 }
 
 func (p *Proxy) prereadTimeout() time.Duration { return orDuration(p.PrereadTimeout, 10*time.Second) }
-func (p *Proxy) dialTimeout() time.Duration    { return orDuration(p.DialTimeout, 3*time.Second) }
+
+func (p *Proxy) dialTimeout() time.Duration { return orDuration(p.DialTimeout, 3*time.Second) }
 
 func (p *Proxy) maxTries() int {
 	if p.MaxTries > 0 {
@@ -243,6 +244,18 @@ func orDuration(d, def time.Duration) time.Duration {
 		return d
 	}
 	return def
+}
+
+// DefaultKeepAlive is KeepAlive's default.
+const DefaultKeepAlive = 30 * time.Second
+
+// keepAliveIdle is the keepalive idle time for KeepAlive k (negative:
+// leave keepalive as the system has it).
+func keepAliveIdle(k time.Duration) time.Duration {
+	if k < 0 {
+		return -1
+	}
+	return orDuration(k, DefaultKeepAlive)
 }
 
 // Serve accepts connections on l until Shutdown or Close, and returns
@@ -367,22 +380,6 @@ func (p *Proxy) isClosing() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.closing
-}
-
-// startConn registers a new client so Shutdown can wait for and cut it
-// (c nil: an event loop tracks it).
-func (p *Proxy) startConn(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.stopped {
-		return false
-	}
-	p.wg.Add(1)
-	p.stats.active.Add(1)
-	if c != nil {
-		p.prereads[c] = struct{}{}
-	}
-	return true
 }
 
 // Shutdown stops accepting, then waits for open connections to end. When

@@ -97,21 +97,6 @@ func (p *Proxy) evServe(tl *net.TCPListener, inherits bool, stop <-chan struct{}
 	}
 }
 
-// loopsNow returns the loops running now.
-func (ls *evLoops) loopsNow() []*evLoop {
-	ls.mu.Lock()
-	defer ls.mu.Unlock()
-	return append([]*evLoop(nil), ls.loops...)
-}
-
-// all returns the loops, starting them if needed.
-func (ls *evLoops) all(p *Proxy) ([]*evLoop, error) {
-	if _, err := ls.pick(p); err != nil {
-		return nil, err
-	}
-	return ls.loopsNow(), nil
-}
-
 func (l *evLoop) addListener(el *evListener) error {
 	a := &evAcceptor{el: el}
 	l.mu.Lock()
@@ -273,4 +258,68 @@ func (l *evLoop) adopt(el *evListener, fd int, remote netip.AddrPort) {
 		p.stats.close(ReasonShutdown)
 		p.endConn(release)
 	}
+}
+
+// evAccept hands a client Serve accepted to a loop; false when the caller
+// must take it (no loop for it).
+func (p *Proxy) evAccept(c net.Conn, inheritsKeepAlive bool) bool {
+	tc, ok := c.(*net.TCPConn)
+	if !ok || !p.evLoopAdmits() {
+		return false
+	}
+	l, err := p.loops.pick(p)
+	if err != nil {
+		return false
+	}
+	if !p.startConn(nil) {
+		c.Close()
+		p.stats.close(ReasonShutdown)
+		return true
+	}
+	release, err := p.acquireIP(addrIP(c.RemoteAddr()))
+	if err != nil {
+		p.reject(c, err, nil)
+		p.endConn(nil)
+		return true
+	}
+	if !inheritsKeepAlive {
+		p.setKeepAlive(c)
+	}
+	bp := prereadPool.Get().(*[]byte)
+	pr := &evPair{p: p, release: release, loop: l, stage: evPreread,
+		adm: &evPre{c: tc, remote: tcpAddrPort(c.RemoteAddr()), bp: bp, buf: (*bp)[:0], start: time.Now()}}
+	pr.side[0].tc, pr.side[1].Fd = tc, -1
+	if pr.side[0].Fd, err = netpoll.RawFD(tc); err == nil {
+		err = l.register(pr)
+	}
+	if err != nil {
+		p.log.Error("event loop: cannot take a connection", zap.Error(err))
+		p.putBuf(bp, (*bp)[:0])
+		c.Close()
+		p.stats.close(ReasonShutdown)
+		p.endConn(release)
+	}
+	return true
+}
+
+// register puts a new pair's client in the loop, waiting for its key frame
+// under the preread deadline.
+func (l *evLoop) register(pr *evPair) error {
+	pr.attached.Store(true)
+	at := pr.adm.start.Add(l.timers[evPreread].d) // pr is the loop's once added
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.poll.Add(pr, netpoll.In, &pr.side[0].FD); err != nil {
+		return err
+	}
+	l.timers[evPreread].push(evTimer{at: at, pr: pr})
+	return nil
+}
+
+// tcpAddrPort is a's address and port (zero if a is not TCP).
+func tcpAddrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	return netip.AddrPort{}
 }

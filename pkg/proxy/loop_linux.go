@@ -4,13 +4,11 @@ package proxy
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,10 +18,11 @@ import (
 
 // The event-driven path (Proxy.EventLoop). Each loop is a goroutine with
 // its own epoll instance (GOMAXPROCS of them). The loops accept from a
-// *net.TCPListener themselves (evaccept_linux.go; from other listeners
+// *net.TCPListener themselves (loop_accept_linux.go; from other listeners
 // Serve accepts) and share the clients out round-robin; a loop reads the
-// key frame, dials the owner and copies (evadmit_linux.go). Where it
-// cannot do the steps before routing (PROXY header, TLS, a custom Dial),
+// key frame, dials the owner (loop_preread_linux.go) and copies
+// (loop_copy_linux.go). Where it cannot do the steps before routing (PROXY
+// header, TLS, a custom Dial),
 // Serve accepts, handle does them in a goroutine and hands the routed
 // pair over (evAttach). Either way an idle device costs no goroutine, no
 // stack and no splice pipe: only its two sockets and an evPair (under
@@ -53,10 +52,6 @@ import (
 const evBufSize = 64 << 10
 
 var evPendingPool = sync.Pool{New: func() any { b := make([]byte, evBufSize); return &b }}
-
-// evEOFReason is the end reason of each direction: 0 copies client to
-// backend, 1 backend to client.
-var evEOFReason = [2]string{ReasonClientClosed, ReasonBackendClosed}
 
 // evLoops is the proxy's set of loops: started on first use, stopped by
 // Shutdown once no connection is left.
@@ -114,6 +109,21 @@ func (ls *evLoops) pick(p *Proxy) (*evLoop, error) {
 	return ls.loops[int(ls.next.Add(1))%len(ls.loops)], nil
 }
 
+// all returns the loops, starting them if needed.
+func (ls *evLoops) all(p *Proxy) ([]*evLoop, error) {
+	if _, err := ls.pick(p); err != nil {
+		return nil, err
+	}
+	return ls.loopsNow(), nil
+}
+
+// loopsNow returns the loops running now.
+func (ls *evLoops) loopsNow() []*evLoop {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return append([]*evLoop(nil), ls.loops...)
+}
+
 // stop ends the loops and waits for them. Connections still on a loop are
 // closed as shut down (Shutdown calls stop only when none is left).
 func (ls *evLoops) stop() {
@@ -126,6 +136,14 @@ func (ls *evLoops) stop() {
 	ls.loops = nil // a second stop must not write to closed fds
 	ls.mu.Unlock()
 	ls.wg.Wait()
+}
+
+// evLoopAdmits says whether accepted clients go to a loop from the start.
+// The steps a loop does not do (PROXY header, TLS, a custom Dial, idle
+// timeout) keep the goroutine path up to routing (evAttach).
+func (p *Proxy) evLoopAdmits() bool {
+	return p.EventLoop && p.TLS == nil && p.BackendTLS == nil && p.IdleTimeout <= 0 &&
+		p.Dial == nil && len(p.TrustedProxies) == 0
 }
 
 // useEventLoop says whether EventLoop applies to this pair of sockets.
@@ -156,7 +174,7 @@ type evPair struct {
 	attached atomic.Bool // on its loop: a kill is posted there
 	stage    uint8       // evPreread, evDial, evCopy
 	adm      *evPre      // state of the steps before evCopy; nil after
-	replay   *evPre      // in evCopy until a byte moves: to fall back (evfirst_linux.go)
+	replay   *evPre      // in evCopy until a byte moves: to fall back (loop_copy_linux.go)
 
 	// Owned by the loop once attached.
 	pending [2][]byte  // bytes of direction d read but not yet written
@@ -166,49 +184,12 @@ type evPair struct {
 	done    bool
 }
 
-// newEvPair prepares pc for a loop; evAttach hands it over. It fails (and
-// the caller copies with goroutines) when epoll or a raw fd is unavailable.
-func (p *Proxy) newEvPair(pc *conn, release func()) (*evPair, error) {
-	l, err := p.loops.pick(p)
-	if err != nil {
-		return nil, fmt.Errorf("event loop: %w", err)
-	}
-	pr := &evPair{p: p, pc: pc, release: release, loop: l, stage: evCopy}
-	for i, c := range [2]net.Conn{pc.client, pc.backend} {
-		s := &pr.side[i]
-		s.tc = c.(*net.TCPConn)
-		if s.Fd, err = netpoll.RawFD(s.tc); err != nil {
-			return nil, fmt.Errorf("event loop: raw conn: %w", err)
-		}
-	}
-	return pr, nil
-}
-
-// kill asks the loop to close the pair. Only the loop touches its fds: a
-// number closed there may already belong to another socket.
-func (pr *evPair) kill() {
-	pr.killed.Store(true)
-	if pr.attached.Load() { // else evAttach sees killed and posts it
-		pr.loop.post(pr)
-	}
-}
-
-// evAttach hands pr to its loop; from now on the loop finishes it.
-func (p *Proxy) evAttach(pr *evPair) {
-	l := pr.loop
-	err := l.poll.Add(pr, netpoll.In, &pr.side[0].FD, &pr.side[1].FD)
-	l.routed.Add(1) // finalize takes it back
-	if err != nil {
-		p.log.Error("event loop: epoll add failed", zap.Error(err))
-		pr.pc.setReason(ReasonShutdown)
-		l.finalize(pr)
-		return
-	}
-	pr.attached.Store(true)
-	if pr.killed.Load() {
-		l.post(pr)
-	}
-}
+// Stages of an evPair.
+const (
+	evPreread = iota // reading the key frame
+	evDial           // connecting to side[1]
+	evCopy           // routed: copying (loop_copy_linux.go)
+)
 
 // evLoop is one epoll loop.
 type evLoop struct {
@@ -223,7 +204,7 @@ type evLoop struct {
 	acceptors map[int32]*evAcceptor
 	msgs      []evMsg    // posted by kill and by dials in goroutines
 	timers    [2]evQueue // preread and dial deadlines (evPreread, evDial)
-	fins      [2]evQueue // FIN timeouts by the direction that ended (evfin_linux.go)
+	fins      [2]evQueue // FIN timeouts by the direction that ended (loop_copy_linux.go)
 	running   []evMsg    // the loop's copy of msgs
 	due       []evTimer  // the loop's list of expired deadlines
 	finDue    []evTimer  // the loop's list of expired FIN deadlines
@@ -241,32 +222,6 @@ func newEvLoop(p *Proxy) (*evLoop, error) {
 	l.fins[0].d, l.fins[1].d = fins[0], fins[1]
 	return l, nil
 }
-
-// evMsg is work for a loop from another goroutine: close pr, or (dialled)
-// the result of a dial for it.
-type evMsg struct {
-	pr       *evPair
-	unrouted bool // close every unrouted pair (killUnrouted)
-	dialled  bool
-	gen      uint32
-	bc       net.Conn
-	err      error
-}
-
-// post queues pr for the loop to close.
-func (l *evLoop) post(pr *evPair) { l.send(evMsg{pr: pr}) }
-
-func (l *evLoop) send(m evMsg) {
-	l.mu.Lock()
-	l.msgs = append(l.msgs, m)
-	first := len(l.msgs) == 1
-	l.mu.Unlock()
-	if first {
-		l.wakeUp()
-	}
-}
-
-func (l *evLoop) wakeUp() { l.poll.Wake() }
 
 // run waits for readiness and copies until stop. Named for stack dumps.
 func (l *evLoop) run() {
@@ -303,6 +258,65 @@ func (l *evLoop) run() {
 	}
 }
 
+// handle acts on the events of one fd of pr.
+func (l *evLoop) handle(pr *evPair, fd int, events uint32) {
+	if pr.killed.Load() {
+		l.finalize(pr)
+		return
+	}
+	switch pr.stage {
+	case evPreread:
+		if fd == pr.side[0].Fd {
+			l.prereadEvent(pr, events)
+		}
+		return
+	case evDial:
+		l.dialEvent(pr, fd, events)
+		return
+	}
+	i := 0
+	if pr.side[1].Fd == fd {
+		i = 1
+	} else if pr.side[0].Fd != fd {
+		return // stale: the fd now belongs to another pair
+	}
+	if events&(netpoll.Out|netpoll.Hup) != 0 && pr.pending[1-i] != nil {
+		l.flush(pr, 1-i)
+	}
+	if !pr.done && events&(netpoll.In|netpoll.Hup) != 0 && pr.reading(i) {
+		l.copy(pr, i)
+	}
+	if !pr.done && pr.stage == evCopy { // else it fell back to dialing
+		l.rearm(pr)
+	}
+}
+
+// evMsg is work for a loop from another goroutine: close pr, or (dialled)
+// the result of a dial for it.
+type evMsg struct {
+	pr       *evPair
+	unrouted bool // close every unrouted pair (killUnrouted)
+	dialled  bool
+	gen      uint32
+	bc       net.Conn
+	err      error
+}
+
+// post queues pr for the loop to close.
+func (l *evLoop) post(pr *evPair) { l.send(evMsg{pr: pr}) }
+
+func (l *evLoop) send(m evMsg) {
+	l.mu.Lock()
+	l.msgs = append(l.msgs, m)
+	first := len(l.msgs) == 1
+	l.mu.Unlock()
+	if first {
+		l.wakeUp()
+	}
+}
+
+func (l *evLoop) wakeUp() { l.poll.Wake() }
+
 // runMsgs drains the wake pipe and does what was posted.
 func (l *evLoop) runMsgs() {
 	l.poll.DrainWake()
@@ -322,31 +336,81 @@ func (l *evLoop) runMsgs() {
 	}
 }
 
-// finalize takes pr out of the loop, closes both sockets and does what
-// handle does after pipe.
-func (l *evLoop) finalize(pr *evPair) {
-	if pr.stage != evCopy { // a kill or the loop stopping before routing
-		l.refuse(pr, ReasonShutdown)
-		return
+// evTimer is a deadline of a pair's stage.
+type evTimer struct {
+	at   time.Time
+	pr   *evPair
+	gen  uint32 // of the stage; for a FIN deadline, the direction that ended
+	mark int64  // FIN deadline: bytes moved both ways when queued
+}
+
+// evQueue holds deadlines in the order they fall: all have the same
+// duration d and are pushed as time goes on.
+type evQueue struct {
+	d    time.Duration
+	q    []evTimer
+	head int
+}
+
+func (q *evQueue) push(t evTimer) {
+	if q.head > 64 && q.head > len(q.q)/2 { // reuse the consumed front
+		n := copy(q.q, q.q[q.head:])
+		clear(q.q[n:])
+		q.q, q.head = q.q[:n], 0
 	}
-	pr.done = true
-	l.routed.Add(-1)
-	for i := range pr.side {
-		s := &pr.side[i]
-		l.poll.Delete(&s.FD, pr, s.tc == nil) // a raw fd leaves epoll when closed
-	}
-	for d := range pr.pbuf {
-		if pr.pbuf[d] != nil {
-			evPendingPool.Put(pr.pbuf[d])
-			pr.pbuf[d], pr.pending[d] = nil, nil
+	q.q = append(q.q, t)
+}
+
+// expire acts on the deadlines that fell and sets the loop's next wakeup:
+// the earliest deadline, and at most one preread timeout from now, so a
+// preread queued while the loop sleeps is never late.
+func (l *evLoop) expire() {
+	now := time.Now()
+	bound := now.Add(l.timers[evPreread].d)
+	l.mu.Lock()
+	for st := range l.timers {
+		q := &l.timers[st]
+		for q.head < len(q.q) {
+			t := q.q[q.head]
+			if t.pr.done || t.pr.stage != uint8(st) || t.pr.adm.gen != t.gen {
+				q.q[q.head] = evTimer{} // stale: the stage moved on
+				q.head++
+				continue
+			}
+			if t.at.After(now) {
+				if t.at.Before(bound) {
+					bound = t.at
+				}
+				break
+			}
+			l.due = append(l.due, t)
+			q.q[q.head] = evTimer{}
+			q.head++
+		}
+		if q.head == len(q.q) {
+			q.q, q.head = q.q[:0], 0
 		}
 	}
-	l.dropReplay(pr)
-	pr.pc.setReason(ReasonClientClosed) // as pipe: no-op if a reason was set
-	pr.side[0].close()
-	pr.side[1].close()
-	pr.p.finish(pr.pc)
-	pr.p.endConn(pr.release)
+	if next := l.resumeAccepts(now); !next.IsZero() && next.Before(bound) {
+		bound = next
+	}
+	if next := l.dueFins(now); !next.IsZero() && next.Before(bound) {
+		bound = next
+	}
+	l.mu.Unlock()
+	l.runFins()
+	for i, t := range l.due {
+		if !t.pr.done && t.pr.adm != nil && t.pr.adm.gen == t.gen {
+			if t.pr.stage == evPreread {
+				l.rejectPreread(t.pr, os.ErrDeadlineExceeded)
+			} else {
+				l.dialFailed(t.pr, errors.New("dial timeout"))
+			}
+		}
+		l.due[i] = evTimer{}
+	}
+	l.due = l.due[:0]
+	l.poll.SetDeadline(now, bound)
 }
 
 // closeAll finalizes every pair left on the loop, as shut down.
@@ -390,17 +454,6 @@ func (l *evLoop) closeUnroutedAll() {
 		if !pr.done {
 			l.finalize(pr)
 		}
-	}
-}
-
-// close closes the socket: through its *net.TCPConn when it has one, else
-// the raw fd the loop dialled (closing it also takes it out of epoll).
-func (s *evSide) close() {
-	switch {
-	case s.tc != nil:
-		s.tc.Close()
-	case s.Fd >= 0:
-		syscall.Close(s.Fd)
 	}
 }
 

@@ -9,20 +9,18 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/devgate/devgate/pkg/proxy/internal/netpoll"
-
 	"github.com/devgate/devgate/pkg/frame"
+	"github.com/devgate/devgate/pkg/proxy/internal/netpoll"
 	"github.com/devgate/devgate/pkg/ring"
 )
 
 // The steps before copying, on the loop (evLoopAdmits): a client accepted
-// by a loop (evaccept_linux.go) or by Serve is on a loop from the start;
+// by a loop (loop_accept_linux.go) or by Serve is on a loop from the start;
 // the loop reads its key frame, dials the owner with a non-blocking
 // connect on a raw socket, falls back to the next owners, and then copies.
 // No goroutine, no netpoller registration of the backend socket and no
@@ -30,13 +28,6 @@ import (
 // of the goroutine path (accept, preread and dial with net.Dialer).
 // Deadlines are two FIFO queues per loop, as every preread (and every
 // dial) has the same timeout.
-
-// Stages of an evPair.
-const (
-	evPreread = iota // reading the key frame
-	evDial           // connecting to side[1]
-	evCopy           // routed: copying (evcopy_linux.go)
-)
 
 // evPre is a pair's state before evCopy.
 type evPre struct {
@@ -51,151 +42,10 @@ type evPre struct {
 	owners []int
 	stack  [8]int
 	try    int          // owners dialled so far
-	again  bool         // routed once, then fell back (evfirst_linux.go)
+	again  bool         // routed once, then fell back (loop_copy_linux.go)
 	moved  bool         // and counted the device as moved then
 	sent   time.Time    // when the preread bytes went to the backend
 	b      ring.Backend // the owner being dialled
-}
-
-// evTimer is a deadline of a pair's stage.
-type evTimer struct {
-	at   time.Time
-	pr   *evPair
-	gen  uint32 // of the stage; for a FIN deadline, the direction that ended
-	mark int64  // FIN deadline: bytes moved both ways when queued
-}
-
-// evQueue holds deadlines in the order they fall: all have the same
-// duration d and are pushed as time goes on.
-type evQueue struct {
-	d    time.Duration
-	q    []evTimer
-	head int
-}
-
-func (q *evQueue) push(t evTimer) {
-	if q.head > 64 && q.head > len(q.q)/2 { // reuse the consumed front
-		n := copy(q.q, q.q[q.head:])
-		clear(q.q[n:])
-		q.q, q.head = q.q[:n], 0
-	}
-	q.q = append(q.q, t)
-}
-
-// evLoopAdmits says whether accepted clients go to a loop from the start.
-// The steps a loop does not do (PROXY header, TLS, a custom Dial, idle
-// timeout) keep the goroutine path up to routing (evAttach).
-func (p *Proxy) evLoopAdmits() bool {
-	return p.EventLoop && p.TLS == nil && p.BackendTLS == nil && p.IdleTimeout <= 0 &&
-		p.Dial == nil && len(p.TrustedProxies) == 0
-}
-
-// evAccept hands a client Serve accepted to a loop; false when the caller
-// must take it (no loop for it).
-func (p *Proxy) evAccept(c net.Conn, inheritsKeepAlive bool) bool {
-	tc, ok := c.(*net.TCPConn)
-	if !ok || !p.evLoopAdmits() {
-		return false
-	}
-	l, err := p.loops.pick(p)
-	if err != nil {
-		return false
-	}
-	if !p.startConn(nil) {
-		c.Close()
-		p.stats.close(ReasonShutdown)
-		return true
-	}
-	release, err := p.acquireIP(addrIP(c.RemoteAddr()))
-	if err != nil {
-		p.reject(c, err, nil)
-		p.endConn(nil)
-		return true
-	}
-	if !inheritsKeepAlive {
-		p.setKeepAlive(c)
-	}
-	bp := prereadPool.Get().(*[]byte)
-	pr := &evPair{p: p, release: release, loop: l, stage: evPreread,
-		adm: &evPre{c: tc, remote: tcpAddrPort(c.RemoteAddr()), bp: bp, buf: (*bp)[:0], start: time.Now()}}
-	pr.side[0].tc, pr.side[1].Fd = tc, -1
-	if pr.side[0].Fd, err = netpoll.RawFD(tc); err == nil {
-		err = l.register(pr)
-	}
-	if err != nil {
-		p.log.Error("event loop: cannot take a connection", zap.Error(err))
-		p.putBuf(bp, (*bp)[:0])
-		c.Close()
-		p.stats.close(ReasonShutdown)
-		p.endConn(release)
-	}
-	return true
-}
-
-// register puts a new pair's client in the loop, waiting for its key frame
-// under the preread deadline.
-func (l *evLoop) register(pr *evPair) error {
-	pr.attached.Store(true)
-	at := pr.adm.start.Add(l.timers[evPreread].d) // pr is the loop's once added
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err := l.poll.Add(pr, netpoll.In, &pr.side[0].FD); err != nil {
-		return err
-	}
-	l.timers[evPreread].push(evTimer{at: at, pr: pr})
-	return nil
-}
-
-// expire acts on the deadlines that fell and sets the loop's next wakeup:
-// the earliest deadline, and at most one preread timeout from now, so a
-// preread queued while the loop sleeps is never late.
-func (l *evLoop) expire() {
-	now := time.Now()
-	bound := now.Add(l.timers[evPreread].d)
-	l.mu.Lock()
-	for st := range l.timers {
-		q := &l.timers[st]
-		for q.head < len(q.q) {
-			t := q.q[q.head]
-			if t.pr.done || t.pr.stage != uint8(st) || t.pr.adm.gen != t.gen {
-				q.q[q.head] = evTimer{} // stale: the stage moved on
-				q.head++
-				continue
-			}
-			if t.at.After(now) {
-				if t.at.Before(bound) {
-					bound = t.at
-				}
-				break
-			}
-			l.due = append(l.due, t)
-			q.q[q.head] = evTimer{}
-			q.head++
-		}
-		if q.head == len(q.q) {
-			q.q, q.head = q.q[:0], 0
-		}
-	}
-	if next := l.resumeAccepts(now); !next.IsZero() && next.Before(bound) {
-		bound = next
-	}
-	if next := l.dueFins(now); !next.IsZero() && next.Before(bound) {
-		bound = next
-	}
-	l.mu.Unlock()
-	l.runFins()
-	for i, t := range l.due {
-		if !t.pr.done && t.pr.adm != nil && t.pr.adm.gen == t.gen {
-			if t.pr.stage == evPreread {
-				l.rejectPreread(t.pr, os.ErrDeadlineExceeded)
-			} else {
-				l.dialFailed(t.pr, errors.New("dial timeout"))
-			}
-		}
-		l.due[i] = evTimer{}
-	}
-	l.due = l.due[:0]
-	l.poll.SetDeadline(now, bound)
 }
 
 // prereadEvent reads what the client sent and routes it once the key is in.
@@ -413,23 +263,12 @@ func (l *evLoop) connected(pr *evPair) {
 	l.rearm(pr)
 }
 
-// dropSide takes side i out of the loop and closes it.
-func (l *evLoop) dropSide(pr *evPair, i int) {
-	s := &pr.side[i]
-	if s.Fd < 0 {
-		return
+// localAddr is the client socket's local address (for a PROXY header).
+func (l *evLoop) localAddr(pr *evPair) net.Addr {
+	if a := pr.adm; a.c != nil {
+		return a.c.LocalAddr()
 	}
-	l.poll.Delete(&s.FD, pr, s.tc == nil) // a raw fd leaves epoll when closed
-	s.close()
-	*s = evSide{FD: netpoll.FD{Fd: -1}}
-}
-
-// closeUnrouted takes both sides of an unrouted pair out of the loop and
-// closes them.
-func (l *evLoop) closeUnrouted(pr *evPair) {
-	pr.done = true
-	l.dropSide(pr, 1)
-	l.dropSide(pr, 0)
+	return net.TCPAddrFromAddrPort(netpoll.LocalAddr(pr.side[0].Fd))
 }
 
 // rejectPreread ends a pair whose key frame did not come: counted and
@@ -456,18 +295,21 @@ func (l *evLoop) refuse(pr *evPair, reason string) {
 	p.endConn(pr.release)
 }
 
-// tcpAddrPort is a's address and port (zero if a is not TCP).
-func tcpAddrPort(a net.Addr) netip.AddrPort {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		return ta.AddrPort()
-	}
-	return netip.AddrPort{}
+// closeUnrouted takes both sides of an unrouted pair out of the loop and
+// closes them.
+func (l *evLoop) closeUnrouted(pr *evPair) {
+	pr.done = true
+	l.dropSide(pr, 1)
+	l.dropSide(pr, 0)
 }
 
-// localAddr is the client socket's local address (for a PROXY header).
-func (l *evLoop) localAddr(pr *evPair) net.Addr {
-	if a := pr.adm; a.c != nil {
-		return a.c.LocalAddr()
+// dropSide takes side i out of the loop and closes it.
+func (l *evLoop) dropSide(pr *evPair, i int) {
+	s := &pr.side[i]
+	if s.Fd < 0 {
+		return
 	}
-	return net.TCPAddrFromAddrPort(netpoll.LocalAddr(pr.side[0].Fd))
+	l.poll.Delete(&s.FD, pr, s.tc == nil) // a raw fd leaves epoll when closed
+	s.close()
+	*s = evSide{FD: netpoll.FD{Fd: -1}}
 }

@@ -1,0 +1,299 @@
+//go:build linux
+
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/devgate/devgate/pkg/proxy/internal/netpoll"
+)
+
+// The copy path of an evPair on its loop: level-triggered readiness, one
+// read per event into the loop's buffer, pending bytes and backpressure.
+// See loop_linux.go for the design.
+
+// evEOFReason is the end reason of each direction: 0 copies client to
+// backend, 1 backend to client.
+var evEOFReason = [2]string{ReasonClientClosed, ReasonBackendClosed}
+
+// reading says whether direction d reads its source now.
+func (pr *evPair) reading(d int) bool { return !pr.ended[d] && pr.pending[d] == nil }
+
+// copy reads once from side d and writes to the other side.
+func (l *evLoop) copy(pr *evPair, d int) {
+	n, err := syscall.Read(pr.side[d].Fd, l.buf)
+	switch {
+	case err == syscall.EAGAIN || err == syscall.EINTR:
+	case (err != nil || n == 0) && d == 1 && l.fallBack(pr, err):
+	case err != nil: // a reset reads as the same side going away, as in pipe
+		pr.pc.setReason(evEOFReason[d])
+		l.finalize(pr)
+	case n == 0: // EOF: half-close the peer, the other direction goes on
+		pr.pc.setReason(evEOFReason[d])
+		pr.ended[d] = true
+		// Both ended: closing sends the last FIN (both receive queues are
+		// empty, so it is a FIN and not a reset).
+		if pr.ended[1-d] || syscall.Shutdown(pr.side[1-d].Fd, syscall.SHUT_WR) != nil {
+			l.finalize(pr)
+		} else {
+			l.armFin(pr, d)
+		}
+	default:
+		if pr.replay != nil { // a byte moved: the pair stays with this backend
+			l.dropReplay(pr)
+		}
+		if rest, ok := l.write(pr, d, l.buf[:n]); !ok {
+			return
+		} else if len(rest) > 0 { // the peer is full: keep the rest, stop reading
+			bp := evPendingPool.Get().(*[]byte)
+			pr.pbuf[d], pr.pending[d] = bp, append((*bp)[:0], rest...)
+			pr.p.loops.paused.Add(1)
+		}
+	}
+}
+
+// flush writes what direction d has pending.
+func (l *evLoop) flush(pr *evPair, d int) {
+	rest, ok := l.write(pr, d, pr.pending[d])
+	if !ok {
+		return
+	}
+	if len(rest) > 0 {
+		pr.pending[d] = rest
+		return
+	}
+	evPendingPool.Put(pr.pbuf[d])
+	pr.pbuf[d], pr.pending[d] = nil, nil
+}
+
+// write writes b to the destination of direction d until it would block,
+// and returns what is left. On an error it finalizes pr and says !ok.
+func (l *evLoop) write(pr *evPair, d int, b []byte) (rest []byte, ok bool) {
+	for len(b) > 0 {
+		n, err := syscall.Write(pr.side[1-d].Fd, b)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return b, true
+		case err != nil:
+			pr.pc.setReason(evEOFReason[d])
+			l.finalize(pr)
+			return nil, false
+		}
+		pr.n[d] += int64(n)
+		l.bytes.n[d].Add(uint64(n))
+		b = b[n:]
+	}
+	return b, true
+}
+
+// rearm brings the epoll set in line with what each side waits for: a side
+// is read while its direction runs unpaused, and written while the other
+// direction has bytes pending for it.
+func (l *evLoop) rearm(pr *evPair) {
+	for i := range pr.side {
+		var want uint32
+		if pr.reading(i) {
+			want |= netpoll.In
+		}
+		if pr.pending[1-i] != nil {
+			want |= netpoll.Out
+		}
+		if err := l.poll.Watch(&pr.side[i].FD, want); err != nil {
+			l.p.log.Error("event loop: epoll_ctl failed", zap.Error(err))
+			pr.pc.setReason(ReasonShutdown)
+			l.finalize(pr)
+			return
+		}
+	}
+}
+
+// FIN timeouts on the loops (see finwait.go): when direction d of a pair
+// ends, a deadline goes into the loop's queue fins[d]; every deadline of a
+// queue has the same length, so the queue is a FIFO like the preread and
+// dial ones. When one falls, the pair is closed if no byte moved since it
+// was queued, else queued again from now.
+
+// armFin queues pr's FIN timeout after direction d ended.
+func (l *evLoop) armFin(pr *evPair, d int) {
+	q := &l.fins[d]
+	if q.d <= 0 {
+		return
+	}
+	l.mu.Lock()
+	q.push(evTimer{at: time.Now().Add(q.d), pr: pr, mark: pr.n[0] + pr.n[1]})
+	l.mu.Unlock()
+}
+
+// dueFins moves the FIN deadlines that fell to l.finDue and returns the
+// earliest one still queued (zero if none). l.mu held.
+func (l *evLoop) dueFins(now time.Time) (next time.Time) {
+	for d := range l.fins {
+		q := &l.fins[d]
+		for q.head < len(q.q) {
+			t := q.q[q.head]
+			if !t.pr.done && t.at.After(now) {
+				if next.IsZero() || t.at.Before(next) {
+					next = t.at
+				}
+				break
+			}
+			if !t.pr.done {
+				t.gen = uint32(d)
+				l.finDue = append(l.finDue, t)
+			}
+			q.q[q.head] = evTimer{}
+			q.head++
+		}
+		if q.head == len(q.q) {
+			q.q, q.head = q.q[:0], 0
+		}
+	}
+	return next
+}
+
+// runFins closes the pairs whose FIN deadline fell with nothing moved, and
+// queues the others again.
+func (l *evLoop) runFins() {
+	for i, t := range l.finDue {
+		pr, d := t.pr, int(t.gen)
+		switch {
+		case pr.done:
+		case pr.n[0]+pr.n[1] != t.mark:
+			l.armFin(pr, d)
+		default:
+			pr.pc.finTimedOut(d)
+			l.finalize(pr)
+		}
+		l.finDue[i] = evTimer{}
+	}
+	l.finDue = l.finDue[:0]
+}
+
+// Falling back on the loops (see firstbyte.go): a routed pair keeps its
+// preread bytes (replay) until the first byte moves either way; if the
+// backend resets or closes before that and within maxFirstByteWait, as on the
+// goroutine path, the pair goes back to its dial stage and the next owner
+// gets the same bytes.
+
+// fallBack takes pr back to dialing its next owner if its backend went away
+// (err, or EOF when nil) before any byte moved; false if it cannot.
+func (l *evLoop) fallBack(pr *evPair, err error) bool {
+	a := pr.replay
+	if a == nil || pr.killed.Load() || pr.ended[0] || pr.n[0] != 0 || pr.n[1] != 0 ||
+		pr.pending[0] != nil || pr.pending[1] != nil || time.Since(a.sent) >= l.p.firstByteWait() {
+		return false
+	}
+	if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	pr.replay, pr.adm = nil, a
+	a.again, a.moved = true, pr.pc.moved
+	pr.stage = evDial
+	l.routed.Add(-1)
+	l.p.untrackRouted(pr.pc)
+	pr.pc = nil
+	l.dialFailed(pr, errors.Join(errBackendGone, err))
+	return true
+}
+
+// errBackendGone: the backend went away before its first byte.
+var errBackendGone = errors.New("backend closed before its first byte")
+
+// dropReplay lets go of the preread bytes kept for a fallback.
+func (l *evLoop) dropReplay(pr *evPair) {
+	if a := pr.replay; a != nil {
+		l.p.putBuf(a.bp, a.buf)
+		pr.replay = nil
+	}
+}
+
+// newEvPair prepares pc for a loop; evAttach hands it over. It fails (and
+// the caller copies with goroutines) when epoll or a raw fd is unavailable.
+func (p *Proxy) newEvPair(pc *conn, release func()) (*evPair, error) {
+	l, err := p.loops.pick(p)
+	if err != nil {
+		return nil, fmt.Errorf("event loop: %w", err)
+	}
+	pr := &evPair{p: p, pc: pc, release: release, loop: l, stage: evCopy}
+	for i, c := range [2]net.Conn{pc.client, pc.backend} {
+		s := &pr.side[i]
+		s.tc = c.(*net.TCPConn)
+		if s.Fd, err = netpoll.RawFD(s.tc); err != nil {
+			return nil, fmt.Errorf("event loop: raw conn: %w", err)
+		}
+	}
+	return pr, nil
+}
+
+// evAttach hands pr to its loop; from now on the loop finishes it.
+func (p *Proxy) evAttach(pr *evPair) {
+	l := pr.loop
+	err := l.poll.Add(pr, netpoll.In, &pr.side[0].FD, &pr.side[1].FD)
+	l.routed.Add(1) // finalize takes it back
+	if err != nil {
+		p.log.Error("event loop: epoll add failed", zap.Error(err))
+		pr.pc.setReason(ReasonShutdown)
+		l.finalize(pr)
+		return
+	}
+	pr.attached.Store(true)
+	if pr.killed.Load() {
+		l.post(pr)
+	}
+}
+
+// kill asks the loop to close the pair. Only the loop touches its fds: a
+// number closed there may already belong to another socket.
+func (pr *evPair) kill() {
+	pr.killed.Store(true)
+	if pr.attached.Load() { // else evAttach sees killed and posts it
+		pr.loop.post(pr)
+	}
+}
+
+// finalize takes pr out of the loop, closes both sockets and does what
+// handle does after pipe.
+func (l *evLoop) finalize(pr *evPair) {
+	if pr.stage != evCopy { // a kill or the loop stopping before routing
+		l.refuse(pr, ReasonShutdown)
+		return
+	}
+	pr.done = true
+	l.routed.Add(-1)
+	for i := range pr.side {
+		s := &pr.side[i]
+		l.poll.Delete(&s.FD, pr, s.tc == nil) // a raw fd leaves epoll when closed
+	}
+	for d := range pr.pbuf {
+		if pr.pbuf[d] != nil {
+			evPendingPool.Put(pr.pbuf[d])
+			pr.pbuf[d], pr.pending[d] = nil, nil
+		}
+	}
+	l.dropReplay(pr)
+	pr.pc.setReason(ReasonClientClosed) // as pipe: no-op if a reason was set
+	pr.side[0].close()
+	pr.side[1].close()
+	pr.p.finish(pr.pc)
+	pr.p.endConn(pr.release)
+}
+
+// close closes the socket: through its *net.TCPConn when it has one, else
+// the raw fd the loop dialled (closing it also takes it out of epoll).
+func (s *evSide) close() {
+	switch {
+	case s.tc != nil:
+		s.tc.Close()
+	case s.Fd >= 0:
+		syscall.Close(s.Fd)
+	}
+}
