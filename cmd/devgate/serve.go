@@ -187,7 +187,7 @@ func serveUntilSignal(p *proxy.Proxy, l net.Listener, grace time.Duration, log *
 	defer cancel()
 	if n > 0 {
 		rate := float64(n) / (0.8 * grace.Seconds())
-		go admin.Pace(sctx, rate, func(k int) int { return p.Evict("", k, "shutdown") }, nil)
+		go admin.Pace(sctx, rate, func(k int) int { return p.Evict("", k, proxy.CauseShutdown) }, nil)
 	}
 	err := p.Shutdown(sctx)
 	if serr := <-errc; serr != nil && !errors.Is(serr, proxy.ErrServerClosed) {

@@ -7,12 +7,13 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/devgate/devgate/pkg/proxy"
 	"github.com/devgate/devgate/pkg/registry"
 )
 
 // evicter is the part of the proxy a drain needs.
 type evicter interface {
-	Evict(backend string, n int, cause string) int
+	Evict(backend string, n int, cause proxy.Cause) int
 }
 
 // drainer carries out, on this replica, the drains stored in etcd: after a
@@ -93,7 +94,7 @@ func (d *drainer) run(ctx context.Context, id string, j *drainJob) {
 		return
 	}
 	d.log.Info("drain deadline reached; evicting", zap.String("backend", id), zap.Float64("perSecond", rate))
-	n := Pace(ctx, rate, func(n int) int { return d.proxy.Evict(id, n, "drain") }, func(total int) {
+	n := Pace(ctx, rate, func(n int) int { return d.proxy.Evict(id, n, proxy.CauseDrain) }, func(total int) {
 		d.mu.Lock()
 		j.evicted = total
 		d.mu.Unlock()

@@ -65,7 +65,7 @@ func (s *Service) UndrainSelf(ctx context.Context) (bool, error) {
 // (undrain, or Run's end), looking again now and then for late ones.
 func (s *Service) evictSelf(ctx context.Context, perSecond float64) {
 	total := 0
-	evict := func(n int) int { return s.Proxy.Evict("", n, "gateway_drain") }
+	evict := func(n int) int { return s.Proxy.Evict("", n, proxy.CauseGatewayDrain) }
 	for first := true; ; first = false {
 		if n := Pace(ctx, perSecond, evict, nil); (n > 0 || first) && ctx.Err() == nil {
 			total += n

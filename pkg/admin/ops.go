@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
+	"github.com/devgate/devgate/pkg/proxy"
 	"github.com/devgate/devgate/pkg/registry"
 )
 
@@ -270,7 +271,7 @@ func (s *Service) localRebalance(ctx context.Context, req *adminv1.RebalanceRequ
 		return nil
 	}
 	s.log().Info("rebalance: evicting misplaced connections", zap.Int64("misplaced", misplaced), zap.Float64("perSecond", req.EvictPerSecond))
-	n := Pace(ctx, req.EvictPerSecond, func(n int) int { return s.Proxy.EvictMisplaced(n, "rebalance") }, func(total int) {
+	n := Pace(ctx, req.EvictPerSecond, func(n int) int { return s.Proxy.EvictMisplaced(n, proxy.CauseRebalance) }, func(total int) {
 		record(&adminv1.GatewayProgress{Gateway: s.ID, Misplaced: misplaced, Evicted: int64(total)})
 	})
 	record(&adminv1.GatewayProgress{Gateway: s.ID, Misplaced: misplaced, Evicted: int64(n), Done: true})

@@ -129,7 +129,7 @@ func TestCollectorsOnALiveGateway(t *testing.T) {
 	}
 	want(t, m, map[string]float64{`devgate_relogin_replaced_total`: 0})
 	for _, c := range EvictionCauses {
-		want(t, m, map[string]float64{`devgate_evictions_total{cause="` + c + `"}`: 0})
+		want(t, m, map[string]float64{`devgate_evictions_total{cause="` + string(c) + `"}`: 0})
 	}
 
 	// One good login, proxied to b1 (b2 is drained).

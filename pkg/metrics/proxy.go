@@ -17,7 +17,7 @@ const namespace = "devgate"
 // (and as evicted_<cause> in devgate_connections_closed_total) before the
 // first eviction; NewProxyCollector copies it. Other causes appear when
 // they first happen.
-var EvictionCauses = []string{"drain", "rebalance", "gateway_drain", "shutdown"}
+var EvictionCauses = []proxy.Cause{proxy.CauseDrain, proxy.CauseRebalance, proxy.CauseGatewayDrain, proxy.CauseShutdown}
 
 // ProxySource is what NewProxyCollector reads; *proxy.Proxy is one.
 type ProxySource interface {
@@ -27,8 +27,8 @@ type ProxySource interface {
 
 // closedReasons are the reasons exported before they first happen: the
 // proxy's own and the frame package's bad-input labels.
-func closedReasons() []string {
-	rs := []string{
+func closedReasons() []proxy.Reason {
+	rs := []proxy.Reason{
 		proxy.ReasonMaxConns, proxy.ReasonShutdown, proxy.ReasonEmpty, proxy.ReasonClientGone,
 		proxy.ReasonPrereadTimeout, proxy.ReasonReadError, proxy.ReasonNoBackends,
 		proxy.ReasonDialFailed, proxy.ReasonBackendWrite, proxy.ReasonClientClosed,
@@ -42,10 +42,10 @@ func closedReasons() []string {
 		frame.ErrTooManyFrames, frame.ErrPrereadCap, frame.ErrBadKey,
 		frame.ErrDupKey,
 	} {
-		rs = append(rs, frame.Reason(err))
+		rs = append(rs, proxy.Reason(frame.Reason(err)))
 	}
 	for _, c := range EvictionCauses {
-		rs = append(rs, proxy.ReasonEvicted+"_"+c)
+		rs = append(rs, proxy.Evicted(c))
 	}
 	return rs
 }
@@ -55,10 +55,10 @@ func closedReasons() []string {
 // replaced connection is not one: see devgate_relogin_replaced_total.
 func evictionCause(reason string) (string, bool) {
 	switch {
-	case reason == proxy.ReasonEvicted:
+	case reason == string(proxy.ReasonEvicted):
 		return "other", true
-	case strings.HasPrefix(reason, proxy.ReasonEvicted+"_"):
-		if c := strings.TrimPrefix(reason, proxy.ReasonEvicted+"_"); c != "" {
+	case strings.HasPrefix(reason, string(proxy.ReasonEvicted)+"_"):
+		if c := strings.TrimPrefix(reason, string(proxy.ReasonEvicted)+"_"); c != "" {
 			return c, true
 		}
 		return "other", true
@@ -76,8 +76,8 @@ type proxyCollector struct {
 	accepted, acceptErrors, active, proxied, backend, closed, routed, fallbacks,
 	dialFailures, moved, bytes, evictions, relogin *prometheus.Desc
 
-	reasons []string // pre-declared closed reasons
-	causes  []string // pre-declared eviction causes
+	reasons []proxy.Reason // pre-declared closed reasons
+	causes  []proxy.Cause  // pre-declared eviction causes
 }
 
 // NewProxyCollector exposes a proxy's Stats() and Conns(), read at scrape
@@ -133,7 +133,7 @@ func (c *proxyCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.backend, float64(n), id)
 	}
 
-	closed := make(map[string]uint64, len(c.reasons)+len(s.Closed))
+	closed := make(map[proxy.Reason]uint64, len(c.reasons)+len(s.Closed))
 	for _, r := range c.reasons {
 		closed[r] = 0
 	}
@@ -142,11 +142,11 @@ func (c *proxyCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	evictions := make(map[string]uint64, len(c.causes))
 	for _, cause := range c.causes {
-		evictions[cause] = 0
+		evictions[string(cause)] = 0
 	}
 	for r, n := range closed {
-		counter(c.closed, n, r)
-		if cause, ok := evictionCause(r); ok {
+		counter(c.closed, n, string(r))
+		if cause, ok := evictionCause(string(r)); ok {
 			evictions[cause] += n
 		}
 	}

@@ -51,7 +51,7 @@ func (f fixedWatcher) Snapshot() *registry.Snapshot { return f.snap }
 func TestUndeclaredReasonsShow(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(NewProxyCollector(fixedProxy{
-		stats: proxy.Stats{Closed: map[string]uint64{"evicted_custom": 2, "evicted_drain": 3, "brand_new": 1}},
+		stats: proxy.Stats{Closed: map[proxy.Reason]uint64{"evicted_custom": 2, "evicted_drain": 3, "brand_new": 1}},
 		conns: map[string]int{"b9": 4},
 	}))
 	want(t, scrape(t, reg), map[string]float64{

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -29,6 +30,36 @@ func (p *Proxy) startConn(c net.Conn) bool {
 		p.prereads[c] = struct{}{}
 	}
 	return true
+}
+
+// refuseOverCap refuses a connection just accepted when the connection cap
+// is reached: closes it (closeSock) and counts it.
+func (p *Proxy) refuseOverCap(closeSock func()) bool {
+	if lim := p.connCap; lim >= 0 && p.stats.active.Load() >= lim {
+		closeSock()
+		p.count(ReasonMaxConns)
+		return true
+	}
+	return false
+}
+
+// admitToLoop is the admission of a client a loop takes from accept: the
+// steps a loop does not do (PROXY header, TLS) are off, so the per-address
+// limits apply at once. It returns the release of the per-address slot, or
+// false when the client was refused (closed by closeSock and counted).
+func (p *Proxy) admitToLoop(ip netip.Addr, client fmt.Stringer, closeSock func()) (release func(), ok bool) {
+	if !p.startConn(nil) {
+		closeSock()
+		p.count(ReasonShutdown)
+		return nil, false
+	}
+	release, err := p.acquireIP(ip)
+	if err != nil {
+		closeSock()
+		p.end(ending{err: err, client: client})
+		return nil, false
+	}
+	return release, true
 }
 
 // admit takes a new connection through the steps before routing, all under
@@ -62,7 +93,7 @@ func (p *Proxy) admit(c net.Conn, buf []byte) (client net.Conn, src net.Addr, _ 
 }
 
 // limitError carries the reason a per-address limit refused a connection.
-type limitError string
+type limitError Reason
 
 func (e limitError) Error() string { return "proxy: refused by limit " + string(e) }
 
@@ -157,30 +188,15 @@ func growPreread(buf []byte, limit int) []byte {
 	return nb
 }
 
-// reject closes a client whose preread failed and counts the reason.
-func (p *Proxy) reject(c net.Conn, err error, buf []byte) {
-	c.Close()
-	p.rejected(err, len(buf), c.RemoteAddr())
-}
-
-// rejected counts and logs a client closed before routing, n bytes read.
-func (p *Proxy) rejected(err error, n int, client fmt.Stringer) {
-	reason := prereadReason(err, n)
-	p.stats.close(reason)
-	if reason == ReasonEmpty || reason == ReasonShutdown {
-		return
-	}
-	p.badLog.Info("bad first frame", zap.String("reason", reason), zap.Int("bytes", n),
-		zap.Stringer("client", client), zap.Error(err))
-}
-
-func prereadReason(err error, n int) string {
+// prereadReason is the reason a connection is refused for err in the
+// steps before routing, n bytes read.
+func prereadReason(err error, n int) Reason {
 	var ne net.Error
 	var le limitError
 	var te *tlsError
 	switch {
 	case errors.As(err, &le):
-		return string(le)
+		return Reason(le)
 	case errors.As(err, &te):
 		return ReasonTLSHandshake
 	case errors.Is(err, ErrProxyUntrusted):
@@ -197,35 +213,56 @@ func prereadReason(err error, n int) string {
 		return ReasonShutdown
 	}
 	if r := frame.Reason(err); r != "other" {
-		return r
+		return Reason(r)
 	}
 	return ReasonReadError
 }
 
-// refused counts and logs a client closed after its key was read but
-// before it reached a backend.
-func (p *Proxy) refused(reason, device string, client fmt.Stringer) {
-	p.stats.close(reason)
-	if reason != ReasonShutdown && reason != ReasonClientGone {
-		p.badLog.Warn("connection refused", zap.String("reason", reason),
-			zap.String("device", sanitize(device)), zap.Stringer("client", client))
+// ending is what a connection leaves to account for once its sockets are
+// closed; end takes it on both data paths.
+type ending struct {
+	pc      *conn        // routed: the connection, whose own reason stands; nil before routing
+	reason  Reason       // refused after the key was read (pc and err nil)
+	err     error        // refused in the steps before the key: the reason is prereadReason(err, n)
+	n       int          // bytes read before routing
+	device  string       // the key, once read
+	client  fmt.Stringer // the device's address, for the log
+	release func()       // gives back the per-address slot; nil when none was taken
+}
+
+// end is the one teardown of a connection that startConn admitted: a
+// routed one leaves the table and the device cache (its bytes were counted
+// as they were copied), a refused one is logged, each is counted once, and
+// what startConn and the admission took is given back.
+func (p *Proxy) end(e ending) {
+	var reason Reason
+	switch {
+	case e.pc != nil:
+		e.pc.setReason(ReasonClientClosed) // no-op when a reason was set
+		p.devices.logout(e.pc)
+		p.table.remove(e.pc)
+		p.stats.proxied.Add(-1)
+		reason = e.pc.endReason()
+	case e.err != nil:
+		reason = prereadReason(e.err, e.n)
+		if reason != ReasonEmpty && reason != ReasonShutdown {
+			p.badLog.Info("bad first frame", zap.String("reason", string(reason)), zap.Int("bytes", e.n),
+				zap.Stringer("client", e.client), zap.Error(e.err))
+		}
+	default:
+		reason = e.reason
+		if reason != ReasonShutdown && reason != ReasonClientGone {
+			p.badLog.Warn("connection refused", zap.String("reason", string(reason)),
+				zap.String("device", sanitize(e.device)), zap.Stringer("client", e.client))
+		}
 	}
-}
-
-// finish accounts for a proxied connection once both directions ended
-// (its bytes were counted as they were copied).
-func (p *Proxy) finish(pc *conn) {
-	p.devices.logout(pc)
-	p.table.remove(pc)
-	p.stats.proxied.Add(-1)
-	p.stats.close(pc.endReason())
-}
-
-// endConn releases what startConn and admit took for a connection.
-func (p *Proxy) endConn(release func()) {
-	if release != nil {
-		release()
+	p.count(reason)
+	if e.release != nil {
+		e.release()
 	}
 	p.stats.active.Add(-1)
 	p.wg.Done()
 }
+
+// count is the one place a close reason is counted.
+func (p *Proxy) count(r Reason) { p.stats.count(r) }

@@ -25,7 +25,7 @@ type conn struct {
 	once    sync.Once
 	closing atomic.Bool // set by the first close: Evict must not pick it again
 	mu      sync.Mutex
-	reason  string
+	reason  Reason
 }
 
 // routedConn accounts for a connection just routed: counters, the table,
@@ -63,7 +63,7 @@ func (p *Proxy) untrackRouted(pc *conn) {
 }
 
 // setReason records why the connection ends; the first reason wins.
-func (c *conn) setReason(r string) {
+func (c *conn) setReason(r Reason) {
 	c.mu.Lock()
 	if c.reason == "" {
 		c.reason = r
@@ -83,9 +83,9 @@ func (c *conn) finTimedOut(d int) {
 
 // finReasons are the close reasons of a FIN timeout, by the direction
 // that ended first (0: client to backend).
-var finReasons = [2]string{ReasonClientFinTimeout, ReasonServerFinTimeout}
+var finReasons = [2]Reason{ReasonClientFinTimeout, ReasonServerFinTimeout}
 
-func (c *conn) endReason() string {
+func (c *conn) endReason() Reason {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.reason
@@ -95,7 +95,7 @@ func (c *conn) endReason() string {
 // On an event loop it only asks the loop, which closes both sockets and
 // accounts for the connection. It reports whether this call was the
 // first to close it.
-func (c *conn) close(reason string) bool {
+func (c *conn) close(reason Reason) bool {
 	first := c.closing.CompareAndSwap(false, true)
 	c.setReason(reason)
 	if c.ev != nil {

@@ -20,7 +20,7 @@ var errFinTimeout = errors.New("proxy: half-closed pair idle for the FIN timeout
 
 // dirOf is the direction whose clean end is counted as eofReason (0: client
 // to backend).
-func dirOf(eofReason string) int {
+func dirOf(eofReason Reason) int {
 	if eofReason == ReasonClientClosed {
 		return 0
 	}

@@ -73,7 +73,7 @@ func isBackendGone(err error) bool {
 
 // sendFailReason is the close reason for an error of send, or "" when the
 // next owner should be tried (the backend went away before its first byte).
-func sendFailReason(err error) string {
+func sendFailReason(err error) Reason {
 	if isBackendGone(err) {
 		return ""
 	}

@@ -16,17 +16,10 @@ import (
 	"github.com/devgate/devgate/pkg/ring"
 )
 
-// handle owns one accepted client from preread to close.
-// When the connection is handed to an event loop (EventLoop), handle
-// returns once it is registered and the loop calls finish at the end.
-func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
-	var release func()
-	handedOff := false
-	defer func() {
-		if !handedOff {
-			p.endConn(release)
-		}
-	}()
+// serveConn owns one accepted client from preread to close. When the
+// connection is handed to an event loop (EventLoop), serveConn returns
+// once the loop has it, and the loop ends it.
+func (p *Proxy) serveConn(c net.Conn, inheritsKeepAlive bool) {
 	if !inheritsKeepAlive {
 		p.setKeepAlive(c)
 	}
@@ -39,7 +32,8 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 		p.OnPreread(time.Since(start))
 	}
 	if err != nil {
-		p.reject(client, err, buf)
+		client.Close()
+		p.end(ending{err: err, n: len(buf), client: client.RemoteAddr(), release: release})
 		p.putBuf(bp, buf)
 		return
 	}
@@ -50,7 +44,7 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 	p.putBuf(bp, buf)
 	if backend == nil {
 		client.Close()
-		p.refused(reason, device, src)
+		p.end(ending{reason: reason, device: device, client: src, release: release})
 		return
 	}
 	p.setKeepAlive(backend)
@@ -73,12 +67,11 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 	}
 
 	if pc.ev != nil {
-		p.evAttach(pc.ev)
-		handedOff = true // the loop calls finish and endConn
+		p.handOff(pc.ev) // the loop ends it
 		return
 	}
 	p.pipe(pc)
-	p.finish(pc)
+	p.end(ending{pc: pc, release: release})
 }
 
 // dial tries the key's owners in ring order and sends each one reached the
@@ -86,7 +79,7 @@ func (p *Proxy) handle(c net.Conn, inheritsKeepAlive bool) {
 // connection and its first bytes if they came already, or the reason
 // nothing was reached. A backend that resets or closes before its first
 // byte counts as a failed dial, as a refused connect does.
-func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.Conn, []byte, string) {
+func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.Conn, []byte, Reason) {
 	if r == nil || r.Len() == 0 {
 		return ring.Backend{}, nil, nil, ReasonNoBackends
 	}
@@ -113,13 +106,13 @@ func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.
 				return b, nil, nil, reason
 			}
 		}
-		p.dialFailed(b, i+1, err)
+		p.countDialFailure(b, i+1, err)
 	}
 	return ring.Backend{}, nil, nil, ReasonDialFailed
 }
 
-// dialFailed counts and logs a failed dial, the try-th of a connection.
-func (p *Proxy) dialFailed(b ring.Backend, try int, err error) {
+// countDialFailure counts and logs a failed dial, the try-th of a connection.
+func (p *Proxy) countDialFailure(b ring.Backend, try int, err error) {
 	p.stats.dialFailures.Add(1)
 	p.badLog.Warn("dial backend failed", zap.String("backend", b.ID), zap.String("addr", b.Addr),
 		zap.Int("try", try), zap.Error(err))
@@ -173,7 +166,7 @@ func copyBackendToClient(c *conn) int64 {
 // copyHalf copies src to dst, counting into count as it goes. Between two
 // *net.TCPConn it splices in the kernel. A clean EOF half-closes dst; an
 // error tears both sides down so the other direction returns too.
-func copyHalf(c *conn, dst, src net.Conn, count *atomic.Uint64, eofReason string) int64 {
+func copyHalf(c *conn, dst, src net.Conn, count *atomic.Uint64, eofReason Reason) int64 {
 	d := dirOf(eofReason)
 	n, err := copyFinWait(c, dst, src, d, count)
 	if err == nil {
@@ -209,7 +202,7 @@ func (p *Proxy) pipeIdle(c *conn) (in, out int64) {
 
 var idleBufPool = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
 
-func copyIdle(c *conn, dst, src net.Conn, idle time.Duration, last *atomic.Int64, count *atomic.Uint64, eofReason string) int64 {
+func copyIdle(c *conn, dst, src net.Conn, idle time.Duration, last *atomic.Int64, count *atomic.Uint64, eofReason Reason) int64 {
 	bp := idleBufPool.Get().(*[]byte)
 	defer idleBufPool.Put(bp)
 	d := dirOf(eofReason)

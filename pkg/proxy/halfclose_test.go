@@ -72,7 +72,7 @@ func TestFinTimeoutClosesHalfClosedPairs(t *testing.T) {
 		name     string
 		finFirst bool // the backend sends FIN, not the device
 		idle     time.Duration
-		reason   string
+		reason   Reason
 	}{
 		{"device FIN", false, 0, ReasonClientFinTimeout},
 		{"backend FIN", true, 0, ReasonServerFinTimeout},
@@ -122,7 +122,7 @@ func TestFinTimeoutClosesHalfClosedPairs(t *testing.T) {
 					t.Fatalf("device read %v, want the gateway's close", err)
 				}
 			}
-			waitFor(t, tc.reason, func() bool { return p.Stats().Closed[tc.reason] == 1 })
+			waitFor(t, string(tc.reason), func() bool { return p.Stats().Closed[tc.reason] == 1 })
 			t.Logf("closed as %s %v after the FIN", tc.reason, time.Since(start).Round(time.Millisecond))
 			if s := p.Stats(); s.Active != 0 || s.Proxied != 0 {
 				t.Fatalf("active %d, proxied %d after the timeout", s.Active, s.Proxied)

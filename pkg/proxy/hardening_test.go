@@ -172,7 +172,7 @@ func TestProxyProtocol(t *testing.T) {
 	for _, bad := range []struct {
 		name, src string
 		send      []byte
-		reason    string
+		reason    Reason
 	}{
 		{"untrusted header", "127.0.0.1", append(append([]byte(nil), hdr...), login("dev-2")...), ReasonProxyUntrusted},
 		{"trusted without header", "127.0.0.2", login("dev-3"), ReasonProxyHeader},
@@ -184,7 +184,7 @@ func TestProxyProtocol(t *testing.T) {
 			t.Fatalf("%s: served", bad.name)
 		}
 		conn.Close()
-		waitFor(t, bad.reason, func() bool { return p.Stats().Closed[bad.reason] >= 1 })
+		waitFor(t, string(bad.reason), func() bool { return p.Stats().Closed[bad.reason] >= 1 })
 	}
 	select {
 	case got := <-rec:

@@ -57,7 +57,7 @@ func (p *Proxy) acquireIP(ip netip.Addr) (release func(), err error) {
 func (l *ipLimiter) enabled() bool { return l != nil && (l.maxConns > 0 || l.rate > 0) }
 
 // acquire admits a new connection from ip, or says which limit refused it.
-func (l *ipLimiter) acquire(ip netip.Addr, now time.Time) (ok bool, reason string) {
+func (l *ipLimiter) acquire(ip netip.Addr, now time.Time) (ok bool, reason Reason) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.Sub(l.sweep) > 10*time.Second {

@@ -138,9 +138,9 @@ func (l *evLoop) removeListener(el *evListener) {
 	}
 }
 
-// accept takes the connections waiting on a listener, a bounded batch per
+// loopAccept takes the connections waiting on a listener, a bounded batch per
 // event so the loop's other sockets are not starved by a storm.
-func (l *evLoop) accept(fd int32) {
+func (l *evLoop) loopAccept(fd int32) {
 	l.mu.Lock()
 	a := l.acceptors[fd]
 	l.mu.Unlock()
@@ -153,18 +153,18 @@ func (l *evLoop) accept(fd int32) {
 		var remote netip.AddrPort
 		var err error
 		if a.el.rc.Control(func(fd uintptr) { nfd, remote, err = netpoll.Accept(int(fd)) }) != nil {
-			l.listenerClosed(a, net.ErrClosed)
+			l.loopListenerClosed(a, net.ErrClosed)
 			return
 		}
 		switch {
 		case err == nil:
 			a.pause = 0
-			l.adopt(a.el, nfd, remote)
+			l.loopAdopt(a.el, nfd, remote)
 		case err == syscall.EAGAIN:
 			return
 		case err == syscall.ECONNABORTED || err == syscall.EINTR:
 		case err == syscall.EINVAL || err == syscall.EBADF: // shut down or not listening
-			l.listenerClosed(a, &net.OpError{Op: "accept", Net: "tcp", Err: err})
+			l.loopListenerClosed(a, &net.OpError{Op: "accept", Net: "tcp", Err: err})
 			return
 		default:
 			if p.Draining() {
@@ -183,7 +183,7 @@ func (l *evLoop) accept(fd int32) {
 	}
 }
 
-func (l *evLoop) listenerClosed(a *evAcceptor, err error) {
+func (l *evLoop) loopListenerClosed(a *evAcceptor, err error) {
 	a.closed = true
 	l.mu.Lock()
 	l.unwatchListener(a)
@@ -194,9 +194,9 @@ func (l *evLoop) listenerClosed(a *evAcceptor, err error) {
 	})
 }
 
-// resumeAccepts puts paused listeners back once their pause is over, and
+// loopResumeAccepts puts paused listeners back once their pause is over, and
 // returns the earliest pause still running (zero if none). l.mu held.
-func (l *evLoop) resumeAccepts(now time.Time) (next time.Time) {
+func (l *evLoop) loopResumeAccepts(now time.Time) (next time.Time) {
 	for _, a := range l.acceptors {
 		if a.inSet || a.closed || a.until.IsZero() {
 			continue
@@ -215,26 +215,17 @@ func (l *evLoop) resumeAccepts(now time.Time) (next time.Time) {
 	return next
 }
 
-// adopt takes a socket the loop accepted through the steps evAccept does
+// loopAdopt takes a socket the loop accepted through the steps evAccept does
 // for one Serve accepted.
-func (l *evLoop) adopt(el *evListener, fd int, remote netip.AddrPort) {
+func (l *evLoop) loopAdopt(el *evListener, fd int, remote netip.AddrPort) {
 	p := l.p
 	p.stats.accepted.Add(1)
-	if lim := p.connCap; lim >= 0 && p.stats.active.Load() >= lim {
-		syscall.Close(fd)
-		p.stats.close(ReasonMaxConns)
+	closeFD := func() { syscall.Close(fd) }
+	if p.refuseOverCap(closeFD) {
 		return
 	}
-	if !p.startConn(nil) {
-		syscall.Close(fd)
-		p.stats.close(ReasonShutdown)
-		return
-	}
-	release, err := p.acquireIP(remote.Addr())
-	if err != nil {
-		syscall.Close(fd)
-		p.rejected(err, 0, remote)
-		p.endConn(nil)
+	release, ok := p.admitToLoop(remote.Addr(), remote, closeFD)
+	if !ok {
 		return
 	}
 	if !el.inherits {
@@ -244,20 +235,10 @@ func (l *evLoop) adopt(el *evListener, fd int, remote netip.AddrPort) {
 	}
 	// Round-robin, as Serve hands out: the loop that wins a burst of
 	// accepts must not keep the whole burst.
-	if t, err := p.loops.pick(p); err == nil {
+	if t, err := p.loops.next(p); err == nil {
 		l = t
 	}
-	bp := prereadPool.Get().(*[]byte)
-	pr := &evPair{p: p, release: release, loop: l, stage: evPreread,
-		adm: &evPre{remote: remote, bp: bp, buf: (*bp)[:0], start: time.Now()}}
-	pr.side[0].Fd, pr.side[1].Fd = fd, -1
-	if err := l.register(pr); err != nil {
-		p.log.Error("event loop: cannot take a connection", zap.Error(err))
-		p.putBuf(bp, (*bp)[:0])
-		syscall.Close(fd)
-		p.stats.close(ReasonShutdown)
-		p.endConn(release)
-	}
+	l.takeClient(nil, fd, remote, release, nil)
 }
 
 // evAccept hands a client Serve accepted to a loop; false when the caller
@@ -267,43 +248,44 @@ func (p *Proxy) evAccept(c net.Conn, inheritsKeepAlive bool) bool {
 	if !ok || !p.evLoopAdmits() {
 		return false
 	}
-	l, err := p.loops.pick(p)
+	l, err := p.loops.next(p)
 	if err != nil {
 		return false
 	}
-	if !p.startConn(nil) {
-		c.Close()
-		p.stats.close(ReasonShutdown)
-		return true
-	}
-	release, err := p.acquireIP(addrIP(c.RemoteAddr()))
-	if err != nil {
-		p.reject(c, err, nil)
-		p.endConn(nil)
+	release, ok := p.admitToLoop(addrIP(c.RemoteAddr()), c.RemoteAddr(), func() { c.Close() })
+	if !ok {
 		return true
 	}
 	if !inheritsKeepAlive {
 		p.setKeepAlive(c)
 	}
+	fd, err := netpoll.RawFD(tc)
+	l.takeClient(tc, fd, tcpAddrPort(c.RemoteAddr()), release, err)
+	return true
+}
+
+// takeClient puts an admitted client (tc, or the raw fd the loop accepted
+// when tc is nil) on l, waiting for its key frame under the preread
+// deadline; err is why it cannot be (then it is refused as shut down).
+func (l *evLoop) takeClient(tc *net.TCPConn, fd int, remote netip.AddrPort, release func(), err error) {
+	p := l.p
 	bp := prereadPool.Get().(*[]byte)
 	pr := &evPair{p: p, release: release, loop: l, stage: evPreread,
-		adm: &evPre{c: tc, remote: tcpAddrPort(c.RemoteAddr()), bp: bp, buf: (*bp)[:0], start: time.Now()}}
-	pr.side[0].tc, pr.side[1].Fd = tc, -1
-	if pr.side[0].Fd, err = netpoll.RawFD(tc); err == nil {
+		adm: &evPre{c: tc, remote: remote, bp: bp, buf: (*bp)[:0], start: time.Now()}}
+	pr.side[0].tc, pr.side[0].Fd, pr.side[1].Fd = tc, fd, -1
+	if err == nil {
 		err = l.register(pr)
 	}
 	if err != nil {
 		p.log.Error("event loop: cannot take a connection", zap.Error(err))
 		p.putBuf(bp, (*bp)[:0])
-		c.Close()
-		p.stats.close(ReasonShutdown)
-		p.endConn(release)
+		pr.side[0].close()
+		p.end(ending{reason: ReasonShutdown, release: release})
 	}
-	return true
 }
 
-// register puts a new pair's client in the loop, waiting for its key frame
-// under the preread deadline.
+// register puts a new pair's client in the loop's epoll set, and its
+// preread deadline in the loop's queue.
 func (l *evLoop) register(pr *evPair) error {
 	pr.attached.Store(true)
 	at := pr.adm.start.Add(l.timers[evPreread].d) // pr is the loop's once added

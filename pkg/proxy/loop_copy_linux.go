@@ -21,35 +21,34 @@ import (
 
 // evEOFReason is the end reason of each direction: 0 copies client to
 // backend, 1 backend to client.
-var evEOFReason = [2]string{ReasonClientClosed, ReasonBackendClosed}
+var evEOFReason = [2]Reason{ReasonClientClosed, ReasonBackendClosed}
 
 // reading says whether direction d reads its source now.
 func (pr *evPair) reading(d int) bool { return !pr.ended[d] && pr.pending[d] == nil }
 
-// copy reads once from side d and writes to the other side.
-func (l *evLoop) copy(pr *evPair, d int) {
+// loopRead reads once from side d and writes to the other side.
+func (l *evLoop) loopRead(pr *evPair, d int) {
 	n, err := syscall.Read(pr.side[d].Fd, l.buf)
 	switch {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
-	case (err != nil || n == 0) && d == 1 && l.fallBack(pr, err):
+	case (err != nil || n == 0) && d == 1 && l.loopFallBack(pr, err):
 	case err != nil: // a reset reads as the same side going away, as in pipe
-		pr.pc.setReason(evEOFReason[d])
-		l.finalize(pr)
+		l.loopClose(pr, evEOFReason[d], nil)
 	case n == 0: // EOF: half-close the peer, the other direction goes on
 		pr.pc.setReason(evEOFReason[d])
 		pr.ended[d] = true
 		// Both ended: closing sends the last FIN (both receive queues are
 		// empty, so it is a FIN and not a reset).
 		if pr.ended[1-d] || syscall.Shutdown(pr.side[1-d].Fd, syscall.SHUT_WR) != nil {
-			l.finalize(pr)
+			l.loopClose(pr, evEOFReason[d], nil)
 		} else {
-			l.armFin(pr, d)
+			l.loopArmFin(pr, d)
 		}
 	default:
 		if pr.replay != nil { // a byte moved: the pair stays with this backend
-			l.dropReplay(pr)
+			l.loopDropReplay(pr)
 		}
-		if rest, ok := l.write(pr, d, l.buf[:n]); !ok {
+		if rest, ok := l.loopWrite(pr, d, l.buf[:n]); !ok {
 			return
 		} else if len(rest) > 0 { // the peer is full: keep the rest, stop reading
 			bp := evPendingPool.Get().(*[]byte)
@@ -59,9 +58,9 @@ func (l *evLoop) copy(pr *evPair, d int) {
 	}
 }
 
-// flush writes what direction d has pending.
-func (l *evLoop) flush(pr *evPair, d int) {
-	rest, ok := l.write(pr, d, pr.pending[d])
+// loopFlush writes what direction d has pending.
+func (l *evLoop) loopFlush(pr *evPair, d int) {
+	rest, ok := l.loopWrite(pr, d, pr.pending[d])
 	if !ok {
 		return
 	}
@@ -73,9 +72,9 @@ func (l *evLoop) flush(pr *evPair, d int) {
 	pr.pbuf[d], pr.pending[d] = nil, nil
 }
 
-// write writes b to the destination of direction d until it would block,
-// and returns what is left. On an error it finalizes pr and says !ok.
-func (l *evLoop) write(pr *evPair, d int, b []byte) (rest []byte, ok bool) {
+// loopWrite writes b to the destination of direction d until it would block,
+// and returns what is left. On an error it closes pr and says !ok.
+func (l *evLoop) loopWrite(pr *evPair, d int, b []byte) (rest []byte, ok bool) {
 	for len(b) > 0 {
 		n, err := syscall.Write(pr.side[1-d].Fd, b)
 		switch {
@@ -84,8 +83,7 @@ func (l *evLoop) write(pr *evPair, d int, b []byte) (rest []byte, ok bool) {
 		case err == syscall.EAGAIN:
 			return b, true
 		case err != nil:
-			pr.pc.setReason(evEOFReason[d])
-			l.finalize(pr)
+			l.loopClose(pr, evEOFReason[d], nil)
 			return nil, false
 		}
 		pr.n[d] += int64(n)
@@ -95,10 +93,10 @@ func (l *evLoop) write(pr *evPair, d int, b []byte) (rest []byte, ok bool) {
 	return b, true
 }
 
-// rearm brings the epoll set in line with what each side waits for: a side
+// loopRearm brings the epoll set in line with what each side waits for: a side
 // is read while its direction runs unpaused, and written while the other
 // direction has bytes pending for it.
-func (l *evLoop) rearm(pr *evPair) {
+func (l *evLoop) loopRearm(pr *evPair) {
 	for i := range pr.side {
 		var want uint32
 		if pr.reading(i) {
@@ -109,8 +107,7 @@ func (l *evLoop) rearm(pr *evPair) {
 		}
 		if err := l.poll.Watch(&pr.side[i].FD, want); err != nil {
 			l.p.log.Error("event loop: epoll_ctl failed", zap.Error(err))
-			pr.pc.setReason(ReasonShutdown)
-			l.finalize(pr)
+			l.loopClose(pr, ReasonShutdown, nil)
 			return
 		}
 	}
@@ -122,8 +119,8 @@ func (l *evLoop) rearm(pr *evPair) {
 // dial ones. When one falls, the pair is closed if no byte moved since it
 // was queued, else queued again from now.
 
-// armFin queues pr's FIN timeout after direction d ended.
-func (l *evLoop) armFin(pr *evPair, d int) {
+// loopArmFin queues pr's FIN timeout after direction d ended.
+func (l *evLoop) loopArmFin(pr *evPair, d int) {
 	q := &l.fins[d]
 	if q.d <= 0 {
 		return
@@ -133,9 +130,9 @@ func (l *evLoop) armFin(pr *evPair, d int) {
 	l.mu.Unlock()
 }
 
-// dueFins moves the FIN deadlines that fell to l.finDue and returns the
+// loopDueFins moves the FIN deadlines that fell to l.finDue and returns the
 // earliest one still queued (zero if none). l.mu held.
-func (l *evLoop) dueFins(now time.Time) (next time.Time) {
+func (l *evLoop) loopDueFins(now time.Time) (next time.Time) {
 	for d := range l.fins {
 		q := &l.fins[d]
 		for q.head < len(q.q) {
@@ -160,18 +157,18 @@ func (l *evLoop) dueFins(now time.Time) (next time.Time) {
 	return next
 }
 
-// runFins closes the pairs whose FIN deadline fell with nothing moved, and
+// loopRunFins closes the pairs whose FIN deadline fell with nothing moved, and
 // queues the others again.
-func (l *evLoop) runFins() {
+func (l *evLoop) loopRunFins() {
 	for i, t := range l.finDue {
 		pr, d := t.pr, int(t.gen)
 		switch {
 		case pr.done:
 		case pr.n[0]+pr.n[1] != t.mark:
-			l.armFin(pr, d)
+			l.loopArmFin(pr, d)
 		default:
 			pr.pc.finTimedOut(d)
-			l.finalize(pr)
+			l.loopClose(pr, finReasons[d], nil)
 		}
 		l.finDue[i] = evTimer{}
 	}
@@ -184,9 +181,9 @@ func (l *evLoop) runFins() {
 // goroutine path, the pair goes back to its dial stage and the next owner
 // gets the same bytes.
 
-// fallBack takes pr back to dialing its next owner if its backend went away
+// loopFallBack takes pr back to dialing its next owner if its backend went away
 // (err, or EOF when nil) before any byte moved; false if it cannot.
-func (l *evLoop) fallBack(pr *evPair, err error) bool {
+func (l *evLoop) loopFallBack(pr *evPair, err error) bool {
 	a := pr.replay
 	if a == nil || pr.killed.Load() || pr.ended[0] || pr.n[0] != 0 || pr.n[1] != 0 ||
 		pr.pending[0] != nil || pr.pending[1] != nil || time.Since(a.sent) >= l.p.firstByteWait() {
@@ -201,25 +198,25 @@ func (l *evLoop) fallBack(pr *evPair, err error) bool {
 	l.routed.Add(-1)
 	l.p.untrackRouted(pr.pc)
 	pr.pc = nil
-	l.dialFailed(pr, errors.Join(errBackendGone, err))
+	l.loopDialFailed(pr, errors.Join(errBackendGone, err))
 	return true
 }
 
 // errBackendGone: the backend went away before its first byte.
 var errBackendGone = errors.New("backend closed before its first byte")
 
-// dropReplay lets go of the preread bytes kept for a fallback.
-func (l *evLoop) dropReplay(pr *evPair) {
+// loopDropReplay lets go of the preread bytes kept for a fallback.
+func (l *evLoop) loopDropReplay(pr *evPair) {
 	if a := pr.replay; a != nil {
 		l.p.putBuf(a.bp, a.buf)
 		pr.replay = nil
 	}
 }
 
-// newEvPair prepares pc for a loop; evAttach hands it over. It fails (and
+// newEvPair prepares pc for a loop; handOff hands it over. It fails (and
 // the caller copies with goroutines) when epoll or a raw fd is unavailable.
 func (p *Proxy) newEvPair(pc *conn, release func()) (*evPair, error) {
-	l, err := p.loops.pick(p)
+	l, err := p.loops.next(p)
 	if err != nil {
 		return nil, fmt.Errorf("event loop: %w", err)
 	}
@@ -234,15 +231,15 @@ func (p *Proxy) newEvPair(pc *conn, release func()) (*evPair, error) {
 	return pr, nil
 }
 
-// evAttach hands pr to its loop; from now on the loop finishes it.
-func (p *Proxy) evAttach(pr *evPair) {
+// handOff hands pr to its loop: from now on only the loop touches its
+// sockets, and it ends the connection.
+func (p *Proxy) handOff(pr *evPair) {
 	l := pr.loop
 	err := l.poll.Add(pr, netpoll.In, &pr.side[0].FD, &pr.side[1].FD)
-	l.routed.Add(1) // finalize takes it back
-	if err != nil {
+	l.routed.Add(1) // close takes it back
+	if err != nil { // the loop never saw pr: this goroutine still owns it
 		p.log.Error("event loop: epoll add failed", zap.Error(err))
-		pr.pc.setReason(ReasonShutdown)
-		l.finalize(pr)
+		l.loopClose(pr, ReasonShutdown, nil)
 		return
 	}
 	pr.attached.Store(true)
@@ -255,39 +252,42 @@ func (p *Proxy) evAttach(pr *evPair) {
 // number closed there may already belong to another socket.
 func (pr *evPair) kill() {
 	pr.killed.Store(true)
-	if pr.attached.Load() { // else evAttach sees killed and posts it
+	if pr.attached.Load() { // else handOff sees killed and posts it
 		pr.loop.post(pr)
 	}
 }
 
-// finalize takes pr out of the loop, closes both sockets and does what
-// handle does after pipe.
-func (l *evLoop) finalize(pr *evPair) {
-	if pr.stage != evCopy { // a kill or the loop stopping before routing
-		l.refuse(pr, ReasonShutdown)
-		return
-	}
+// loopClose is the loop's one teardown of a pair: both sockets leave the
+// epoll set and are closed, the buffers go back, and end accounts for it.
+// A routed pair ends for its own reason (reason only fills in when none
+// was set); an unrouted one is refused for reason, or for err when its
+// preread failed.
+func (l *evLoop) loopClose(pr *evPair, reason Reason, err error) {
 	pr.done = true
-	l.routed.Add(-1)
-	for i := range pr.side {
-		s := &pr.side[i]
-		l.poll.Delete(&s.FD, pr, s.tc == nil) // a raw fd leaves epoll when closed
-	}
+	l.loopDropSide(pr, 1)
+	l.loopDropSide(pr, 0)
 	for d := range pr.pbuf {
 		if pr.pbuf[d] != nil {
 			evPendingPool.Put(pr.pbuf[d])
 			pr.pbuf[d], pr.pending[d] = nil, nil
 		}
 	}
-	l.dropReplay(pr)
-	pr.pc.setReason(ReasonClientClosed) // as pipe: no-op if a reason was set
-	pr.side[0].close()
-	pr.side[1].close()
-	pr.p.finish(pr.pc)
-	pr.p.endConn(pr.release)
+	l.loopDropReplay(pr)
+	e := ending{release: pr.release}
+	if pr.stage == evCopy {
+		l.routed.Add(-1)
+		pr.pc.setReason(reason)
+		e.pc = pr.pc
+	} else {
+		a := pr.adm
+		e.reason, e.err, e.n, e.device, e.client = reason, err, len(a.buf), a.device, a.remote
+		l.p.putBuf(a.bp, a.buf)
+		pr.adm = nil
+	}
+	l.p.end(e)
 }
 
-// close closes the socket: through its *net.TCPConn when it has one, else
+// loopClose closes the socket: through its *net.TCPConn when it has one, else
 // the raw fd the loop dialled (closing it also takes it out of epoll).
 func (s *evSide) close() {
 	switch {

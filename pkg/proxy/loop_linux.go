@@ -23,8 +23,8 @@ import (
 // key frame, dials the owner (loop_preread_linux.go) and copies
 // (loop_copy_linux.go). Where it cannot do the steps before routing (PROXY
 // header, TLS, a custom Dial),
-// Serve accepts, handle does them in a goroutine and hands the routed
-// pair over (evAttach). Either way an idle device costs no goroutine, no
+// Serve accepts, serveConn does them in a goroutine and hands the routed
+// pair over (handOff). Either way an idle device costs no goroutine, no
 // stack and no splice pipe: only its two sockets and an evPair (under
 // 1 KB in all). A loop never blocks in epoll_wait: it polls with a
 // zero timeout and, when nothing is ready, parks in Go's netpoller on the
@@ -59,7 +59,7 @@ type evLoops struct {
 	mu      sync.Mutex
 	loops   []*evLoop
 	stopped bool
-	next    atomic.Uint32
+	rr      atomic.Uint32 // round-robin: the loop for the next connection
 	wg      sync.WaitGroup
 	paused  atomic.Uint64 // times a direction stopped reading for a full peer
 	counts  []*evBytes    // one per loop, kept after stop
@@ -83,9 +83,9 @@ func (ls *evLoops) bytes() (in, out uint64) {
 	return in, out
 }
 
-// pick returns the loop for a new connection, starting the loops on first
+// next returns the loop for a new connection, starting the loops on first
 // use; nil once stopped or when epoll is not available.
-func (ls *evLoops) pick(p *Proxy) (*evLoop, error) {
+func (ls *evLoops) next(p *Proxy) (*evLoop, error) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if ls.stopped {
@@ -106,12 +106,12 @@ func (ls *evLoops) pick(p *Proxy) (*evLoop, error) {
 			go func() { defer ls.wg.Done(); l.run() }()
 		}
 	}
-	return ls.loops[int(ls.next.Add(1))%len(ls.loops)], nil
+	return ls.loops[int(ls.rr.Add(1))%len(ls.loops)], nil
 }
 
 // all returns the loops, starting them if needed.
 func (ls *evLoops) all(p *Proxy) ([]*evLoop, error) {
-	if _, err := ls.pick(p); err != nil {
+	if _, err := ls.next(p); err != nil {
 		return nil, err
 	}
 	return ls.loopsNow(), nil
@@ -140,7 +140,7 @@ func (ls *evLoops) stop() {
 
 // evLoopAdmits says whether accepted clients go to a loop from the start.
 // The steps a loop does not do (PROXY header, TLS, a custom Dial, idle
-// timeout) keep the goroutine path up to routing (evAttach).
+// timeout) keep the goroutine path up to routing (handOff).
 func (p *Proxy) evLoopAdmits() bool {
 	return p.EventLoop && p.TLS == nil && p.BackendTLS == nil && p.IdleTimeout <= 0 &&
 		p.Dial == nil && len(p.TrustedProxies) == 0
@@ -229,49 +229,49 @@ func (l *evLoop) run() {
 	var events [256]netpoll.Event
 	var batch [256]*evPair
 	for {
-		l.expire()
+		l.loopExpire()
 		n, err := l.poll.Wait(events[:])
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
 			}
 			l.p.log.Error("event loop: epoll_wait failed; closing its connections", zap.Error(err))
-			l.closeAll()
+			l.loopCloseAll(false)
 			return
 		}
 		woken := l.poll.Owners(events[:n], batch[:n])
 		for i := range n {
-			if pr := batch[i]; pr != nil && !pr.done { // done: finalized earlier in this batch
-				l.handle(pr, int(events[i].Fd), events[i].Events)
+			if pr := batch[i]; pr != nil && !pr.done { // done: closed earlier in this batch
+				l.loopEvent(pr, int(events[i].Fd), events[i].Events)
 			} else if netpoll.IsListener(&events[i]) {
-				l.accept(events[i].Fd)
+				l.loopAccept(events[i].Fd)
 			}
 			batch[i] = nil
 		}
 		if woken {
-			l.runMsgs()
+			l.loopMsgs()
 			if l.stopping.Load() {
-				l.closeAll()
+				l.loopCloseAll(false)
 				return
 			}
 		}
 	}
 }
 
-// handle acts on the events of one fd of pr.
-func (l *evLoop) handle(pr *evPair, fd int, events uint32) {
+// loopEvent acts on the events of one fd of pr.
+func (l *evLoop) loopEvent(pr *evPair, fd int, events uint32) {
 	if pr.killed.Load() {
-		l.finalize(pr)
+		l.loopClose(pr, ReasonShutdown, nil) // conn.close set the reason
 		return
 	}
 	switch pr.stage {
 	case evPreread:
 		if fd == pr.side[0].Fd {
-			l.prereadEvent(pr, events)
+			l.loopPreread(pr, events)
 		}
 		return
 	case evDial:
-		l.dialEvent(pr, fd, events)
+		l.loopConnectEvent(pr, fd, events)
 		return
 	}
 	i := 0
@@ -281,13 +281,13 @@ func (l *evLoop) handle(pr *evPair, fd int, events uint32) {
 		return // stale: the fd now belongs to another pair
 	}
 	if events&(netpoll.Out|netpoll.Hup) != 0 && pr.pending[1-i] != nil {
-		l.flush(pr, 1-i)
+		l.loopFlush(pr, 1-i)
 	}
 	if !pr.done && events&(netpoll.In|netpoll.Hup) != 0 && pr.reading(i) {
-		l.copy(pr, i)
+		l.loopRead(pr, i)
 	}
 	if !pr.done && pr.stage == evCopy { // else it fell back to dialing
-		l.rearm(pr)
+		l.loopRearm(pr)
 	}
 }
 
@@ -295,7 +295,7 @@ func (l *evLoop) handle(pr *evPair, fd int, events uint32) {
 // the result of a dial for it.
 type evMsg struct {
 	pr       *evPair
-	unrouted bool // close every unrouted pair (killUnrouted)
+	unrouted bool // close every unrouted pair (refuseUnrouted)
 	dialled  bool
 	gen      uint32
 	bc       net.Conn
@@ -317,8 +317,8 @@ func (l *evLoop) send(m evMsg) {
 
 func (l *evLoop) wakeUp() { l.poll.Wake() }
 
-// runMsgs drains the wake pipe and does what was posted.
-func (l *evLoop) runMsgs() {
+// loopMsgs drains the wake pipe and does what was posted.
+func (l *evLoop) loopMsgs() {
 	l.poll.DrainWake()
 	l.mu.Lock()
 	l.running, l.msgs = l.msgs, l.running[:0]
@@ -326,11 +326,11 @@ func (l *evLoop) runMsgs() {
 	for i, m := range l.running {
 		switch {
 		case m.unrouted:
-			l.closeUnroutedAll()
+			l.loopCloseAll(true)
 		case m.dialled:
-			l.dialled(m)
+			l.loopDialled(m)
 		case !m.pr.done:
-			l.finalize(m.pr)
+			l.loopClose(m.pr, ReasonShutdown, nil) // conn.close set the reason
 		}
 		l.running[i] = evMsg{}
 	}
@@ -361,10 +361,10 @@ func (q *evQueue) push(t evTimer) {
 	q.q = append(q.q, t)
 }
 
-// expire acts on the deadlines that fell and sets the loop's next wakeup:
+// loopExpire acts on the deadlines that fell and sets the loop's next wakeup:
 // the earliest deadline, and at most one preread timeout from now, so a
 // preread queued while the loop sleeps is never late.
-func (l *evLoop) expire() {
+func (l *evLoop) loopExpire() {
 	now := time.Now()
 	bound := now.Add(l.timers[evPreread].d)
 	l.mu.Lock()
@@ -391,20 +391,20 @@ func (l *evLoop) expire() {
 			q.q, q.head = q.q[:0], 0
 		}
 	}
-	if next := l.resumeAccepts(now); !next.IsZero() && next.Before(bound) {
+	if next := l.loopResumeAccepts(now); !next.IsZero() && next.Before(bound) {
 		bound = next
 	}
-	if next := l.dueFins(now); !next.IsZero() && next.Before(bound) {
+	if next := l.loopDueFins(now); !next.IsZero() && next.Before(bound) {
 		bound = next
 	}
 	l.mu.Unlock()
-	l.runFins()
+	l.loopRunFins()
 	for i, t := range l.due {
 		if !t.pr.done && t.pr.adm != nil && t.pr.adm.gen == t.gen {
 			if t.pr.stage == evPreread {
-				l.rejectPreread(t.pr, os.ErrDeadlineExceeded)
+				l.loopPrereadFailed(t.pr, os.ErrDeadlineExceeded)
 			} else {
-				l.dialFailed(t.pr, errors.New("dial timeout"))
+				l.loopDialFailed(t.pr, errors.New("dial timeout"))
 			}
 		}
 		l.due[i] = evTimer{}
@@ -413,28 +413,10 @@ func (l *evLoop) expire() {
 	l.poll.SetDeadline(now, bound)
 }
 
-// closeAll finalizes every pair left on the loop, as shut down.
-func (l *evLoop) closeAll() {
-	var left []*evPair
-	seen := make(map[*evPair]bool)
-	l.poll.Each(func(_ int32, pr *evPair) { // a pair is in the table once per side
-		if !pr.done && !seen[pr] {
-			seen[pr] = true
-			left = append(left, pr)
-		}
-	})
-	for _, pr := range left {
-		if pr.pc != nil {
-			pr.pc.setReason(ReasonShutdown)
-		}
-		l.finalize(pr)
-	}
-}
-
-// killUnrouted closes every pair still in its preread or dial (Shutdown
+// refuseUnrouted closes every pair still in its preread or dial (Shutdown
 // past its deadline: routed ones are closed through the table). Each loop
 // picks them itself: a pair's stage is the loop's to read.
-func (ls *evLoops) killUnrouted() {
+func (ls *evLoops) refuseUnrouted() {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	for _, l := range ls.loops {
@@ -442,17 +424,18 @@ func (ls *evLoops) killUnrouted() {
 	}
 }
 
-// closeUnroutedAll is killUnrouted on the loop.
-func (l *evLoop) closeUnroutedAll() {
-	var unrouted []*evPair
-	l.poll.Each(func(fd int32, pr *evPair) {
-		if pr.stage != evCopy && !pr.done && int32(pr.side[0].Fd) == fd {
-			unrouted = append(unrouted, pr)
+// loopCloseAll closes the pairs on the loop as shut down: every one when the
+// loop stops, or only those not routed yet (refuseUnrouted).
+func (l *evLoop) loopCloseAll(unroutedOnly bool) {
+	var left []*evPair
+	l.poll.Each(func(fd int32, pr *evPair) { // once per pair: by its client's fd
+		if !pr.done && int32(pr.side[0].Fd) == fd && !(unroutedOnly && pr.stage == evCopy) {
+			left = append(left, pr)
 		}
 	})
-	for _, pr := range unrouted {
+	for _, pr := range left {
 		if !pr.done {
-			l.finalize(pr)
+			l.loopClose(pr, ReasonShutdown, nil)
 		}
 	}
 }

@@ -15,7 +15,7 @@ type evLoops struct{}
 
 func (*evLoops) stop() {}
 
-func (*evLoops) killUnrouted() {}
+func (*evLoops) refuseUnrouted() {}
 
 func (*evLoops) bytes() (in, out uint64) { return 0, 0 }
 
@@ -34,7 +34,7 @@ func (p *Proxy) useEventLoop(client, backend net.Conn) bool { return p.EventLoop
 
 func (p *Proxy) newEvPair(*conn, func()) (*evPair, error) { return nil, errEventLoopUnsupported }
 
-func (p *Proxy) evAttach(*evPair) {}
+func (p *Proxy) handOff(*evPair) {}
 
 func (p *Proxy) evConns() int { return 0 }
 

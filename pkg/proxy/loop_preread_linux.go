@@ -48,8 +48,8 @@ type evPre struct {
 	b      ring.Backend // the owner being dialled
 }
 
-// prereadEvent reads what the client sent and routes it once the key is in.
-func (l *evLoop) prereadEvent(pr *evPair, events uint32) {
+// loopPreread reads what the client sent and routes it once the key is in.
+func (l *evLoop) loopPreread(pr *evPair, events uint32) {
 	a, p := pr.adm, l.p
 	limit := p.Matcher.PrereadLimit()
 	a.buf = growPreread(a.buf, limit)
@@ -58,30 +58,30 @@ func (l *evLoop) prereadEvent(pr *evPair, events uint32) {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
 		return
 	case err != nil:
-		l.rejectPreread(pr, err)
+		l.loopPrereadFailed(pr, err)
 		return
 	case n == 0:
-		l.rejectPreread(pr, io.EOF)
+		l.loopPrereadFailed(pr, io.EOF)
 		return
 	}
 	a.buf = a.buf[:len(a.buf)+n]
 	if err := unexpectedProxyHeader(a.buf); err != nil { // loops admit only without trusted balancers
-		l.rejectPreread(pr, err)
+		l.loopPrereadFailed(pr, err)
 		return
 	}
 	key, ferr := p.Matcher.Find(a.buf)
 	switch {
 	case ferr == nil:
-		l.route(pr, key)
+		l.loopRoute(pr, key)
 	case !errors.Is(ferr, frame.ErrShort):
-		l.rejectPreread(pr, ferr)
+		l.loopPrereadFailed(pr, ferr)
 	case len(a.buf) >= limit:
-		l.rejectPreread(pr, frame.ErrPrereadCap)
+		l.loopPrereadFailed(pr, frame.ErrPrereadCap)
 	}
 }
 
-// route looks the key up and dials its first owner.
-func (l *evLoop) route(pr *evPair, key []byte) {
+// loopRoute looks the key up and dials its first owner.
+func (l *evLoop) loopRoute(pr *evPair, key []byte) {
 	a, p := pr.adm, l.p
 	if p.OnPreread != nil {
 		p.OnPreread(time.Since(a.start))
@@ -89,16 +89,16 @@ func (l *evLoop) route(pr *evPair, key []byte) {
 	a.device = string(key) // key aliases buf, which goes back to the pool
 	a.ring = p.Source.Ring()
 	if a.ring == nil || a.ring.Len() == 0 {
-		l.refuse(pr, ReasonNoBackends)
+		l.loopClose(pr, ReasonNoBackends, nil)
 		return
 	}
 	a.owners = a.ring.Owners(key, p.maxTries(), a.stack[:0])
-	l.dialNext(pr)
+	l.loopDial(pr)
 }
 
-// dialNext dials the next owner: a raw non-blocking connect the loop waits
+// loopDial dials the next owner: a raw non-blocking connect the loop waits
 // for, or for a host name a goroutine with net.Dialer.
-func (l *evLoop) dialNext(pr *evPair) {
+func (l *evLoop) loopDial(pr *evPair) {
 	a, p := pr.adm, l.p
 	for a.try < len(a.owners) {
 		a.b = a.ring.Backends()[a.owners[a.try]]
@@ -107,12 +107,12 @@ func (l *evLoop) dialNext(pr *evPair) {
 		pr.stage = evDial
 		ap, err := netip.ParseAddrPort(a.b.Addr)
 		if err != nil {
-			l.dialAsync(pr)
+			l.loopDialAsync(pr)
 			return
 		}
 		fd, err := netpoll.Connect(ap, keepAliveIdle(p.KeepAlive))
 		if err != nil {
-			l.countDialFailure(pr, err)
+			l.loopCountDialFailure(pr, err)
 			continue
 		}
 		s := &pr.side[1]
@@ -125,17 +125,17 @@ func (l *evLoop) dialNext(pr *evPair) {
 		if err != nil {
 			syscall.Close(fd)
 			s.Fd = -1
-			l.countDialFailure(pr, err)
+			l.loopCountDialFailure(pr, err)
 			continue
 		}
 		return
 	}
-	l.refuse(pr, ReasonDialFailed)
+	l.loopClose(pr, ReasonDialFailed, nil)
 }
 
-// dialAsync dials a.b by name in a goroutine, which posts the result back.
+// loopDialAsync dials a.b by name in a goroutine, which posts the result back.
 // It counts as a connection for Shutdown, so the loops outlive it.
-func (l *evLoop) dialAsync(pr *evPair) {
+func (l *evLoop) loopDialAsync(pr *evPair) {
 	p, b, gen := l.p, pr.adm.b, pr.adm.gen
 	p.wg.Add(1)
 	go func() {
@@ -147,8 +147,8 @@ func (l *evLoop) dialAsync(pr *evPair) {
 	}()
 }
 
-// dialled takes the result of dialAsync.
-func (l *evLoop) dialled(m evMsg) {
+// loopDialled takes the result of dialAsync.
+func (l *evLoop) loopDialled(m evMsg) {
 	pr := m.pr
 	if pr.done || pr.adm == nil || pr.adm.gen != m.gen {
 		if m.bc != nil {
@@ -157,8 +157,8 @@ func (l *evLoop) dialled(m evMsg) {
 		return
 	}
 	if m.err != nil {
-		l.countDialFailure(pr, m.err)
-		l.dialNext(pr)
+		l.loopCountDialFailure(pr, m.err)
+		l.loopDial(pr)
 		return
 	}
 	tc, ok := m.bc.(*net.TCPConn)
@@ -171,21 +171,21 @@ func (l *evLoop) dialled(m evMsg) {
 	}
 	if err != nil {
 		m.bc.Close()
-		l.countDialFailure(pr, err)
-		l.dialNext(pr)
+		l.loopCountDialFailure(pr, err)
+		l.loopDial(pr)
 		return
 	}
 	s.tc = tc
 	l.p.setKeepAlive(tc)
 	l.poll.Adopt(&s.FD, pr)
-	l.connected(pr)
+	l.loopConnected(pr)
 }
 
-// dialEvent handles readiness while side[1] connects.
-func (l *evLoop) dialEvent(pr *evPair, fd int, events uint32) {
+// loopConnectEvent handles readiness while side[1] connects.
+func (l *evLoop) loopConnectEvent(pr *evPair, fd int, events uint32) {
 	if fd == pr.side[0].Fd {
 		if events&netpoll.Hup != 0 {
-			l.refuse(pr, ReasonClientGone)
+			l.loopClose(pr, ReasonClientGone, nil)
 			return
 		}
 		// More bytes (or EOF) from the client: they wait in the socket
@@ -197,43 +197,45 @@ func (l *evLoop) dialEvent(pr *evPair, fd int, events uint32) {
 		return
 	}
 	if err := netpoll.ConnectError(fd, events); err != nil {
-		l.dialFailed(pr, err)
+		l.loopDialFailed(pr, err)
 		return
 	}
-	l.connected(pr)
+	l.loopConnected(pr)
 }
 
-// dialFailed closes the socket being dialled and tries the next owner.
-func (l *evLoop) dialFailed(pr *evPair, err error) {
-	l.dropSide(pr, 1)
-	l.countDialFailure(pr, err)
-	l.dialNext(pr)
+// loopDialFailed closes the socket being dialled and tries the next owner.
+func (l *evLoop) loopDialFailed(pr *evPair, err error) {
+	l.loopDropSide(pr, 1)
+	l.loopCountDialFailure(pr, err)
+	l.loopDial(pr)
 }
 
-func (l *evLoop) countDialFailure(pr *evPair, err error) { l.p.dialFailed(pr.adm.b, pr.adm.try, err) }
+func (l *evLoop) loopCountDialFailure(pr *evPair, err error) {
+	l.p.countDialFailure(pr.adm.b, pr.adm.try, err)
+}
 
-// connected writes what the client sent (after a PROXY header when the
+// loopConnected writes what the client sent (after a PROXY header when the
 // backend wants one) and starts copying.
-func (l *evLoop) connected(pr *evPair) {
+func (l *evLoop) loopConnected(pr *evPair) {
 	a, p := pr.adm, l.p
 	out := a.buf
 	var hdr []byte
 	if p.SendProxyV2 || a.b.Meta["proxy"] == "v2" {
 		var err error
-		if hdr, err = proxyV2Header(net.TCPAddrFromAddrPort(a.remote), l.localAddr(pr)); err != nil {
-			l.refuse(pr, ReasonBackendWrite)
+		if hdr, err = proxyV2Header(net.TCPAddrFromAddrPort(a.remote), l.loopLocalAddr(pr)); err != nil {
+			l.loopClose(pr, ReasonBackendWrite, nil)
 			return
 		}
 		out = append(hdr, a.buf...)
 	}
 	rest, err := netpoll.WriteSome(pr.side[1].Fd, out)
 	if err != nil && isBackendGone(err) { // reset before its first byte: a failed dial
-		l.dialFailed(pr, err)
+		l.loopDialFailed(pr, err)
 		return
 	}
 	if err != nil {
 		p.badLog.Warn("write to backend failed", zap.String("backend", a.b.ID), zap.Error(err))
-		l.refuse(pr, ReasonBackendWrite)
+		l.loopClose(pr, ReasonBackendWrite, nil)
 		return
 	}
 	if len(rest) > 0 { // a fresh socket takes a key frame; keep the rest anyway
@@ -260,51 +262,28 @@ func (l *evLoop) connected(pr *evPair) {
 	} else {
 		p.routedConn(pc)
 	}
-	l.rearm(pr)
+	l.loopRearm(pr)
 }
 
-// localAddr is the client socket's local address (for a PROXY header).
-func (l *evLoop) localAddr(pr *evPair) net.Addr {
+// loopLocalAddr is the client socket's local address (for a PROXY header).
+func (l *evLoop) loopLocalAddr(pr *evPair) net.Addr {
 	if a := pr.adm; a.c != nil {
 		return a.c.LocalAddr()
 	}
 	return net.TCPAddrFromAddrPort(netpoll.LocalAddr(pr.side[0].Fd))
 }
 
-// rejectPreread ends a pair whose key frame did not come: counted and
-// logged as the goroutine path does (prereadReason).
-func (l *evLoop) rejectPreread(pr *evPair, err error) {
-	a, p := pr.adm, l.p
-	if p.OnPreread != nil {
-		p.OnPreread(time.Since(a.start))
+// loopPrereadFailed refuses a pair whose key frame did not come: counted and
+// logged as on the goroutine path (prereadReason).
+func (l *evLoop) loopPrereadFailed(pr *evPair, err error) {
+	if p := l.p; p.OnPreread != nil {
+		p.OnPreread(time.Since(pr.adm.start))
 	}
-	l.closeUnrouted(pr)
-	p.rejected(err, len(a.buf), a.remote)
-	p.putBuf(a.bp, a.buf)
-	pr.adm = nil
-	p.endConn(pr.release)
+	l.loopClose(pr, "", err)
 }
 
-// refuse ends an unrouted pair for reason.
-func (l *evLoop) refuse(pr *evPair, reason string) {
-	a, p := pr.adm, l.p
-	l.closeUnrouted(pr)
-	p.refused(reason, a.device, a.remote)
-	p.putBuf(a.bp, a.buf)
-	pr.adm = nil
-	p.endConn(pr.release)
-}
-
-// closeUnrouted takes both sides of an unrouted pair out of the loop and
-// closes them.
-func (l *evLoop) closeUnrouted(pr *evPair) {
-	pr.done = true
-	l.dropSide(pr, 1)
-	l.dropSide(pr, 0)
-}
-
-// dropSide takes side i out of the loop and closes it.
-func (l *evLoop) dropSide(pr *evPair, i int) {
+// loopDropSide takes side i out of the loop and closes it.
+func (l *evLoop) loopDropSide(pr *evPair, i int) {
 	s := &pr.side[i]
 	if s.Fd < 0 {
 		return

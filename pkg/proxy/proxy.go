@@ -323,9 +323,7 @@ func (p *Proxy) serveListener(l net.Listener, stop <-chan struct{}) error {
 		}
 		pause = 0
 		p.stats.accepted.Add(1)
-		if lim := p.connCap; lim >= 0 && p.stats.active.Load() >= lim {
-			c.Close()
-			p.stats.close(ReasonMaxConns)
+		if p.refuseOverCap(func() { c.Close() }) {
 			continue
 		}
 		if p.evAccept(c, inherits) {
@@ -333,10 +331,10 @@ func (p *Proxy) serveListener(l net.Listener, stop <-chan struct{}) error {
 		}
 		if !p.startConn(c) {
 			c.Close()
-			p.stats.close(ReasonShutdown)
+			p.count(ReasonShutdown)
 			continue
 		}
-		go p.handle(c, inherits)
+		go p.serveConn(c, inherits)
 	}
 }
 
@@ -401,7 +399,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 	}
-	p.closeAll(ReasonShutdown)
+	p.cutAll(ReasonShutdown)
 	<-done
 	p.loops.stop()
 	return ctx.Err()
@@ -417,14 +415,15 @@ func (p *Proxy) Close() error {
 	return nil
 }
 
-func (p *Proxy) closeAll(reason string) {
+// cutAll closes every connection: Shutdown's deadline passed.
+func (p *Proxy) cutAll(reason Reason) {
 	p.mu.Lock()
 	for c := range p.prereads {
 		c.Close()
 	}
 	p.mu.Unlock()
-	p.loops.killUnrouted()
-	for _, c := range p.table.pick("", 0) {
+	p.loops.refuseUnrouted()
+	for _, c := range p.table.byID("", 0) {
 		c.close(reason)
 	}
 }
@@ -445,13 +444,13 @@ func (p *Proxy) Conns() map[string]int { return p.table.counts() }
 // Evict closes up to n proxied connections to backend id (n <= 0: all of
 // them; an empty id: of any backend), counted as closed with reason
 // "evicted_<cause>", and returns how many it closed.
-func (p *Proxy) Evict(id string, n int, cause string) int {
-	return p.evict(p.table.pick(id, n), cause)
+func (p *Proxy) Evict(id string, n int, cause Cause) int {
+	return p.evict(p.table.byID(id, n), cause)
 }
 
 // EvictMisplaced closes up to n connections (n <= 0: all) whose device the
 // current ring now gives to another backend, as after a scale-out.
-func (p *Proxy) EvictMisplaced(n int, cause string) int {
+func (p *Proxy) EvictMisplaced(n int, cause Cause) int {
 	return p.evict(p.misplaced(n), cause)
 }
 
@@ -472,10 +471,10 @@ func (p *Proxy) misplaced(n int) []*conn {
 // evict closes cs and counts only the ones it closed first: a connection
 // already closing (evicted, replaced, gone) is neither closed nor counted
 // twice, so a paced eviction's count and pace are real.
-func (p *Proxy) evict(cs []*conn, cause string) int {
+func (p *Proxy) evict(cs []*conn, cause Cause) int {
 	n := 0
 	for _, c := range cs {
-		if c.close(ReasonEvicted + "_" + cause) {
+		if c.close(Evicted(cause)) {
 			n++
 		}
 	}

@@ -129,7 +129,7 @@ func TestBadInputNeverReachesBackend(t *testing.T) {
 	cases := []struct {
 		name   string
 		send   func(net.Conn)
-		reason string
+		reason Reason
 	}{
 		{"length over the cap", func(cn net.Conn) { cn.Write([]byte{1, 1, 0, 0, 0xff, 0xff}) }, "too_large"},
 		{"garbage header", func(cn net.Conn) { cn.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")) }, "too_large"},
@@ -149,7 +149,7 @@ func TestBadInputNeverReachesBackend(t *testing.T) {
 			}
 			tc.send(conn)
 			conn.Close()
-			waitFor(t, tc.reason, func() bool { return c.proxy.Stats().Closed[tc.reason] == before+1 })
+			waitFor(t, string(tc.reason), func() bool { return c.proxy.Stats().Closed[tc.reason] == before+1 })
 		})
 	}
 	for _, b := range c.backends {

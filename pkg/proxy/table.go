@@ -68,9 +68,9 @@ func (t *connTable) counts() map[string]int {
 	return out
 }
 
-// pick returns up to n connections of backend id (all backends if id is
+// byID returns up to n connections of backend id (all backends if id is
 // empty; n <= 0 means no bound).
-func (t *connTable) pick(id string, n int) []*conn {
+func (t *connTable) byID(id string, n int) []*conn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if id != "" {
