@@ -38,8 +38,6 @@ test:
 	  echo "== [$$i/$$n $$(( $$(date +%s) - t0 ))s] $$p"; \
 	  $(GO) test -race -count=1 -timeout 10m $$p || fail="$$fail $$p"; \
 	done; \
-	echo "== [event loop $$(( $$(date +%s) - t0 ))s] DEVGATE_TEST_EVENTLOOP=1 ./pkg/proxy/"; \
-	DEVGATE_TEST_EVENTLOOP=1 $(GO) test -race -count=1 -timeout 5m ./pkg/proxy/ || fail="$$fail pkg/proxy(eventloop)"; \
 	echo "== $$(( $$(date +%s) - t0 ))s"; \
 	if [ -n "$$fail" ]; then echo "FAIL:$$fail"; exit 1; fi
 

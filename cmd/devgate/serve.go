@@ -143,7 +143,7 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 		TrustedProxies:        trusted,
 		ProxyProtocolOptional: cfg.ProxyProtocol.Optional,
 		SendProxyV2:           cfg.ProxyProtocol.SendV2,
-		EventLoop:             cfg.EventLoopOn(),
+		Goroutines:            !cfg.EventLoopOn(),
 	}
 	if cfg.TLS != nil {
 		certs, err := proxy.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile)

@@ -76,9 +76,9 @@ func TestBytesMoveWhileOpen(t *testing.T) {
 		name string
 		opts func(*proxy.Proxy)
 	}{
-		{"goroutines", func(*proxy.Proxy) {}},
-		{"goroutines-idle", func(p *proxy.Proxy) { p.IdleTimeout = time.Minute }},
-		{"eventloop", func(p *proxy.Proxy) { p.EventLoop = true }},
+		{"goroutines", func(p *proxy.Proxy) { p.Goroutines = true }},
+		{"goroutines-idle", func(p *proxy.Proxy) { p.Goroutines, p.IdleTimeout = true, time.Minute }},
+		{"eventloop", func(*proxy.Proxy) {}},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			bl, err := net.Listen("tcp", "127.0.0.1:0")

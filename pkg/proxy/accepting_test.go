@@ -13,7 +13,7 @@ func TestStopAndResumeAccepting(t *testing.T) {
 	for _, ev := range []bool{false, true} {
 		name := map[bool]string{false: "goroutines", true: "event_loop"}[ev]
 		t.Run(name, func(t *testing.T) {
-			c := newCluster(t, 2, func(p *Proxy) { p.EventLoop = ev || testEventLoop })
+			c := newCluster(t, 2, func(p *Proxy) { p.Goroutines = !ev })
 			held, _ := c.connect("dev-held")
 			defer held.Close()
 			for round := range 2 { // twice: the second stop must close the reopened listener
@@ -62,54 +62,58 @@ func TestStopAndResumeAccepting(t *testing.T) {
 // When the address is taken meanwhile, ResumeAccepting says so and the
 // proxy stays stopped; it resumes once the address is free.
 func TestResumeAcceptingAddressTaken(t *testing.T) {
-	c := newCluster(t, 1, nil)
-	c.proxy.StopAccepting()
-	var squat net.Listener
-	waitFor(t, "the address free to take", func() bool {
-		var err error
-		squat, err = net.Listen("tcp", c.addr)
-		return err == nil
+	bothPaths(t, func(t *testing.T) {
+		c := newCluster(t, 1, nil)
+		c.proxy.StopAccepting()
+		var squat net.Listener
+		waitFor(t, "the address free to take", func() bool {
+			var err error
+			squat, err = net.Listen("tcp", c.addr)
+			return err == nil
+		})
+		err := c.proxy.ResumeAccepting(t.Context())
+		if err == nil || !c.proxy.Draining() {
+			t.Fatalf("ResumeAccepting on a taken address: %v, draining %v", err, c.proxy.Draining())
+		}
+		t.Logf("error: %v", err)
+		squat.Close()
+		if err := c.proxy.ResumeAccepting(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		conn, _ := c.connect("dev-1")
+		conn.Close()
 	})
-	err := c.proxy.ResumeAccepting(t.Context())
-	if err == nil || !c.proxy.Draining() {
-		t.Fatalf("ResumeAccepting on a taken address: %v, draining %v", err, c.proxy.Draining())
-	}
-	t.Logf("error: %v", err)
-	squat.Close()
-	if err := c.proxy.ResumeAccepting(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	conn, _ := c.connect("dev-1")
-	conn.Close()
 }
 
 // A Serve that starts while accepting is stopped (a drain that came before
 // the listener) waits, and serves once resumed.
 func TestServeStartedWhileStopped(t *testing.T) {
-	c := newCluster(t, 1, nil)
-	c.proxy.StopAccepting()
-	l, err := c.proxy.Listen(t.Context(), "tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	done := make(chan error, 1)
-	go func() { done <- c.proxy.Serve(l) }()
-	waitFor(t, "dials refused", func() bool {
-		conn, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			conn.Close()
+	bothPaths(t, func(t *testing.T) {
+		c := newCluster(t, 1, nil)
+		c.proxy.StopAccepting()
+		l, err := c.proxy.Listen(t.Context(), "tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
 		}
-		return err != nil
+		addr := l.Addr().String()
+		done := make(chan error, 1)
+		go func() { done <- c.proxy.Serve(l) }()
+		waitFor(t, "dials refused", func() bool {
+			conn, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				conn.Close()
+			}
+			return err != nil
+		})
+		if err := c.proxy.ResumeAccepting(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		c.addr = addr
+		conn, _ := c.connect("dev-1")
+		conn.Close()
+		c.proxy.Close()
+		if err := <-done; !errors.Is(err, ErrServerClosed) {
+			t.Fatalf("Serve: %v", err)
+		}
 	})
-	if err := c.proxy.ResumeAccepting(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	c.addr = addr
-	conn, _ := c.connect("dev-1")
-	conn.Close()
-	c.proxy.Close()
-	if err := <-done; !errors.Is(err, ErrServerClosed) {
-		t.Fatalf("Serve: %v", err)
-	}
 }

@@ -28,7 +28,7 @@ func TestChaosAccountsForEveryConnection(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			closeEarly := strings.HasSuffix(mode, "-close")
 			c := newCluster(t, 2, func(p *Proxy) {
-				p.EventLoop = strings.HasPrefix(mode, "loops")
+				p.Goroutines = !strings.HasPrefix(mode, "loops")
 				p.PrereadTimeout = 300 * time.Millisecond
 				p.DialTimeout = 300 * time.Millisecond
 			})

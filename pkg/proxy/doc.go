@@ -19,11 +19,11 @@
 //
 // # Two data paths
 //
-// With EventLoop (the default on Linux) a few epoll loops, one per
-// GOMAXPROCS, own the sockets: they accept, read the key frame, dial with
-// non-blocking connects and copy through one 64 KiB buffer per loop, so an
-// idle device costs its two sockets and under 1 KB of memory, and no
-// goroutine. Without it (and for the steps the loops do not do: a PROXY
+// By default, on Linux, a few epoll loops (one per GOMAXPROCS) own the
+// sockets: they accept, read the key frame, dial with non-blocking
+// connects and copy through one 64 KiB buffer per loop, so an idle device
+// costs its two sockets and under 1 KB of memory, and no goroutine. With
+// Proxy.Goroutines (and for the steps the loops do not do: a PROXY
 // header from a trusted balancer, TLS on either side, a custom Dial, an
 // idle timeout) each connection has a goroutine that does the steps before
 // routing and two that copy (splice between TCP sockets).

@@ -24,7 +24,7 @@ import (
 // A client the loop takes from accept costs no goroutine even before it is
 // routed: 300 silent clients and 300 proxied devices.
 func TestLoopAdmitsWithoutGoroutines(t *testing.T) {
-	c := newCluster(t, 1, func(p *Proxy) { p.EventLoop = true })
+	c := newCluster(t, 1, func(p *Proxy) { p.Goroutines = false })
 	if !c.proxy.evLoopAdmits() {
 		t.Fatal("cluster proxy does not admit on loops")
 	}
@@ -60,7 +60,7 @@ func TestLoopAdmitsWithoutGoroutines(t *testing.T) {
 // never answers the SYN, the dial times out and the next owner serves.
 func TestLoopDialTimeoutFallsBack(t *testing.T) {
 	stuck := fullBacklogListener(t)
-	c := newCluster(t, 1, func(p *Proxy) { p.EventLoop = true; p.DialTimeout = 300 * time.Millisecond })
+	c := newCluster(t, 1, func(p *Proxy) { p.DialTimeout = 300 * time.Millisecond })
 	r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "stuck", Addr: stuck}, {ID: "b1", Addr: c.addrs[0]}})
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +85,7 @@ func TestLoopDialTimeoutFallsBack(t *testing.T) {
 // A backend registered by host name is dialled by net.Dialer in a
 // goroutine, and the pair goes back to its loop.
 func TestLoopDialsHostNames(t *testing.T) {
-	c := newCluster(t, 1, func(p *Proxy) { p.EventLoop = true })
+	c := newCluster(t, 1, func(p *Proxy) { p.Goroutines = false })
 	_, port, _ := net.SplitHostPort(c.addrs[0])
 	r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "b1", Addr: "localhost:" + port}})
 	if err != nil {
@@ -104,7 +104,7 @@ func TestLoopDialsHostNames(t *testing.T) {
 
 // Shutdown past its deadline closes clients still in preread on a loop.
 func TestLoopShutdownClosesUnrouted(t *testing.T) {
-	c := newCluster(t, 1, func(p *Proxy) { p.EventLoop = true; p.PrereadTimeout = time.Minute })
+	c := newCluster(t, 1, func(p *Proxy) { p.PrereadTimeout = time.Minute })
 	conn, err := net.Dial("tcp", c.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +233,7 @@ func TestLoopAcceptSpreadsBurst(t *testing.T) {
 	if runtime.GOMAXPROCS(0) < 2 {
 		t.Skip("one loop")
 	}
-	c := newCluster(t, 1, func(p *Proxy) { p.EventLoop = true })
+	c := newCluster(t, 1, func(p *Proxy) { p.Goroutines = false })
 	const n = 40
 	var wg sync.WaitGroup
 	conns := make([]net.Conn, n)
@@ -270,7 +270,7 @@ func TestLoopIPv6(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{Source: NewAtomicRing(r), EventLoop: true, MaxConnsPerIP: 5}
+	p := &Proxy{Source: NewAtomicRing(r), MaxConnsPerIP: 5}
 	l, err := p.Listen(context.Background(), "tcp", "[::1]:0")
 	if err != nil {
 		t.Fatal(err)
@@ -298,7 +298,7 @@ func TestLoopServeReturnsWhenListenerClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{Source: NewAtomicRing(r), EventLoop: true}
+	p := &Proxy{Source: NewAtomicRing(r)}
 	defer p.Close()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -34,7 +34,7 @@ func TestHelperIdleProxy(t *testing.T) {
 		return
 	}
 	r, _ := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "b1", Addr: os.Getenv("DEVGATE_IDLE_BACKEND")}})
-	p := &Proxy{Source: NewAtomicRing(r), MaxConnsPerIP: -1, AcceptRatePerIP: -1, EventLoop: mode == "eventloop",
+	p := &Proxy{Source: NewAtomicRing(r), MaxConnsPerIP: -1, AcceptRatePerIP: -1, Goroutines: mode != "eventloop",
 		FDReserve: -1} // the parent sizes the devices to the fd limit
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	go p.Serve(l)
@@ -72,7 +72,7 @@ func measureSelf() selfCost {
 }
 
 // TestIdleDeviceCost measures what an idle proxied device (login and one
-// heartbeat) costs the proxy, with EventLoop off and on:
+// heartbeat) costs the proxy, on goroutines and on the loops:
 //
 //	DEVGATE_IDLE_DEVICES=5000 go test -run TestIdleDeviceCost -v ./pkg/proxy
 func TestIdleDeviceCost(t *testing.T) {
@@ -196,7 +196,7 @@ func firstOf(a, b error) error {
 	return b
 }
 
-// benchProxy starts a proxy (EventLoop on or off) in front of a backend
+// benchProxy starts a proxy (on the loops or goroutines) in front of a backend
 // that serves each connection with serve, after reading the login, and
 // returns a client connection that has logged in.
 func benchProxy(b *testing.B, eventLoop bool, serve func(net.Conn)) net.Conn {
@@ -231,7 +231,7 @@ func benchProxyDial(b *testing.B, eventLoop bool, serve func(net.Conn)) func() n
 		}
 	}()
 	r, _ := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "raw", Addr: bl.Addr().String()}})
-	p := &Proxy{Source: NewAtomicRing(r), EventLoop: eventLoop, MaxConnsPerIP: -1, AcceptRatePerIP: -1,
+	p := &Proxy{Source: NewAtomicRing(r), Goroutines: !eventLoop, MaxConnsPerIP: -1, AcceptRatePerIP: -1,
 		KeepDuplicates: true} // every client logs in as dev-bench
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	done := make(chan error, 1)

@@ -18,7 +18,7 @@ import (
 	"github.com/devgate/devgate/pkg/ring"
 )
 
-// evProxy starts an EventLoop proxy in front of the returned listener, a
+// evProxy starts an event-loop proxy in front of the returned listener, a
 // backend the test serves by hand.
 func evProxy(t *testing.T) (*Proxy, string, net.Listener) {
 	t.Helper()
@@ -30,7 +30,7 @@ func evProxy(t *testing.T) (*Proxy, string, net.Listener) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{Source: NewAtomicRing(r), EventLoop: true, MaxConnsPerIP: -1, AcceptRatePerIP: -1}
+	p := &Proxy{Source: NewAtomicRing(r), MaxConnsPerIP: -1, AcceptRatePerIP: -1}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +206,7 @@ func TestEventLoopHalfClose(t *testing.T) {
 
 // Evict wakes the loop for an idle connection; both sides see it end.
 func TestEventLoopEvictIdle(t *testing.T) {
-	c := newCluster(t, 1, func(p *Proxy) { p.EventLoop = true })
+	c := newCluster(t, 1, func(p *Proxy) { p.Goroutines = false })
 	conn, _ := c.connect("dev-idle")
 	defer conn.Close()
 	waitFor(t, "the pair on a loop", func() bool { return c.proxy.evConns() == 1 })
@@ -230,7 +230,7 @@ func TestEventLoopEvictIdle(t *testing.T) {
 // ends the rest, and every fd and goroutine is back (goleak checks the
 // latter in TestMain).
 func TestEventLoopManyIdle(t *testing.T) {
-	c := newCluster(t, 1, func(p *Proxy) { p.EventLoop = true })
+	c := newCluster(t, 1, func(p *Proxy) { p.Goroutines = false })
 	fds := openFDs(t)
 	const n = 2000
 	g0 := runtime.NumGoroutine()
@@ -258,15 +258,17 @@ func TestEventLoopManyIdle(t *testing.T) {
 	waitFor(t, "fds back to baseline", func() bool { return openFDs(t) <= fds })
 }
 
-// With DEVGATE_TEST_EVENTLOOP=1 the whole package runs its clusters on
-// event loops; this checks the flag takes effect.
-func TestClusterFollowsEventLoopFlag(t *testing.T) {
-	c := newCluster(t, 1, nil)
-	conn, _ := c.connect("dev-flag")
-	defer conn.Close()
-	want := 0
-	if testEventLoop {
-		want = 1
-	}
-	waitFor(t, "the cluster's mode", func() bool { return c.proxy.evConns() == want && c.proxy.Proxied() == 1 })
+// Clusters in bothPaths run on the path their subtest names; this checks
+// the path takes effect.
+func TestClusterFollowsPath(t *testing.T) {
+	bothPaths(t, func(t *testing.T) {
+		c := newCluster(t, 1, nil)
+		conn, _ := c.connect("dev-flag")
+		defer conn.Close()
+		want := 0
+		if pathOf(t) == "loop" {
+			want = 1
+		}
+		waitFor(t, "the cluster's mode", func() bool { return c.proxy.evConns() == want && c.proxy.Proxied() == 1 })
+	})
 }

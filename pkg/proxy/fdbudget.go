@@ -24,7 +24,7 @@ const acceptErrLogEvery = 10 * time.Second
 // fdsPerConn is what one connection may hold: its two sockets on the
 // loops; with goroutines, also a splice pipe (two fds) per direction.
 func (p *Proxy) fdsPerConn() int64 {
-	if p.EventLoop && p.TLS == nil && p.BackendTLS == nil && p.IdleTimeout <= 0 {
+	if p.loopsCopy() {
 		return 2
 	}
 	return 6

@@ -17,7 +17,7 @@ import (
 )
 
 // serveConn owns one accepted client from preread to close. When the
-// connection is handed to an event loop (EventLoop), serveConn returns
+// connection is handed to an event loop (the default), serveConn returns
 // once the loop has it, and the loop ends it.
 func (p *Proxy) serveConn(c net.Conn, inheritsKeepAlive bool) {
 	if !inheritsKeepAlive {

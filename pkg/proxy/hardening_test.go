@@ -65,132 +65,138 @@ func openFDs(t *testing.T) int {
 
 // One address at its connection limit is refused; another still connects.
 func TestPerIPConnectionLimit(t *testing.T) {
-	c := newCluster(t, 1, func(p *Proxy) { p.MaxConnsPerIP = 3 })
-	fds := openFDs(t)
-	before := fdList()
-	defer func() {
-		if t.Failed() {
-			t.Logf("before %v\nafter %v\nstats %+v backend %+v", before, fdList(), c.proxy.Stats(), c.backends[0].Stats())
+	bothPaths(t, func(t *testing.T) {
+		c := newCluster(t, 1, func(p *Proxy) { p.MaxConnsPerIP = 3 })
+		fds := openFDs(t)
+		before := fdList()
+		defer func() {
+			if t.Failed() {
+				t.Logf("before %v\nafter %v\nstats %+v backend %+v", before, fdList(), c.proxy.Stats(), c.backends[0].Stats())
+			}
+		}()
+		var held []net.Conn
+		for i := 0; i < 3; i++ {
+			conn := dialFrom(t, "127.0.0.1", c.addr)
+			conn.Write(login(fmt.Sprintf("dev-%d", i)))
+			if _, _, err := readFrame(bufio.NewReader(conn)); err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, conn)
 		}
-	}()
-	var held []net.Conn
-	for i := 0; i < 3; i++ {
-		conn := dialFrom(t, "127.0.0.1", c.addr)
-		conn.Write(login(fmt.Sprintf("dev-%d", i)))
-		if _, _, err := readFrame(bufio.NewReader(conn)); err != nil {
-			t.Fatal(err)
+		extra := dialFrom(t, "127.0.0.1", c.addr)
+		extra.Write(login("dev-extra"))
+		if !refused(extra) {
+			t.Fatal("a fourth connection from 127.0.0.1 was served")
 		}
-		held = append(held, conn)
-	}
-	extra := dialFrom(t, "127.0.0.1", c.addr)
-	extra.Write(login("dev-extra"))
-	if !refused(extra) {
-		t.Fatal("a fourth connection from 127.0.0.1 was served")
-	}
-	extra.Close()
-	other := dialFrom(t, "127.0.0.2", c.addr)
-	other.Write(login("dev-other"))
-	if _, _, err := readFrame(bufio.NewReader(other)); err != nil {
-		t.Fatalf("127.0.0.2 was refused too: %v", err)
-	}
-	other.Close()
-	waitFor(t, "max_conns_per_ip counted", func() bool { return c.proxy.Stats().Closed[ReasonMaxConnsPerIP] == 1 })
-	for _, h := range held {
-		h.Close()
-	}
-	waitFor(t, "connections gone", func() bool { return c.proxy.Stats().Active == 0 && c.backends[0].Stats().Active == 0 })
-	if c.backends[0].Stats().Accepted != 4 {
-		t.Fatalf("backend accepted %d, want 4 (3 + 127.0.0.2)", c.backends[0].Stats().Accepted)
-	}
-	// io.Copy's splice keeps pipes in a pool that the GC empties. Event
-	// loops, once started, keep their own few fds until Close.
-	waitFor(t, "fds back to baseline", func() bool { runtime.GC(); return openFDs(t) <= fds+c.proxy.evLoopFDs() })
+		extra.Close()
+		other := dialFrom(t, "127.0.0.2", c.addr)
+		other.Write(login("dev-other"))
+		if _, _, err := readFrame(bufio.NewReader(other)); err != nil {
+			t.Fatalf("127.0.0.2 was refused too: %v", err)
+		}
+		other.Close()
+		waitFor(t, "max_conns_per_ip counted", func() bool { return c.proxy.Stats().Closed[ReasonMaxConnsPerIP] == 1 })
+		for _, h := range held {
+			h.Close()
+		}
+		waitFor(t, "connections gone", func() bool { return c.proxy.Stats().Active == 0 && c.backends[0].Stats().Active == 0 })
+		if c.backends[0].Stats().Accepted != 4 {
+			t.Fatalf("backend accepted %d, want 4 (3 + 127.0.0.2)", c.backends[0].Stats().Accepted)
+		}
+		// io.Copy's splice keeps pipes in a pool that the GC empties. Event
+		// loops, once started, keep their own few fds until Close.
+		waitFor(t, "fds back to baseline", func() bool { runtime.GC(); return openFDs(t) <= fds+c.proxy.evLoopFDs() })
+	})
 }
 
 // A flood from one address is cut to its rate while another address
 // connects normally.
 func TestPerIPAcceptRate(t *testing.T) {
-	c := newCluster(t, 1, func(p *Proxy) { p.AcceptRatePerIP, p.AcceptBurstPerIP = 5, 5 })
-	served := 0
-	for i := 0; i < 30; i++ {
-		conn := dialFrom(t, "127.0.0.1", c.addr)
-		conn.Write(login(fmt.Sprintf("dev-%d", i)))
-		if _, _, err := readFrame(bufio.NewReader(conn)); err == nil {
-			served++
+	bothPaths(t, func(t *testing.T) {
+		c := newCluster(t, 1, func(p *Proxy) { p.AcceptRatePerIP, p.AcceptBurstPerIP = 5, 5 })
+		served := 0
+		for i := 0; i < 30; i++ {
+			conn := dialFrom(t, "127.0.0.1", c.addr)
+			conn.Write(login(fmt.Sprintf("dev-%d", i)))
+			if _, _, err := readFrame(bufio.NewReader(conn)); err == nil {
+				served++
+			}
+			conn.Close()
 		}
-		conn.Close()
-	}
-	if served < 5 || served > 8 { // the burst, plus what refilled meanwhile
-		t.Fatalf("flood of 30: %d served, want the burst of 5 (+ refill)", served)
-	}
-	other := dialFrom(t, "127.0.0.3", c.addr)
-	other.Write(login("dev-other"))
-	if _, _, err := readFrame(bufio.NewReader(other)); err != nil {
-		t.Fatalf("another address was refused during the flood: %v", err)
-	}
-	other.Close()
-	waitFor(t, "rate_limited counted", func() bool { return c.proxy.Stats().Closed[ReasonRateLimited] == uint64(30-served) })
+		if served < 5 || served > 8 { // the burst, plus what refilled meanwhile
+			t.Fatalf("flood of 30: %d served, want the burst of 5 (+ refill)", served)
+		}
+		other := dialFrom(t, "127.0.0.3", c.addr)
+		other.Write(login("dev-other"))
+		if _, _, err := readFrame(bufio.NewReader(other)); err != nil {
+			t.Fatalf("another address was refused during the flood: %v", err)
+		}
+		other.Close()
+		waitFor(t, "rate_limited counted", func() bool { return c.proxy.Stats().Closed[ReasonRateLimited] == uint64(30-served) })
+	})
 }
 
 // PROXY v2 in from a trusted balancer, v2 out to the backend with the
 // device's address; a header from anyone else is refused.
 func TestProxyProtocol(t *testing.T) {
-	rec, addr := newRecorder(t)
-	r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "rec", Addr: addr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &Proxy{Source: NewAtomicRing(r), TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, SendProxyV2: true, EventLoop: testEventLoop}
-	paddr := startProxy(t, p)
-	device := &net.TCPAddr{IP: net.ParseIP("203.0.113.7"), Port: 5555}
-	hdr, err := proxyproto.HeaderProxyFromAddrs(2, device, &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 9000}).Format()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range []struct {
-		name string
-		hdr  []byte
-	}{{"v2", hdr}, {"v1", []byte("PROXY TCP4 203.0.113.7 198.51.100.1 5555 9000\r\n")}} {
-		conn := dialFrom(t, "127.0.0.2", paddr)
-		conn.Write(append(append([]byte(nil), v.hdr...), login("dev-1")...))
-		conn.(*net.TCPConn).CloseWrite()
-		got := <-rec
-		conn.Close()
-		br := bufio.NewReader(bytes.NewReader(got.data))
-		h, err := proxyproto.Read(br)
+	bothPaths(t, func(t *testing.T) {
+		rec, addr := newRecorder(t)
+		r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "rec", Addr: addr}})
 		if err != nil {
-			t.Fatalf("%s: backend got no PROXY header: %v (%q)", v.name, err, got.data)
+			t.Fatal(err)
 		}
-		if h.Version != 2 || h.SourceAddr.String() != device.String() {
-			t.Fatalf("%s: backend's header says %v from %v", v.name, h.Version, h.SourceAddr)
+		p := &Proxy{Source: NewAtomicRing(r), TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, SendProxyV2: true, Goroutines: onGoroutines(t)}
+		paddr := startProxy(t, p)
+		device := &net.TCPAddr{IP: net.ParseIP("203.0.113.7"), Port: 5555}
+		hdr, err := proxyproto.HeaderProxyFromAddrs(2, device, &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 9000}).Format()
+		if err != nil {
+			t.Fatal(err)
 		}
-		rest, _ := io.ReadAll(br)
-		if !bytes.Equal(rest, login("dev-1")) {
-			t.Fatalf("%s: after the header the backend got %q", v.name, rest)
+		for _, v := range []struct {
+			name string
+			hdr  []byte
+		}{{"v2", hdr}, {"v1", []byte("PROXY TCP4 203.0.113.7 198.51.100.1 5555 9000\r\n")}} {
+			conn := dialFrom(t, "127.0.0.2", paddr)
+			conn.Write(append(append([]byte(nil), v.hdr...), login("dev-1")...))
+			conn.(*net.TCPConn).CloseWrite()
+			got := <-rec
+			conn.Close()
+			br := bufio.NewReader(bytes.NewReader(got.data))
+			h, err := proxyproto.Read(br)
+			if err != nil {
+				t.Fatalf("%s: backend got no PROXY header: %v (%q)", v.name, err, got.data)
+			}
+			if h.Version != 2 || h.SourceAddr.String() != device.String() {
+				t.Fatalf("%s: backend's header says %v from %v", v.name, h.Version, h.SourceAddr)
+			}
+			rest, _ := io.ReadAll(br)
+			if !bytes.Equal(rest, login("dev-1")) {
+				t.Fatalf("%s: after the header the backend got %q", v.name, rest)
+			}
 		}
-	}
-	for _, bad := range []struct {
-		name, src string
-		send      []byte
-		reason    Reason
-	}{
-		{"untrusted header", "127.0.0.1", append(append([]byte(nil), hdr...), login("dev-2")...), ReasonProxyUntrusted},
-		{"trusted without header", "127.0.0.2", login("dev-3"), ReasonProxyHeader},
-		{"malformed v1", "127.0.0.2", []byte("PROXY TCP4 nonsense\r\n"), ReasonProxyHeader},
-	} {
-		conn := dialFrom(t, bad.src, paddr)
-		conn.Write(bad.send)
-		if !refused(conn) {
-			t.Fatalf("%s: served", bad.name)
+		for _, bad := range []struct {
+			name, src string
+			send      []byte
+			reason    Reason
+		}{
+			{"untrusted header", "127.0.0.1", append(append([]byte(nil), hdr...), login("dev-2")...), ReasonProxyUntrusted},
+			{"trusted without header", "127.0.0.2", login("dev-3"), ReasonProxyHeader},
+			{"malformed v1", "127.0.0.2", []byte("PROXY TCP4 nonsense\r\n"), ReasonProxyHeader},
+		} {
+			conn := dialFrom(t, bad.src, paddr)
+			conn.Write(bad.send)
+			if !refused(conn) {
+				t.Fatalf("%s: served", bad.name)
+			}
+			conn.Close()
+			waitFor(t, string(bad.reason), func() bool { return p.Stats().Closed[bad.reason] >= 1 })
 		}
-		conn.Close()
-		waitFor(t, string(bad.reason), func() bool { return p.Stats().Closed[bad.reason] >= 1 })
-	}
-	select {
-	case got := <-rec:
-		t.Fatalf("a refused connection reached the backend: %q", got.data)
-	case <-time.After(100 * time.Millisecond):
-	}
+		select {
+		case got := <-rec:
+			t.Fatalf("a refused connection reached the backend: %q", got.data)
+		case <-time.After(100 * time.Millisecond):
+		}
+	})
 }
 
 // A backend that asked for PROXY v2 in its registration meta gets the
@@ -204,7 +210,7 @@ func TestProxyV2ByBackendMeta(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			paddr := startProxy(t, &Proxy{Source: NewAtomicRing(r), EventLoop: loops})
+			paddr := startProxy(t, &Proxy{Source: NewAtomicRing(r), Goroutines: !loops})
 			conn := dialFrom(t, "127.0.0.4", paddr)
 			conn.Write(login("dev-1"))
 			conn.(*net.TCPConn).CloseWrite()
@@ -239,62 +245,66 @@ func writeCert(t *testing.T, dir, cn string) {
 // A TLS device reaches its backend; a rotated certificate is served to new
 // connections without a restart; a plaintext client fails the handshake.
 func TestTLSDeviceListenerWithRotation(t *testing.T) {
-	dir := t.TempDir()
-	writeCert(t, dir, "first")
-	certs, err := NewCertReloader(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	certs.Check = 10 * time.Millisecond
-	c := newCluster(t, 1, func(p *Proxy) {
-		p.TLS = &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
-		p.PrereadTimeout = time.Second
-	})
-	tlsLogin := func(dev string) string {
-		conn, err := tls.Dial("tcp", c.addr, &tls.Config{InsecureSkipVerify: true})
+	bothPaths(t, func(t *testing.T) {
+		dir := t.TempDir()
+		writeCert(t, dir, "first")
+		certs, err := NewCertReloader(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer conn.Close()
-		conn.Write(login(dev))
-		if _, _, err := readFrame(conn); err != nil {
-			t.Fatalf("%s over TLS: %v", dev, err)
+		certs.Check = 10 * time.Millisecond
+		c := newCluster(t, 1, func(p *Proxy) {
+			p.TLS = &tls.Config{GetCertificate: certs.GetCertificate, MinVersion: tls.VersionTLS12}
+			p.PrereadTimeout = time.Second
+		})
+		tlsLogin := func(dev string) string {
+			conn, err := tls.Dial("tcp", c.addr, &tls.Config{InsecureSkipVerify: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.Write(login(dev))
+			if _, _, err := readFrame(conn); err != nil {
+				t.Fatalf("%s over TLS: %v", dev, err)
+			}
+			return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
 		}
-		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
-	}
-	if cn := tlsLogin("dev-1"); cn != "first" {
-		t.Fatalf("served %q", cn)
-	}
-	time.Sleep(20 * time.Millisecond) // a new modification time
-	writeCert(t, dir, "second")
-	waitFor(t, "rotated certificate served", func() bool { return tlsLogin("dev-2") == "second" })
-	plain := dialFrom(t, "127.0.0.1", c.addr)
-	plain.Write(login("dev-plain"))
-	if !refused(plain) {
-		t.Fatal("a plaintext device was served on the TLS listener")
-	}
-	plain.Close()
-	waitFor(t, "tls_handshake counted", func() bool { return c.proxy.Stats().Closed[ReasonTLSHandshake] == 1 })
+		if cn := tlsLogin("dev-1"); cn != "first" {
+			t.Fatalf("served %q", cn)
+		}
+		time.Sleep(20 * time.Millisecond) // a new modification time
+		writeCert(t, dir, "second")
+		waitFor(t, "rotated certificate served", func() bool { return tlsLogin("dev-2") == "second" })
+		plain := dialFrom(t, "127.0.0.1", c.addr)
+		plain.Write(login("dev-plain"))
+		if !refused(plain) {
+			t.Fatal("a plaintext device was served on the TLS listener")
+		}
+		plain.Close()
+		waitFor(t, "tls_handshake counted", func() bool { return c.proxy.Stats().Closed[ReasonTLSHandshake] == 1 })
+	})
 }
 
 func TestIdleTimeout(t *testing.T) {
-	c := newCluster(t, 1, func(p *Proxy) { p.IdleTimeout = 300 * time.Millisecond })
-	busy, _ := c.connect("dev-busy")
-	defer busy.Close()
-	idle, _ := c.connect("dev-idle")
-	defer idle.Close()
-	br := bufio.NewReader(busy)
-	for i := 0; i < 8; i++ { // heartbeats every 100ms for 800ms keep it open
-		busy.Write(mkframe(2, `{"hb":1}`))
-		if _, _, err := readFrame(br); err != nil {
-			t.Fatalf("busy device cut after %d heartbeats: %v", i, err)
+	bothPaths(t, func(t *testing.T) {
+		c := newCluster(t, 1, func(p *Proxy) { p.IdleTimeout = 300 * time.Millisecond })
+		busy, _ := c.connect("dev-busy")
+		defer busy.Close()
+		idle, _ := c.connect("dev-idle")
+		defer idle.Close()
+		br := bufio.NewReader(busy)
+		for i := 0; i < 8; i++ { // heartbeats every 100ms for 800ms keep it open
+			busy.Write(mkframe(2, `{"hb":1}`))
+			if _, _, err := readFrame(br); err != nil {
+				t.Fatalf("busy device cut after %d heartbeats: %v", i, err)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if !refused(idle) {
-		t.Fatal("idle device not closed")
-	}
-	waitFor(t, "idle_timeout counted", func() bool { return c.proxy.Stats().Closed[ReasonIdleTimeout] == 1 })
+		if !refused(idle) {
+			t.Fatal("idle device not closed")
+		}
+		waitFor(t, "idle_timeout counted", func() bool { return c.proxy.Stats().Closed[ReasonIdleTimeout] == 1 })
+	})
 }
 
 func FuzzProxyHeader(f *testing.F) {

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,9 +21,29 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// testEventLoop runs every cluster with Proxy.EventLoop on:
-// DEVGATE_TEST_EVENTLOOP=1 go test ./pkg/proxy
-var testEventLoop = os.Getenv("DEVGATE_TEST_EVENTLOOP") == "1"
+// bothPaths runs f on each data path, as the subtests "loop" (the event
+// loops, the default) and "goroutine" (Proxy.Goroutines); newCluster and
+// onGoroutines read the path from the subtest's name.
+func bothPaths(t *testing.T, f func(t *testing.T)) {
+	t.Helper()
+	for _, path := range []string{"loop", "goroutine"} {
+		t.Run(path, f)
+	}
+}
+
+// pathOf is the data path a bothPaths subtest (or one below it) runs on:
+// "loop" or "goroutine"; "loop" outside bothPaths.
+func pathOf(t *testing.T) string {
+	for _, part := range strings.Split(t.Name(), "/")[1:] {
+		if part == "loop" || part == "goroutine" {
+			return part
+		}
+	}
+	return "loop"
+}
+
+// onGoroutines is Proxy.Goroutines for t's data path.
+func onGoroutines(t *testing.T) bool { return pathOf(t) == "goroutine" }
 
 // mkframe builds a frame of the default 6-byte header format.
 func mkframe(typ byte, body string) []byte { return sim.AppendFrame(nil, typ, 1, 0, []byte(body)) }
@@ -79,7 +99,7 @@ func newCluster(t *testing.T, n int, configure func(*Proxy)) *cluster {
 	c.ring.Store(r)
 	// Every test device comes from 127.0.0.1: per-address limits have their own tests.
 	c.proxy = &Proxy{Source: c.ring, PrereadTimeout: 2 * time.Second, DialTimeout: time.Second,
-		MaxConnsPerIP: -1, AcceptRatePerIP: -1, EventLoop: testEventLoop}
+		MaxConnsPerIP: -1, AcceptRatePerIP: -1, Goroutines: onGoroutines(t)}
 	if configure != nil {
 		configure(c.proxy)
 	}

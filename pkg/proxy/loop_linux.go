@@ -16,7 +16,7 @@ import (
 	"github.com/devgate/devgate/pkg/proxy/internal/netpoll"
 )
 
-// The event-driven path (Proxy.EventLoop). Each loop is a goroutine with
+// The event-driven path (the default; off with Proxy.Goroutines). Each loop is a goroutine with
 // its own epoll instance (GOMAXPROCS of them). The loops accept from a
 // *net.TCPListener themselves (loop_accept_linux.go; from other listeners
 // Serve accepts) and share the clients out round-robin; a loop reads the
@@ -142,13 +142,19 @@ func (ls *evLoops) stop() {
 // The steps a loop does not do (PROXY header, TLS, a custom Dial, idle
 // timeout) keep the goroutine path up to routing (handOff).
 func (p *Proxy) evLoopAdmits() bool {
-	return p.EventLoop && p.TLS == nil && p.BackendTLS == nil && p.IdleTimeout <= 0 &&
+	return p.loopsCopy() &&
 		p.Dial == nil && len(p.TrustedProxies) == 0
 }
 
-// useEventLoop says whether EventLoop applies to this pair of sockets.
+// loopsCopy says whether the loops copy for connections (the options
+// allow it, whoever did the steps before routing).
+func (p *Proxy) loopsCopy() bool {
+	return !p.Goroutines && p.TLS == nil && p.BackendTLS == nil && p.IdleTimeout <= 0
+}
+
+// useEventLoop says whether the loops copy for this pair of sockets.
 func (p *Proxy) useEventLoop(client, backend net.Conn) bool {
-	if !p.EventLoop || p.TLS != nil || p.BackendTLS != nil || p.IdleTimeout > 0 {
+	if !p.loopsCopy() {
 		return false
 	}
 	_, ok1 := client.(*net.TCPConn)

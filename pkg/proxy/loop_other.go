@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// errEventLoopUnsupported: EventLoop needs epoll.
-var errEventLoopUnsupported = errors.New("EventLoop is supported on Linux only")
+// errEventLoopUnsupported: the event loops need epoll.
+var errEventLoopUnsupported = errors.New("event loops are supported on Linux only")
 
 type evLoops struct{}
 
@@ -30,7 +30,9 @@ type evPair struct{}
 
 func (*evPair) kill() {}
 
-func (p *Proxy) useEventLoop(client, backend net.Conn) bool { return p.EventLoop }
+func (p *Proxy) useEventLoop(client, backend net.Conn) bool { return false }
+
+func (p *Proxy) loopsCopy() bool { return false }
 
 func (p *Proxy) newEvPair(*conn, func()) (*evPair, error) { return nil, errEventLoopUnsupported }
 

@@ -115,16 +115,17 @@ type Proxy struct {
 	// again through this replica. By default the older one is closed.
 	KeepDuplicates bool
 
-	// EventLoop runs connections on a few epoll loops (one per
-	// GOMAXPROCS) instead of goroutines, so an idle device costs under
-	// 1 KB and its two sockets (17 KB and 6 fds with goroutines and
-	// splice). The loops also read the key frame and dial the backend
-	// unless a PROXY header, TLS or a custom Dial is configured (those
-	// steps then run in a goroutine). Linux only; ignored with TLS,
-	// BackendTLS, IdleTimeout, or a Dial that does not return a
-	// *net.TCPConn. Bulk transfers go through a 64 KiB buffer per loop
-	// instead of splice.
-	EventLoop bool
+	// Goroutines runs every connection on goroutines (splicing between
+	// TCP sockets) instead of the event loops. By default, on Linux,
+	// connections run on a few epoll loops (one per GOMAXPROCS), so an
+	// idle device costs under 1 KB and its two sockets (17 KB and 6 fds
+	// with goroutines and splice). The loops also read the key frame and
+	// dial the backend unless a PROXY header, TLS or a custom Dial is
+	// configured (those steps then run in a goroutine). The loops are not
+	// used with TLS, BackendTLS, IdleTimeout, a Dial that does not return a
+	// *net.TCPConn, or off Linux. Bulk transfers on the loops go through a
+	// 64 KiB buffer per loop instead of splice.
+	Goroutines bool
 
 	// OnPreread, if set, is called with the time each client took to send
 	// its key frame (or to fail to).
