@@ -5,6 +5,9 @@
 //	devgate serve --config FILE      the gateway
 //	devgate sim --target ADDR        simulated devices; prints where they landed
 //	devgate backend --id ID          a demo backend (stands in for a Netty server)
+//	devgate load --mode MODE         load generator for benchmarks (one JSON line)
+//	devgate register --etcd URL ...  register a backend in etcd while its port accepts
+//	devgate ctl VERB                 operate the fleet through the admin API
 //	devgate config check FILE        validate a config file
 //	devgate completion bash          shell completion
 //	devgate version

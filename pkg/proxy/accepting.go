@@ -4,12 +4,49 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"syscall"
 )
 
 // Draining a replica closes its listeners, so new devices are refused at
 // once (and a balancer's TCP check fails) instead of waiting in a backlog
 // nobody accepts from; undraining opens them again on the same addresses.
 // Each Serve call keeps its place meanwhile: it waits for the new listener.
+
+// Listen opens a TCP listener for Serve whose sockets carry TCP_NODELAY
+// and the proxy's keepalive: set once on the listening socket, Linux
+// copies them to every accepted one, which saves setsockopt calls on each
+// accept.
+func (p *Proxy) Listen(ctx context.Context, network, addr string) (net.Listener, error) {
+	p.init()
+	lc := net.ListenConfig{KeepAlive: -1}
+	inherit := listenSockOpts != nil
+	if inherit {
+		lc.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) { serr = listenSockOpts(int(fd), p.KeepAlive) }); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	l, err := lc.Listen(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	if p.inherit == nil {
+		p.inherit = make(map[net.Listener]bool)
+	}
+	p.inherit[l] = inherit || p.KeepAlive < 0
+	p.mu.Unlock()
+	return l, nil
+}
+
+func (p *Proxy) inheritsKeepAlive(l net.Listener) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inherit[l]
+}
 
 // serving is one Serve call.
 type serving struct {

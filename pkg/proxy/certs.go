@@ -21,7 +21,6 @@ type CertReloader struct {
 	cert    *tls.Certificate
 	stamp   string
 	checked time.Time
-	reloads int
 }
 
 // NewCertReloader loads the pair once, so a bad file fails at start-up.
@@ -58,15 +57,7 @@ func (r *CertReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 		return nil, fmt.Errorf("load certificate: %w", lerr)
 	}
 	r.cert, r.stamp = &cert, stamp
-	r.reloads++
 	return r.cert, nil
-}
-
-// Loads is how many times a certificate was loaded (1 after start-up).
-func (r *CertReloader) Loads() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.reloads
 }
 
 func fileStamp(files ...string) (string, error) {

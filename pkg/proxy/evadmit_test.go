@@ -152,10 +152,7 @@ func TestKeepAliveInheritedAndDialled(t *testing.T) {
 		t.Fatal(aerr)
 	}
 	defer syscall.Close(afd)
-	checkKeepAlive(t, "accepted", afd, 42)
-	if v, _ := syscall.GetsockoptInt(afd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY); v != 1 {
-		t.Errorf("accepted: TCP_NODELAY %d, want it inherited", v)
-	}
+	checkSockOpts(t, "accepted", afd, 42)
 
 	ap, err := netip.ParseAddrPort(l.Addr().String())
 	if err != nil {
@@ -166,15 +163,14 @@ func TestKeepAliveInheritedAndDialled(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer syscall.Close(fd)
-	checkKeepAlive(t, "dialled", fd, 42)
-	if v, _ := syscall.GetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY); v != 1 {
-		t.Errorf("dialled: TCP_NODELAY %d", v)
-	}
+	checkSockOpts(t, "dialled", fd, 42)
 }
 
-func checkKeepAlive(t *testing.T, what string, fd, idle int) {
+// checkSockOpts checks fd has TCP_NODELAY and keepalive after idle seconds.
+func checkSockOpts(t *testing.T, what string, fd, idle int) {
 	t.Helper()
 	for _, o := range [][3]int{
+		{syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1},
 		{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
 		{syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE, idle},
 		{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, idle / 3},

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/devgate/devgate/internal/opt"
 )
 
 // Running out of file descriptors must not take the admin port (metrics,
@@ -35,7 +37,7 @@ func (p *Proxy) fdsPerConn() int64 {
 // It logs why when it lowers it (-1: no cap).
 func (p *Proxy) connCapFor(nofile uint64) int64 {
 	want := p.maxConns()
-	reserve := int64(orInt(p.FDReserve, DefaultFDReserve))
+	reserve := int64(opt.OrNone(p.FDReserve, DefaultFDReserve))
 	if nofile == 0 || p.FDReserve < 0 {
 		return want
 	}

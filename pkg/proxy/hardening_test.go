@@ -141,11 +141,7 @@ func TestPerIPAcceptRate(t *testing.T) {
 func TestProxyProtocol(t *testing.T) {
 	bothPaths(t, func(t *testing.T) {
 		rec, addr := newRecorder(t)
-		r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "rec", Addr: addr}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := &Proxy{Source: NewAtomicRing(r), TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, SendProxyV2: true, Goroutines: onGoroutines(t)}
+		p := &Proxy{Source: ringOf(t, ring.Backend{ID: "rec", Addr: addr}), TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}, SendProxyV2: true, Goroutines: onGoroutines(t)}
 		paddr := startProxy(t, p)
 		device := &net.TCPAddr{IP: net.ParseIP("203.0.113.7"), Port: 5555}
 		hdr, err := proxyproto.HeaderProxyFromAddrs(2, device, &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 9000}).Format()
@@ -206,11 +202,8 @@ func TestProxyV2ByBackendMeta(t *testing.T) {
 	for _, loops := range []bool{false, true} {
 		t.Run(fmt.Sprintf("loops=%v", loops), func(t *testing.T) {
 			rec, addr := newRecorder(t)
-			r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "rec", Addr: addr, Meta: map[string]string{"proxy": "v2"}}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			paddr := startProxy(t, &Proxy{Source: NewAtomicRing(r), Goroutines: !loops})
+			b := ring.Backend{ID: "rec", Addr: addr, Meta: map[string]string{"proxy": "v2"}}
+			paddr := startProxy(t, &Proxy{Source: ringOf(t, b), Goroutines: !loops})
 			conn := dialFrom(t, "127.0.0.4", paddr)
 			conn.Write(login("dev-1"))
 			conn.(*net.TCPConn).CloseWrite()

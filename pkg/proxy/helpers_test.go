@@ -157,3 +157,46 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// ringOf is a ring of backends to route on.
+func ringOf(t *testing.T, backends ...ring.Backend) *AtomicRing {
+	t.Helper()
+	r, err := ring.New(ring.ModeConsistent, backends)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewAtomicRing(r)
+}
+
+// connectN logs in devices dev-0 to dev-<n-1>, waits until all are
+// proxied, and closes them when the test ends.
+func (c *cluster) connectN(n int) []net.Conn {
+	c.t.Helper()
+	var conns []net.Conn
+	for i := 0; i < n; i++ {
+		conn, _ := c.connect(fmt.Sprintf("dev-%d", i))
+		conns = append(conns, conn)
+	}
+	c.t.Cleanup(func() {
+		for _, cn := range conns {
+			cn.Close()
+		}
+	})
+	waitFor(c.t, "all proxied", func() bool { return c.proxy.Proxied() == int64(n) })
+	return conns
+}
+
+// dialUntilClosed connects without sending a byte and reads until the
+// proxy closes the connection (EOF within 5 s).
+func (c *cluster) dialUntilClosed() {
+	c.t.Helper()
+	conn, err := net.Dial("tcp", c.addr)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err != io.EOF {
+		c.t.Fatalf("read = %v, want EOF from the proxy closing", err)
+	}
+}

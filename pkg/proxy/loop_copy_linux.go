@@ -75,22 +75,16 @@ func (l *evLoop) loopFlush(pr *evPair, d int) {
 // loopWrite writes b to the destination of direction d until it would block,
 // and returns what is left. On an error it closes pr and says !ok.
 func (l *evLoop) loopWrite(pr *evPair, d int, b []byte) (rest []byte, ok bool) {
-	for len(b) > 0 {
-		n, err := syscall.Write(pr.side[1-d].Fd, b)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return b, true
-		case err != nil:
-			l.loopClose(pr, evEOFReason[d], nil)
-			return nil, false
-		}
+	rest, err := netpoll.WriteSome(pr.side[1-d].Fd, b)
+	if n := len(b) - len(rest); n > 0 {
 		pr.n[d] += int64(n)
 		l.bytes.n[d].Add(uint64(n))
-		b = b[n:]
 	}
-	return b, true
+	if err != nil {
+		l.loopClose(pr, evEOFReason[d], nil)
+		return nil, false
+	}
+	return rest, true
 }
 
 // loopRearm brings the epoll set in line with what each side waits for: a side

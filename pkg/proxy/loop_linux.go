@@ -446,24 +446,6 @@ func (l *evLoop) loopCloseAll(unroutedOnly bool) {
 	}
 }
 
-// evConns is the number of proxied connections on event loops (for tests).
-func (p *Proxy) evConns() int {
-	p.loops.mu.Lock()
-	defer p.loops.mu.Unlock()
-	n := 0
-	for _, l := range p.loops.loops {
-		n += int(l.routed.Load())
-	}
-	return n
-}
-
-// evLoopFDs is the number of fds the loops hold themselves (for tests).
-func (p *Proxy) evLoopFDs() int {
-	p.loops.mu.Lock()
-	defer p.loops.mu.Unlock()
-	return netpoll.FDs * len(p.loops.loops) // epoll and a wake pipe
-}
-
 // listenSockOpts sets TCP_NODELAY and keepalive (if keepAlive >= 0) on
 // a listening socket for its accepted sockets to inherit.
 var listenSockOpts = func(fd int, keepAlive time.Duration) error {

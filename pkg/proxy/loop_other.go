@@ -37,7 +37,3 @@ func (p *Proxy) loopsCopy() bool { return false }
 func (p *Proxy) newEvPair(*conn, func()) (*evPair, error) { return nil, errEventLoopUnsupported }
 
 func (p *Proxy) handOff(*evPair) {}
-
-func (p *Proxy) evConns() int { return 0 }
-
-func (p *Proxy) evLoopFDs() int { return 0 }

@@ -8,12 +8,12 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/devgate/devgate/internal/opt"
 	"github.com/devgate/devgate/pkg/frame"
 )
 
@@ -169,12 +169,9 @@ func (p *Proxy) init() {
 		if p.Matcher == nil {
 			p.Matcher = &frame.Matcher{} // DESIGN.md defaults: 6-byte header, "devid"
 		}
-		size := p.DeviceCacheSize
-		if size <= 0 {
-			size = 100000
-		}
-		p.devices = newDeviceCache(size)
-		p.perIP = newIPLimiter(orInt(p.MaxConnsPerIP, 10000), orFloat(p.AcceptRatePerIP, 1000), p.AcceptBurstPerIP, 1<<20)
+		p.devices = newDeviceCache(opt.Or(p.DeviceCacheSize, DefaultDeviceCacheSize))
+		p.perIP = newIPLimiter(opt.OrNone(p.MaxConnsPerIP, DefaultMaxConnsPerIP),
+			opt.OrNone(p.AcceptRatePerIP, DefaultAcceptRatePerIP), p.AcceptBurstPerIP, maxTrackedIPs)
 		p.serves = make(map[*serving]struct{})
 		p.prereads = make(map[net.Conn]struct{})
 		p.stopCh = make(chan struct{})
@@ -183,8 +180,21 @@ func (p *Proxy) init() {
 	})
 }
 
-// DefaultFinTimeout is ClientFinTimeout's and ServerFinTimeout's default.
-const DefaultFinTimeout = 30 * time.Second
+// Defaults of the options (a zero field means its default).
+const (
+	DefaultPrereadTimeout  = 10 * time.Second
+	DefaultDialTimeout     = 3 * time.Second
+	DefaultMaxTries        = 3
+	DefaultMaxConns        = 100000
+	DefaultKeepAlive       = 30 * time.Second
+	DefaultDeviceCacheSize = 100000
+	DefaultMaxConnsPerIP   = 10000
+	DefaultAcceptRatePerIP = 1000
+	DefaultFinTimeout      = 30 * time.Second // ClientFinTimeout's and ServerFinTimeout's
+)
+
+// maxTrackedIPs bounds the addresses the per-address limits remember.
+const maxTrackedIPs = 1 << 20
 
 // finTimeouts are the FIN timeouts by the direction that ended (0: the
 // device's FIN, 1: the backend's); 0 means none.
@@ -193,62 +203,28 @@ func (p *Proxy) finTimeouts() [2]time.Duration {
 		if d < 0 {
 			return 0
 		}
-		return orDuration(d, DefaultFinTimeout)
+		return opt.Or(d, DefaultFinTimeout)
 	}
 	return [2]time.Duration{f(p.ClientFinTimeout), f(p.ServerFinTimeout)}
 }
 
-func (p *Proxy) prereadTimeout() time.Duration { return orDuration(p.PrereadTimeout, 10*time.Second) }
-
-func (p *Proxy) dialTimeout() time.Duration { return orDuration(p.DialTimeout, 3*time.Second) }
-
-func (p *Proxy) maxTries() int {
-	if p.MaxTries > 0 {
-		return p.MaxTries
-	}
-	return 3
+func (p *Proxy) prereadTimeout() time.Duration {
+	return opt.Or(p.PrereadTimeout, DefaultPrereadTimeout)
 }
+
+func (p *Proxy) dialTimeout() time.Duration { return opt.Or(p.DialTimeout, DefaultDialTimeout) }
+
+func (p *Proxy) maxTries() int { return opt.Or(p.MaxTries, DefaultMaxTries) }
 
 func (p *Proxy) maxConns() int64 {
 	switch {
 	case p.MaxConns < 0:
 		return -1
 	case p.MaxConns == 0:
-		return 100000
+		return DefaultMaxConns
 	}
 	return int64(p.MaxConns)
 }
-
-// orInt and orFloat: zero means the default, negative means none (0).
-func orInt(v, def int) int {
-	switch {
-	case v < 0:
-		return 0
-	case v == 0:
-		return def
-	}
-	return v
-}
-
-func orFloat(v, def float64) float64 {
-	switch {
-	case v < 0:
-		return 0
-	case v == 0:
-		return def
-	}
-	return v
-}
-
-func orDuration(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
-}
-
-// DefaultKeepAlive is KeepAlive's default.
-const DefaultKeepAlive = 30 * time.Second
 
 // keepAliveIdle is the keepalive idle time for KeepAlive k (negative:
 // leave keepalive as the system has it).
@@ -256,7 +232,7 @@ func keepAliveIdle(k time.Duration) time.Duration {
 	if k < 0 {
 		return -1
 	}
-	return orDuration(k, DefaultKeepAlive)
+	return opt.Or(k, DefaultKeepAlive)
 }
 
 // Serve accepts connections on l until Shutdown or Close, and returns
@@ -337,42 +313,6 @@ func (p *Proxy) serveListener(l net.Listener, stop <-chan struct{}) error {
 		}
 		go p.serveConn(c, inherits)
 	}
-}
-
-// Listen opens a TCP listener for Serve whose sockets carry TCP_NODELAY
-// and the proxy's keepalive: set once on the listening socket, Linux
-// copies them to every accepted one, which saves setsockopt calls on each
-// accept.
-func (p *Proxy) Listen(ctx context.Context, network, addr string) (net.Listener, error) {
-	p.init()
-	lc := net.ListenConfig{KeepAlive: -1}
-	inherit := listenSockOpts != nil
-	if inherit {
-		lc.Control = func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			if err := rc.Control(func(fd uintptr) { serr = listenSockOpts(int(fd), p.KeepAlive) }); err != nil {
-				return err
-			}
-			return serr
-		}
-	}
-	l, err := lc.Listen(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	p.mu.Lock()
-	if p.inherit == nil {
-		p.inherit = make(map[net.Listener]bool)
-	}
-	p.inherit[l] = inherit || p.KeepAlive < 0
-	p.mu.Unlock()
-	return l, nil
-}
-
-func (p *Proxy) inheritsKeepAlive(l net.Listener) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.inherit[l]
 }
 
 func (p *Proxy) isClosing() bool {

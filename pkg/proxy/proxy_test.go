@@ -51,11 +51,7 @@ func TestRoutesToOwnerAndSticks(t *testing.T) {
 func TestPrereadBytesForwardedFirst(t *testing.T) {
 	bothPaths(t, func(t *testing.T) {
 		rec, addr := newRecorder(t)
-		r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "rec", Addr: addr}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := &Proxy{Source: NewAtomicRing(r), Goroutines: onGoroutines(t)}
+		p := &Proxy{Source: ringOf(t, ring.Backend{ID: "rec", Addr: addr}), Goroutines: onGoroutines(t)}
 		paddr := startProxy(t, p)
 
 		hb := mkframe(2, `{"hb":1}`)
@@ -172,15 +168,7 @@ func TestBadInputNeverReachesBackend(t *testing.T) {
 func TestPrereadDeadlineClosesSilentClient(t *testing.T) {
 	bothPaths(t, func(t *testing.T) {
 		c := newCluster(t, 1, func(p *Proxy) { p.PrereadTimeout = 200 * time.Millisecond })
-		conn, err := net.Dial("tcp", c.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := conn.Read(make([]byte, 1)); err != io.EOF {
-			t.Fatalf("read = %v, want EOF from the proxy closing", err)
-		}
+		c.dialUntilClosed()
 		waitFor(t, "timeout counted", func() bool { return c.proxy.Stats().Closed[ReasonPrereadTimeout] == 1 })
 	})
 }
@@ -257,15 +245,7 @@ func TestMaxConns(t *testing.T) {
 		defer a.Close()
 		b, _ := c.connect("dev-b")
 		defer b.Close()
-		extra, err := net.Dial("tcp", c.addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer extra.Close()
-		extra.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := extra.Read(make([]byte, 1)); err != io.EOF {
-			t.Fatalf("third connection read %v, want EOF", err)
-		}
+		c.dialUntilClosed() // the third connection
 		waitFor(t, "max_conns", func() bool { return c.proxy.Stats().Closed[ReasonMaxConns] == 1 })
 		a.Close()
 		waitFor(t, "slot freed", func() bool { return c.proxy.Stats().Active == 1 })
@@ -384,17 +364,7 @@ func TestEvictMisplaced(t *testing.T) {
 	bothPaths(t, func(t *testing.T) {
 		c := newCluster(t, 2, nil)
 		old := c.ring.Ring()
-		var conns []net.Conn
-		for i := 0; i < 60; i++ {
-			conn, _ := c.connect(fmt.Sprintf("dev-%d", i))
-			conns = append(conns, conn)
-		}
-		defer func() {
-			for _, cn := range conns {
-				cn.Close()
-			}
-		}()
-		waitFor(t, "all proxied", func() bool { return c.proxy.Proxied() == 60 })
+		c.connectN(60)
 		if n := c.proxy.CountMisplaced(); n != 0 {
 			t.Fatalf("%d misplaced before any change", n)
 		}
@@ -434,17 +404,7 @@ func TestEvictMisplaced(t *testing.T) {
 func TestEvictSkipsClosing(t *testing.T) {
 	bothPaths(t, func(t *testing.T) {
 		c := newCluster(t, 1, nil)
-		var conns []net.Conn
-		for i := 0; i < 6; i++ {
-			conn, _ := c.connect(fmt.Sprintf("dev-%d", i))
-			conns = append(conns, conn)
-		}
-		defer func() {
-			for _, cn := range conns {
-				cn.Close()
-			}
-		}()
-		waitFor(t, "all proxied", func() bool { return c.proxy.Proxied() == 6 })
+		c.connectN(6)
 		first := c.proxy.Evict("b1", 4, "test")
 		second := c.proxy.Evict("b1", 4, "test") // at once: the first four may still be in the table
 		if first != 4 || second != 2 {

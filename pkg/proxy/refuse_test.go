@@ -19,11 +19,7 @@ import (
 func TestDuplicateKeyRefused(t *testing.T) {
 	bothPaths(t, func(t *testing.T) {
 		rec, addr := newRecorder(t)
-		r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "rec", Addr: addr}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := &Proxy{Source: NewAtomicRing(r), PrereadTimeout: time.Minute, MaxConnsPerIP: -1, AcceptRatePerIP: -1,
+		p := &Proxy{Source: ringOf(t, ring.Backend{ID: "rec", Addr: addr}), PrereadTimeout: time.Minute, MaxConnsPerIP: -1, AcceptRatePerIP: -1,
 			Goroutines: onGoroutines(t)}
 		paddr := startProxy(t, p)
 		for i, body := range []string{

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"sort"
 	"sync"
 	"sync/atomic"
 )
@@ -19,16 +18,6 @@ type Stats struct {
 	BytesIn      uint64            // client to backend (the preread bytes too), counted as copied
 	BytesOut     uint64            // backend to client, counted as copied
 	Closed       map[Reason]uint64 // connections ended, by reason
-}
-
-// Reasons returns the reasons in Closed, sorted, for stable output.
-func (s Stats) Reasons() []string {
-	out := make([]string, 0, len(s.Closed))
-	for r := range s.Closed {
-		out = append(out, string(r))
-	}
-	sort.Strings(out)
-	return out
 }
 
 type counters struct {

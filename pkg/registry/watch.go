@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/connectivity"
 
+	"github.com/devgate/devgate/internal/opt"
 	"github.com/devgate/devgate/pkg/ring"
 )
 
@@ -28,7 +29,7 @@ func (w *Watcher) watch(ctx context.Context, v *view, listRev int64, cluster uin
 	rev := listRev
 	wch := w.Client.Watch(ctx, w.Keys.Root(), clientv3.WithPrefix(), clientv3.WithRev(listRev),
 		clientv3.WithProgressNotify())
-	interval := orDur(w.ProgressInterval, DefaultProgressInterval)
+	interval := opt.Or(w.ProgressInterval, DefaultProgressInterval)
 	progress := time.NewTicker(interval)
 	defer progress.Stop()
 	pctx, pcancel := context.WithCancel(ctx)
@@ -123,7 +124,7 @@ func (w *Watcher) watch(ctx context.Context, v *view, listRev int64, cluster uin
 				dirty = true
 			}
 			if dirty && settle == nil {
-				settle = time.After(orDur(w.Settle, DefaultSettle))
+				settle = time.After(opt.Or(w.Settle, DefaultSettle))
 			}
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/devgate/devgate/internal/opt"
 	"github.com/devgate/devgate/pkg/ring"
 )
 
@@ -103,21 +104,14 @@ func (w *Watcher) init() {
 		}
 		w.guard = panicGuard{
 			threshold: w.PanicThreshold,
-			window:    orDur(w.PanicWindow, 10*time.Second),
-			hold:      orDur(w.PanicHold, 60*time.Second),
+			window:    opt.Or(w.PanicWindow, 10*time.Second),
+			hold:      opt.Or(w.PanicHold, 60*time.Second),
 		}
 		if w.guard.threshold == 0 {
 			w.guard.threshold = 0.5
 		}
 		w.reasons = make(map[string]uint64)
 	})
-}
-
-func orDur(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
 }
 
 // Ring returns the ring of the current snapshot, or nil before the first.
@@ -205,7 +199,7 @@ func (w *Watcher) cycle(ctx context.Context, reason string) (bool, error) {
 }
 
 func (w *Watcher) list(ctx context.Context) (*view, int64, uint64, error) {
-	lctx, cancel := context.WithTimeout(ctx, orDur(w.ListTimeout, DefaultListTimeout))
+	lctx, cancel := context.WithTimeout(ctx, opt.Or(w.ListTimeout, DefaultListTimeout))
 	defer cancel()
 	limit := int64(3*MaxMembers + 1)
 	resp, err := w.Client.Get(lctx, w.Keys.Root(), clientv3.WithPrefix(), clientv3.WithLimit(limit))

@@ -99,7 +99,8 @@ func Accept(fd int) (int, netip.AddrPort, error) {
 	return nfd, sockaddrAddrPort(sa), nil
 }
 
-// WriteSome writes b to fd until it would block and returns the rest.
+// WriteSome writes b to fd until it would block and returns the rest (on
+// an error, what was not written).
 func WriteSome(fd int, b []byte) ([]byte, error) {
 	for len(b) > 0 {
 		n, err := syscall.Write(fd, b)
@@ -109,7 +110,7 @@ func WriteSome(fd int, b []byte) ([]byte, error) {
 		case err == syscall.EAGAIN:
 			return b, nil
 		case err != nil:
-			return nil, err
+			return b, err
 		}
 		b = b[n:]
 	}
