@@ -129,7 +129,10 @@ func (c *ctlRun) drain(id string, deadline time.Duration, pace float64, reason s
 			return err
 		}
 	} else {
-		renderDrain(c.out, id, resp.GetDrain(), time.Now())
+		renderDrain(c.out, id, resp.GetDrain(), resp.GetUnconfirmed(), time.Now())
+	}
+	if err := unconfirmedError(resp.GetUnconfirmed()); err != nil {
+		return err
 	}
 	if !wait {
 		return nil
@@ -146,12 +149,15 @@ func (c *ctlRun) undrain(id string) error {
 		return err
 	case c.json:
 		return writeJSON(c.out, resp)
+	case len(resp.GetUnconfirmed()) > 0:
+		fmt.Fprintf(c.out, "undrained %s: stored in etcd, back in the ring on the gateways that confirmed\n", id)
+		writeUnconfirmed(c.out, resp.GetUnconfirmed())
 	case resp.GetWasDraining():
 		fmt.Fprintf(c.out, "undrained %s: it is back in the ring on every gateway\n", id)
 	default:
 		fmt.Fprintf(c.out, "%s was not draining; nothing changed\n", id)
 	}
-	return nil
+	return unconfirmedError(resp.GetUnconfirmed())
 }
 
 func (c *ctlRun) lookup(devid string, fallbacks uint) error {

@@ -143,6 +143,7 @@ etcd:
   endpoints: [%s]
   prefix: %s
   cluster: c
+  leaseTTL: 30s
 gateway:
   id: %s
 admin:

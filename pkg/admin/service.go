@@ -25,6 +25,12 @@ import (
 	"github.com/devgate/devgate/pkg/registry"
 )
 
+// Defaults of Service's timeouts.
+const (
+	DefaultEtcdTimeout = 2 * time.Second
+	DefaultConfirmWait = 3 * time.Second
+)
+
 // Service implements adminv1.AdminServer for one replica. Set the fields,
 // call Run in a goroutine, and register it on a gRPC server.
 type Service struct {
@@ -45,6 +51,16 @@ type Service struct {
 
 	// PeerTimeout bounds each peer's answer. If zero, 2s.
 	PeerTimeout time.Duration
+
+	// EtcdTimeout bounds each write to etcd (drain, undrain), so a call
+	// during etcd trouble answers Unavailable with the reason before the
+	// client gives up. If zero, DefaultEtcdTimeout.
+	EtcdTimeout time.Duration
+
+	// ConfirmWait bounds how long a drain or undrain waits for every
+	// replica to route on it before naming those that did not. If zero,
+	// DefaultConfirmWait.
+	ConfirmWait time.Duration
 
 	// LookupFallbacks is the fallback order length Lookup reports by
 	// default: the data path's tries minus one. If zero, 2.
