@@ -72,8 +72,9 @@ func (p *cutProxy) cut() {
 }
 
 // TestAdminWritesDuringEtcdTrouble, through serve and ctl: a drain while
-// one of two replicas is cut off from etcd names that replica as not
-// confirmed instead of claiming every gateway; with etcd stopped, a drain
+// replicas are cut off from etcd names them as not confirmed (also one
+// whose lease expired meanwhile) instead of claiming every gateway; with
+// etcd stopped, a drain
 // answers Unavailable with etcd's reason well before ctl's deadline, and
 // ctl does not blame the gateway.
 func TestAdminWritesDuringEtcdTrouble(t *testing.T) {
@@ -92,33 +93,50 @@ func TestAdminWritesDuringEtcdTrouble(t *testing.T) {
 	dir := t.TempDir()
 	const adminTok = "admin-token-0123456789abcdef"
 	tokens := "  tokens:\n    - {file: " + writeFile(t, dir, "token-admin", adminTok) + ", role: admin}\n"
-	proxy := startCutProxy(t, strings.TrimPrefix(etcd.Endpoint(), "http://"))
+	// gw-b and gw-c reach etcd through proxies; gw-c's lease is short, so
+	// it leaves gateways/ soon after it is cut off, yet keeps routing.
+	proxyB := startCutProxy(t, strings.TrimPrefix(etcd.Endpoint(), "http://"))
+	proxyC := startCutProxy(t, strings.TrimPrefix(etcd.Endpoint(), "http://"))
 	addrs := map[string]string{}
-	for id, ep := range map[string]string{"gw-a": etcd.Endpoint(), "gw-b": "http://" + proxy.addr()} {
+	for id, ep := range map[string]string{"gw-a": etcd.Endpoint(), "gw-b": "http://" + proxyB.addr(), "gw-c": "http://" + proxyC.addr()} {
 		addrs[id] = freeAddrOn(t, "127.0.0.1")
-		cfg := writeFile(t, dir, id+".yaml", serveConfig(ep, prefix, id, addrs[id], freeAddrOn(t, "127.0.0.1"), tokens))
-		startChild(t, bin, "serve", "--config", cfg, "--grace", "1s")
+		cfg := serveConfig(ep, prefix, id, addrs[id], freeAddrOn(t, "127.0.0.1"), tokens)
+		if id == "gw-c" {
+			cfg = strings.Replace(cfg, "leaseTTL: 30s", "leaseTTL: 2s", 1)
+		}
+		startChild(t, bin, "serve", "--config", writeFile(t, dir, id+".yaml", cfg), "--grace", "1s")
 	}
 	api := adminConn(t, addrs["gw-a"], adminTok)
-	until(t, 60*time.Second, "both replicas on one revision", func() bool {
+	listed := func() map[string]bool {
 		c, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		r, err := api.ListGateways(c, &adminv1.ListGatewaysRequest{})
-		return err == nil && len(r.GetGateways()) == 2 && r.GetConsistent() && !r.GetPartial().GetPartial()
+		ids := map[string]bool{}
+		for _, g := range r.GetGateways() {
+			ids[g.GetId()] = err == nil && r.GetConsistent() && !r.GetPartial().GetPartial()
+		}
+		return ids
+	}
+	until(t, 60*time.Second, "three replicas on one revision", func() bool {
+		ids := listed()
+		return len(ids) == 3 && ids["gw-a"] && ids["gw-b"] && ids["gw-c"]
 	})
 
-	// gw-b cut off from etcd: it cannot see the drain, so it cannot confirm it.
-	proxy.cut()
+	// Cut off from etcd, gw-b and gw-c cannot see the drain, so they
+	// cannot confirm it; gw-c has left gateways/ by then.
+	proxyB.cut()
+	proxyC.cut()
+	until(t, 30*time.Second, "gw-c's lease expired", func() bool { ids := listed(); return len(ids) == 2 })
 	out, code := runCtlBin(t, bin, "--addr", addrs["gw-a"], "--token", adminTok, "drain", "b1", "--deadline", "1m")
-	if code == 0 || strings.Contains(out, "every gateway") || !strings.Contains(out, "NOT CONFIRMED by gw-b") {
-		t.Errorf("drain with gw-b cut off from etcd: exit %d; want gw-b named as not confirmed, no claim of every gateway:\n%s", code, out)
-	}
-	st, err := adminConn(t, addrs["gw-b"], adminTok).LocalStatus(ctx, &adminv1.LocalStatusRequest{})
-	if err != nil {
-		t.Fatal(err)
+	if code == 0 || strings.Contains(out, "every gateway") || !strings.Contains(out, "NOT CONFIRMED by gw-b") || !strings.Contains(out, "NOT CONFIRMED by gw-c") {
+		t.Errorf("drain with gw-b and gw-c cut off from etcd: exit %d; want both named as not confirmed, no claim of every gateway:\n%s", code, out)
 	}
 	gctx, gcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer gcancel()
+	st, err := adminConn(t, addrs["gw-b"], adminTok).LocalStatus(gctx, &adminv1.LocalStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	r, err := cli.Get(gctx, keys.Drain("b1"))
 	if err != nil || len(r.Kvs) != 1 {
 		t.Fatalf("drain of b1 not stored: %v %v", r, err)

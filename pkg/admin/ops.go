@@ -81,8 +81,10 @@ func (s *Service) etcdError(wctx context.Context, what string, err error) error 
 // replica (this one too) routes on rev, so a caller reads its own write
 // and a drain that returned is in force where it says. It returns the
 // replicas that did not confirm, with why: behind etcd (a watcher cut off
-// cannot see the change) or no answer. A replica confirms once; the last
-// answer of the others is what is reported.
+// cannot see the change) or no answer. Replicas that left gateways/
+// recently (a lease lost while cut off) are asked too, and named if they
+// answer behind. A replica confirms once; the last answer of the others
+// is what is reported.
 func (s *Service) awaitRevision(ctx context.Context, rev int64) map[string]string {
 	ctx, cancel := context.WithTimeout(ctx, s.confirmWait())
 	defer cancel()
@@ -90,6 +92,7 @@ func (s *Service) awaitRevision(ctx context.Context, rev int64) map[string]strin
 	pending := map[string]string{}
 	for {
 		gws, partial := s.fleet(ctx)
+		gws = append(gws, s.askDeparted(ctx)...)
 		for _, g := range gws {
 			switch {
 			case confirmed[g.Id]:

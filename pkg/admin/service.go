@@ -62,6 +62,10 @@ type Service struct {
 	// DefaultConfirmWait.
 	ConfirmWait time.Duration
 
+	// DepartedMemory is how long a replica that left gateways/ is still
+	// asked to confirm a drain. If zero, DefaultDepartedMemory.
+	DepartedMemory time.Duration
+
 	// LookupFallbacks is the fallback order length Lookup reports by
 	// default: the data path's tries minus one. If zero, 2.
 	LookupFallbacks int
@@ -71,6 +75,7 @@ type Service struct {
 	draining atomic.Bool
 	runOnce  sync.Once
 	drains   *drainer
+	departed departed
 
 	mu      sync.Mutex
 	runCtx  context.Context // set by Run; DrainSelf's eviction runs under it
@@ -100,6 +105,7 @@ func (s *Service) Run(ctx context.Context) {
 	for {
 		if snap := s.Watcher.Snapshot(); snap != nil && snap != seen {
 			s.drains.update(snap)
+			s.departed.update(snap, s.ID, time.Now(), s.departedMemory())
 			seen = snap
 		}
 		select {
