@@ -55,7 +55,8 @@ func ctlVerbs() []ctlVerb {
 			summary: "take a backend out of the ring; evict its connections after the deadline",
 			more: "The drain is stored in etcd: every gateway stops sending new devices to ID at once.\n" +
 				"Connections stay until the deadline, then are evicted at the pace, fleet-wide.\n" +
-				"--wait shows progress every second until none are left; ctrl-C stops watching, not the drain.",
+				"--wait shows progress every second until none are left; ctrl-C stops watching, not the drain.\n" +
+				"Gateways that do not confirm within a few seconds (cut off from etcd) are named; ctl exits 1 then.",
 			setup: func(fs *flag.FlagSet) func(*ctlRun, []string) error {
 				deadline := fs.Duration("deadline", 30*time.Second, "how long connections may stay (0: evict at once)")
 				pace := paceFlag(fs)

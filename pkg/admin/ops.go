@@ -117,7 +117,7 @@ func (s *Service) awaitRevision(ctx context.Context, rev int64) map[string]strin
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(confirmPoll):
 		}
 	}
 	if len(pending) == 0 {
@@ -125,6 +125,10 @@ func (s *Service) awaitRevision(ctx context.Context, rev int64) map[string]strin
 	}
 	return pending
 }
+
+// confirmPoll is how often a drain asks the replicas again while some
+// have not confirmed it.
+const confirmPoll = 50 * time.Millisecond
 
 func (s *Service) confirmWait() time.Duration {
 	if s.ConfirmWait > 0 {
