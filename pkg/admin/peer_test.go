@@ -1,11 +1,16 @@
 package admin
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 const statusMethod = "/devgate.admin.v1.Admin/LocalStatus"
@@ -76,3 +81,37 @@ var b64 = base64.RawURLEncoding
 func cutDot(s string) (string, string, bool) { return strings.Cut(s, ".") }
 
 func replaceOnce(s, old, new string) string { return strings.Replace(s, old, new, 1) }
+
+// TestAuthPeerRoles: a peer credential gives the role it was signed for,
+// only on the calls replicas make to each other; the on-behalf header
+// only lowers a role.
+func TestAuthPeerRoles(t *testing.T) {
+	self := "10.0.0.2:9090"
+	key := NewPeerKey([]byte("shared-secret-0123456789"), self)
+	a := &Auth{Tokens: map[string]Role{adminToken: RoleAdmin}, Peer: key}
+	const drainGW, drainBackend = adminService + "DrainGateway", adminService + "DrainBackend"
+	call := func(method string, kv ...string) codes.Code {
+		_, _, err := a.check(metadata.NewIncomingContext(context.Background(), metadata.Pairs(kv...)), method)
+		return status.Code(err)
+	}
+	signed := func(method string, r Role) string { return key.sign(self, method, Caller{Role: r}, time.Now()) }
+	for _, tc := range []struct {
+		name   string
+		method string
+		kv     []string
+		want   codes.Code
+	}{
+		{"peer for an admin", drainGW, []string{PeerHeader, signed(drainGW, RoleAdmin)}, codes.OK},
+		{"peer for a reader", drainGW, []string{PeerHeader, signed(drainGW, RoleRead)}, codes.PermissionDenied},
+		{"peer on a non-peer call", drainBackend, []string{PeerHeader, signed(drainBackend, RoleAdmin)}, codes.PermissionDenied},
+		{"peer credential beside a token", drainGW, []string{"authorization", "Bearer " + adminToken, PeerHeader, "forged.x"}, codes.Unauthenticated},
+		{"admin token capped to read", drainBackend, []string{"authorization", "Bearer " + adminToken, OnBehalfHeader, "read"}, codes.PermissionDenied},
+		{"cap cannot raise", drainBackend, []string{OnBehalfHeader, "admin"}, codes.Unauthenticated},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := call(tc.method, tc.kv...); got != tc.want {
+				t.Fatalf("code %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
