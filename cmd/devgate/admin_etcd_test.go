@@ -102,7 +102,7 @@ func TestAdminWritesDuringEtcdTrouble(t *testing.T) {
 		addrs[id] = freeAddrOn(t, "127.0.0.1")
 		cfg := serveConfig(ep, prefix, id, addrs[id], freeAddrOn(t, "127.0.0.1"), tokens)
 		if id == "gw-c" {
-			cfg = strings.Replace(cfg, "leaseTTL: 30s", "leaseTTL: 2s", 1)
+			cfg = strings.Replace(cfg, "leaseTTL: 30s", "leaseTTL: 3s", 1)
 		}
 		startChild(t, bin, "serve", "--config", writeFile(t, dir, id+".yaml", cfg), "--grace", "1s")
 	}
@@ -157,5 +157,10 @@ func TestAdminWritesDuringEtcdTrouble(t *testing.T) {
 	}
 	if took > 10*time.Second {
 		t.Errorf("drain with etcd stopped took %s: it waited for the client's deadline", took)
+	}
+	start = time.Now()
+	out, code = runCtlBin(t, bin, "--addr", addrs["gw-a"], "--token", adminTok, "--timeout", "20s", "undrain", "b1")
+	if took := time.Since(start); code == 0 || took > 10*time.Second || !strings.Contains(out, "etcd: delete the drain of b1") {
+		t.Errorf("undrain with etcd stopped: exit %d after %s, want etcd's reason before the deadline:\n%s", code, took, out)
 	}
 }
