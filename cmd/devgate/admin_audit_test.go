@@ -17,7 +17,7 @@ import (
 // stop devgate serve at start with a message naming the setting. Nothing
 // listens: the check comes before etcd (whose endpoint here is closed).
 func TestServeRefusesExposedAdmin(t *testing.T) {
-	bin := buildDevgate(t)
+	bin := devgateBin(t)
 	dir := t.TempDir()
 	tok := writeFile(t, dir, "token-admin", "admin-token-0123456789abcdef")
 	deadEtcd := "http://" + freeAddrOn(t, "127.0.0.1")
@@ -54,7 +54,7 @@ func auditLines(log, msg string) []map[string]any {
 // TestAdminAuditLog: one audit line per mutation with the principal, and
 // one per refused call (wrong role, no token), through ctl and serve.
 func TestAdminAuditLog(t *testing.T) {
-	bin := buildDevgate(t)
+	bin := devgateBin(t)
 	etcd := etcdserver.StartT(t)
 	cli := etcdserver.ClientT(t, etcd)
 	keys := registry.Keys{Prefix: "/audit-test", Cluster: "c"}

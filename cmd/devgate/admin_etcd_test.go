@@ -2,74 +2,15 @@ package main
 
 import (
 	"context"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
 	"github.com/devgate/devgate/internal/etcdserver"
+	"github.com/devgate/devgate/internal/faultproxy"
 	"github.com/devgate/devgate/pkg/registry"
 )
-
-// cutProxy forwards TCP to target until cut, which closes every
-// connection and the listener: what it stood for is cut off.
-type cutProxy struct {
-	l      net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []net.Conn
-	wg     sync.WaitGroup
-}
-
-func startCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{l: l, target: target}
-	p.wg.Add(1)
-	go p.serve()
-	t.Cleanup(p.cut)
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.l.Addr().String() }
-
-func (p *cutProxy) serve() {
-	defer p.wg.Done()
-	for {
-		c, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		b, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, b)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go func() { defer p.wg.Done(); io.Copy(b, c); b.Close() }()
-		go func() { defer p.wg.Done(); io.Copy(c, b); c.Close() }()
-	}
-}
-
-func (p *cutProxy) cut() {
-	p.l.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-	p.mu.Unlock()
-	p.wg.Wait()
-}
 
 // TestAdminWritesDuringEtcdTrouble, through serve and ctl: a drain while
 // replicas are cut off from etcd names them as not confirmed (also one
@@ -78,7 +19,7 @@ func (p *cutProxy) cut() {
 // answers Unavailable with etcd's reason well before ctl's deadline, and
 // ctl does not blame the gateway.
 func TestAdminWritesDuringEtcdTrouble(t *testing.T) {
-	bin := buildDevgate(t)
+	bin := devgateBin(t)
 	etcd := etcdserver.StartT(t)
 	cli := etcdserver.ClientT(t, etcd)
 	const prefix = "/etcd-trouble"
@@ -95,10 +36,10 @@ func TestAdminWritesDuringEtcdTrouble(t *testing.T) {
 	tokens := "  tokens:\n    - {file: " + writeFile(t, dir, "token-admin", adminTok) + ", role: admin}\n"
 	// gw-b and gw-c reach etcd through proxies; gw-c's lease is short, so
 	// it leaves gateways/ soon after it is cut off, yet keeps routing.
-	proxyB := startCutProxy(t, strings.TrimPrefix(etcd.Endpoint(), "http://"))
-	proxyC := startCutProxy(t, strings.TrimPrefix(etcd.Endpoint(), "http://"))
+	proxyB := faultproxy.Start(t, strings.TrimPrefix(etcd.Endpoint(), "http://"))
+	proxyC := faultproxy.Start(t, strings.TrimPrefix(etcd.Endpoint(), "http://"))
 	addrs := map[string]string{}
-	for id, ep := range map[string]string{"gw-a": etcd.Endpoint(), "gw-b": "http://" + proxyB.addr(), "gw-c": "http://" + proxyC.addr()} {
+	for id, ep := range map[string]string{"gw-a": etcd.Endpoint(), "gw-b": "http://" + proxyB.Addr(), "gw-c": "http://" + proxyC.Addr()} {
 		addrs[id] = freeAddrOn(t, "127.0.0.1")
 		cfg := serveConfig(ep, prefix, id, addrs[id], freeAddrOn(t, "127.0.0.1"), tokens)
 		if id == "gw-c" {
@@ -124,8 +65,8 @@ func TestAdminWritesDuringEtcdTrouble(t *testing.T) {
 
 	// Cut off from etcd, gw-b and gw-c cannot see the drain, so they
 	// cannot confirm it; gw-c has left gateways/ by then.
-	proxyB.cut()
-	proxyC.cut()
+	proxyB.Cut()
+	proxyC.Cut()
 	until(t, 30*time.Second, "gw-c's lease expired", func() bool { ids := listed(); return len(ids) == 2 })
 	out, code := runCtlBin(t, bin, "--addr", addrs["gw-a"], "--token", adminTok, "drain", "b1", "--deadline", "1m")
 	if code == 0 || strings.Contains(out, "every gateway") || !strings.Contains(out, "NOT CONFIRMED by gw-b") || !strings.Contains(out, "NOT CONFIRMED by gw-c") {

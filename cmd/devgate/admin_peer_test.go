@@ -91,7 +91,7 @@ func replay(t *testing.T, target string, md metadata.MD) []error {
 // anything it can replay to perform a mutation; the real peer still
 // answers. A replica with admin.peerNetworks does not dial it at all.
 func TestPeerCallsCarryNoOperatorToken(t *testing.T) {
-	bin := buildDevgate(t)
+	bin := devgateBin(t)
 	etcd := etcdserver.StartT(t)
 	cli := etcdserver.ClientT(t, etcd)
 	const prefix = "/peer-test"

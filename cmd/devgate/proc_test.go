@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,21 +23,6 @@ import (
 
 // Helpers for tests that run the built binary: devgate serve as a child
 // process (stopped by PID), devgate ctl as another.
-
-// buildDevgate builds this command into a test directory.
-func buildDevgate(t *testing.T) string {
-	t.Helper()
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(gobin); err != nil {
-		gobin = "go"
-	}
-	bin := filepath.Join(t.TempDir(), "devgate")
-	out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // syncBuffer is a log both the child's writer and the test read.
 type syncBuffer struct {
