@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -83,12 +84,15 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.http.Serve(l) }()
 	log.Info("admin http serving", zap.Stringer("addr", l.Addr()), zap.Bool("pprof", cfg.Admin.Pprof))
+	if cfg.Admin.Pprof && !loopback(cfg.Admin.HTTPAddr()) {
+		log.Warn("INSECURE: pprof served without authentication on a non-loopback address (admin.insecure)", zap.String("addr", cfg.Admin.HTTPAddr()))
+	}
 	return a, nil
 }
 
 func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy.Proxy, m adminFleet, reg prometheus.Registerer, log *zap.Logger) error {
 	ac := cfg.Admin
-	auth, peerToken, err := loadAuth(ac)
+	auth, peerKey, err := loadAuth(ac, log)
 	if err != nil {
 		return err
 	}
@@ -96,6 +100,16 @@ func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy
 	if err != nil {
 		return err
 	}
+	peerNets, err := ac.PeerPrefixes()
+	if err != nil {
+		return err
+	}
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "devgate_admin_refused_total", Help: "Admin API calls refused, by reason.",
+	}, []string{"reason"})
+	reg.MustRegister(refused)
+	auth.OnRefused = func(reason string) { refused.WithLabelValues(reason).Inc() }
+	auth.Audit = log.Named("audit")
 	gm := metrics.NewGRPCServerMetrics()
 	reg.MustRegister(gm)
 	opts := append([]grpc.ServerOption{ // first: calls auth refuses are counted too
@@ -115,10 +129,9 @@ func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy
 			if peerTLS != nil {
 				creds = credentials.NewTLS(peerTLS)
 			}
-			dopts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
-			if peerToken != "" {
-				dopts = append(dopts, grpc.WithPerRPCCredentials(admin.TokenCredentials(peerToken, peerTLS != nil)))
-			}
+			// The caller's token never goes to a peer: a credential
+			// signed for this address, method and the caller's role does.
+			dopts := append(admin.PeerCallOptions(peerKey, addr, peerNets), grpc.WithTransportCredentials(creds))
 			return grpc.NewClient(addr, dopts...)
 		},
 	}
@@ -152,8 +165,22 @@ func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy
 		}
 	}()
 	log.Info("admin grpc serving", zap.Stringer("addr", l.Addr()), zap.String("advertise", ac.AdvertiseAddr()),
-		zap.Bool("tls", serverTLS != nil), zap.Int("tokens", len(ac.Tokens)), zap.Bool("open", auth.Open))
+		zap.Bool("tls", serverTLS != nil), zap.Int("tokens", len(ac.Tokens)), zap.Bool("open", auth.Open),
+		zap.Bool("peerKey", peerKey != nil), zap.Strings("peerNetworks", ac.PeerNetworks))
+	warnInsecure(ac, auth.Open, serverTLS != nil, log)
 	return nil
+}
+
+// warnInsecure says loudly what an insecure opt-in exposes.
+func warnInsecure(ac config.Admin, open, tls bool, log *zap.Logger) {
+	if open && !loopback(ac.GRPCAddr()) {
+		log.Warn("INSECURE: admin API without authentication on a non-loopback address (admin.insecure): anyone who reaches it is admin",
+			zap.String("addr", ac.GRPCAddr()))
+	}
+	if len(ac.Tokens) > 0 && !tls && !loopback(ac.GRPCAddr()) {
+		log.Warn("INSECURE: admin tokens cross the network in clear (admin.plaintextTokens); set admin.certFile and admin.keyFile",
+			zap.String("addr", ac.GRPCAddr()))
+	}
 }
 
 func (a *adminPlane) stop() {
@@ -169,31 +196,55 @@ func (a *adminPlane) stop() {
 	a.wg.Wait()
 }
 
-// loadAuth reads the token files. Without tokens or a client CA the API is
-// open; config validation allows that only on loopback or when insecure.
-func loadAuth(ac config.Admin) (*admin.Auth, string, error) {
-	auth := &admin.Auth{Tokens: map[string]admin.Role{}}
-	peer := ""
+// loadAuth reads the token files and the peer secret. Without tokens or a
+// client CA the API is open; config validation allows that only on
+// loopback or when insecure. The peer key is from admin.peerSecretFile,
+// else derived from the first admin token, else nil (peers then use the
+// client certificate, capped at the caller's role).
+func loadAuth(ac config.Admin, log *zap.Logger) (*admin.Auth, *admin.PeerKey, error) {
+	auth := &admin.Auth{Tokens: map[string]admin.Role{}, Names: map[string]string{}}
+	var secret []byte
 	for _, t := range ac.Tokens {
-		b, err := os.ReadFile(t.File)
+		tok, err := readSecret(t.File)
 		if err != nil {
-			return nil, "", fmt.Errorf("admin token: %w", err)
-		}
-		tok := strings.TrimSpace(string(b))
-		if len(tok) < 16 {
-			return nil, "", fmt.Errorf("admin token in %s: at least 16 characters", t.File)
+			return nil, nil, fmt.Errorf("admin token: %w", err)
 		}
 		role := admin.RoleRead
 		if t.Role == "admin" {
 			role = admin.RoleAdmin
-			if peer == "" {
-				peer = tok
+			if secret == nil {
+				secret = []byte(tok)
 			}
 		}
-		auth.Tokens[tok] = role
+		auth.Tokens[tok], auth.Names[tok] = role, filepath.Base(t.File)
+	}
+	if ac.PeerSecretFile != "" {
+		s, err := readSecret(ac.PeerSecretFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("admin peer secret: %w", err)
+		}
+		secret = []byte(s)
+	} else if secret != nil {
+		log.Info("admin peer key derived from the first admin token; set admin.peerSecretFile to rotate them apart")
 	}
 	auth.Open = len(auth.Tokens) == 0 && ac.ClientCAFile == ""
-	return auth, peer, nil
+	if secret != nil {
+		auth.Peer = admin.NewPeerKey(secret, ac.AdvertiseAddr())
+	}
+	return auth, auth.Peer, nil
+}
+
+// readSecret reads a token or secret file: at least 16 characters.
+func readSecret(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	s := strings.TrimSpace(string(b))
+	if len(s) < 16 {
+		return "", fmt.Errorf("%s: at least 16 characters", file)
+	}
+	return s, nil
 }
 
 // loadAdminTLS returns the server's TLS config and the one peers dial with

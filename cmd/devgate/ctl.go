@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	flag "github.com/spf13/pflag"
@@ -126,6 +127,9 @@ func (c *ctlRun) explain(err error) string {
 	case codes.PermissionDenied:
 		return "permission denied: this needs the admin role"
 	case codes.Unavailable:
+		if strings.HasPrefix(st.Message(), "etcd: ") { // the gateway answered; etcd did not
+			return fmt.Sprintf("etcd unavailable (reported by the gateway at %s; nothing changed): %s", c.addr, st.Message())
+		}
 		return fmt.Sprintf("cannot reach %s: %s", c.addr, st.Message())
 	case codes.DeadlineExceeded:
 		return fmt.Sprintf("%s did not answer within %s (--timeout)", c.addr, c.timeout)

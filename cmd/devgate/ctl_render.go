@@ -146,8 +146,13 @@ func drainLine(b *adminv1.Backend, now time.Time) string {
 	return s + fmt.Sprintf(" (evicting at %s)", paceText(d.GetEvictPerSecond()))
 }
 
-func renderDrain(w io.Writer, id string, d *adminv1.Drain, now time.Time) {
-	fmt.Fprintf(w, "draining %s: out of the ring on every gateway now\n", id)
+func renderDrain(w io.Writer, id string, d *adminv1.Drain, unconfirmed map[string]string, now time.Time) {
+	if len(unconfirmed) == 0 {
+		fmt.Fprintf(w, "draining %s: out of the ring on every gateway now\n", id)
+	} else {
+		fmt.Fprintf(w, "draining %s: stored in etcd, out of the ring on the gateways that confirmed\n", id)
+		writeUnconfirmed(w, unconfirmed)
+	}
 	pace := paceText(d.GetEvictPerSecond())
 	if left := d.GetDeadline().AsTime().Sub(now); d.GetDeadline() != nil && left > 0 {
 		fmt.Fprintf(w, "connections stay until %s (in %s), then are evicted at %s across the fleet\n",
@@ -359,4 +364,21 @@ func joinSorted(s []string) string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return strings.Join(s, ",")
+}
+
+// writeUnconfirmed names the gateways that did not confirm a change: they
+// may still route as before it.
+func writeUnconfirmed(w io.Writer, unconfirmed map[string]string) {
+	for _, id := range sortedKeys(unconfirmed) {
+		fmt.Fprintf(w, "NOT CONFIRMED by %s (it may still route as before): %s\n", id, unconfirmed[id])
+	}
+}
+
+// unconfirmedError makes ctl exit non-zero when a change is stored but
+// some gateways did not confirm it.
+func unconfirmedError(unconfirmed map[string]string) error {
+	if len(unconfirmed) == 0 {
+		return nil
+	}
+	return fmt.Errorf("stored in etcd, but not confirmed by %s", joinSorted(sortedKeys(unconfirmed)))
 }

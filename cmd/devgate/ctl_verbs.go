@@ -48,7 +48,8 @@ func ctlVerbs() []ctlVerb {
 			summary: "take a backend out of the ring; evict its connections after the deadline",
 			more: "The drain is stored in etcd: every gateway stops sending new devices to ID at once.\n" +
 				"Connections stay until the deadline, then are evicted at the pace, fleet-wide.\n" +
-				"--wait shows progress every second until none are left; ctrl-C stops watching, not the drain.",
+				"--wait shows progress every second until none are left; ctrl-C stops watching, not the drain.\n" +
+				"Gateways that do not confirm within a few seconds (cut off from etcd) are named; ctl exits 1 then.",
 			setup: func(fs *flag.FlagSet) func(*ctlRun, []string) error {
 				deadline := fs.Duration("deadline", 30*time.Second, "how long connections may stay (0: evict at once)")
 				pace := paceFlag(fs)
@@ -127,7 +128,10 @@ func (c *ctlRun) drain(id string, deadline time.Duration, pace float64, reason s
 			return err
 		}
 	} else {
-		renderDrain(c.out, id, resp.GetDrain(), time.Now())
+		renderDrain(c.out, id, resp.GetDrain(), resp.GetUnconfirmed(), time.Now())
+	}
+	if err := unconfirmedError(resp.GetUnconfirmed()); err != nil {
+		return err
 	}
 	if !wait {
 		return nil
@@ -144,12 +148,15 @@ func (c *ctlRun) undrain(id string) error {
 		return err
 	case c.json:
 		return writeJSON(c.out, resp)
+	case len(resp.GetUnconfirmed()) > 0:
+		fmt.Fprintf(c.out, "undrained %s: stored in etcd, back in the ring on the gateways that confirmed\n", id)
+		writeUnconfirmed(c.out, resp.GetUnconfirmed())
 	case resp.GetWasDraining():
 		fmt.Fprintf(c.out, "undrained %s: it is back in the ring on every gateway\n", id)
 	default:
 		fmt.Fprintf(c.out, "%s was not draining; nothing changed\n", id)
 	}
-	return nil
+	return unconfirmedError(resp.GetUnconfirmed())
 }
 
 func (c *ctlRun) lookup(devid string, fallbacks uint) error {

@@ -22,7 +22,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-const adminToken, readToken = "admin-secret", "read-secret"
+const adminToken, readToken, peerSecret = "admin-secret", "read-secret", "peer-secret"
 
 var fleetKeys = registry.Keys{Cluster: "admin-test"}
 
@@ -97,19 +97,23 @@ func (f *fleet) addGateway(id string) *gateway {
 	f.wg.Add(1)
 	go func() { defer f.wg.Done(); g.proxy.Serve(dl) }()
 
-	auth := &Auth{Tokens: map[string]Role{adminToken: RoleAdmin, readToken: RoleRead}}
-	g.svc = &Service{
-		ID: id, Version: "test", Started: time.Now(), Proxy: g.proxy, Watcher: g.watcher,
-		Client: f.cli, Keys: fleetKeys, PeerTimeout: time.Second,
-		DialPeer: func(addr string) (*grpc.ClientConn, error) { return dialAdmin(addr, adminToken) },
-	}
-	srv := grpc.NewServer(auth.ServerOptions()...)
-	adminv1.RegisterAdminServer(srv, g.svc)
 	al, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	g.admin = al.Addr().String()
+	key := NewPeerKey([]byte(peerSecret), g.admin)
+	auth := &Auth{Tokens: map[string]Role{adminToken: RoleAdmin, readToken: RoleRead}, Peer: key}
+	g.svc = &Service{
+		ID: id, Version: "test", Started: time.Now(), Proxy: g.proxy, Watcher: g.watcher,
+		Client: f.cli, Keys: fleetKeys, PeerTimeout: time.Second,
+		DialPeer: func(addr string) (*grpc.ClientConn, error) {
+			opts := append(PeerCallOptions(key, addr, nil), grpc.WithTransportCredentials(insecure.NewCredentials()))
+			return grpc.NewClient(addr, opts...)
+		},
+	}
+	srv := grpc.NewServer(auth.ServerOptions()...)
+	adminv1.RegisterAdminServer(srv, g.svc)
 	f.wg.Add(2)
 	go func() { defer f.wg.Done(); srv.Serve(al) }()
 	go func() { defer f.wg.Done(); g.svc.Run(f.ctx); srv.Stop(); g.proxy.Close() }()
@@ -136,10 +140,19 @@ func (f *fleet) stop() {
 func dialAdmin(addr, token string) (*grpc.ClientConn, error) {
 	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	if token != "" {
-		opts = append(opts, grpc.WithPerRPCCredentials(TokenCredentials(token, false)))
+		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds(token)))
 	}
 	return grpc.NewClient(addr, opts...)
 }
+
+// tokenCreds sends a bearer token on every call, as devgate ctl does.
+type tokenCreds string
+
+func (t tokenCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(t)}, nil
+}
+
+func (tokenCreds) RequireTransportSecurity() bool { return false }
 
 func (f *fleet) client(g *gateway, token string) adminv1.AdminClient {
 	conn, err := dialAdmin(g.admin, token)

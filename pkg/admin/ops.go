@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -50,47 +51,94 @@ func (s *Service) DrainBackend(ctx context.Context, req *adminv1.DrainBackendReq
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	put, err := s.Client.Put(ctx, s.Keys.Drain(req.Id), string(val))
+	wctx, cancel := context.WithTimeout(ctx, s.etcdTimeout())
+	put, err := s.Client.Put(wctx, s.Keys.Drain(req.Id), string(val))
+	cancel()
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "store the drain in etcd: %v", err)
+		return nil, s.etcdError(wctx, "store the drain of "+req.Id, err)
 	}
-	s.awaitRevision(ctx, put.Header.Revision)
+	unconfirmed := s.awaitRevision(ctx, put.Header.Revision)
 	s.log().Info("backend drained", zap.String("backend", req.Id), zap.Time("deadline", d.Deadline),
-		zap.Float64("perSecond", d.EvictPerSecond), zap.String("reason", d.Reason))
-	return &adminv1.DrainBackendResponse{Drain: drainPB(d)}, nil
+		zap.Float64("perSecond", d.EvictPerSecond), zap.String("reason", d.Reason), zap.Any("unconfirmed", unconfirmed))
+	return &adminv1.DrainBackendResponse{Drain: drainPB(d), Unconfirmed: unconfirmed}, nil
 }
 
-// awaitRevision waits, briefly, until this replica and its peers route on
-// rev, so a caller reads its own write and a drain that returned is in
-// force everywhere that answers (peers that do not answer are left out).
-func (s *Service) awaitRevision(ctx context.Context, rev int64) {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+// etcdTimeout bounds each admin write to etcd.
+func (s *Service) etcdTimeout() time.Duration {
+	if s.EtcdTimeout > 0 {
+		return s.EtcdTimeout
+	}
+	return DefaultEtcdTimeout
+}
+
+// etcdError is a failed etcd write as the caller should see it:
+// Unavailable, saying it is etcd that did not answer, not this gateway.
+func (s *Service) etcdError(wctx context.Context, what string, err error) error {
+	reason := err.Error()
+	if wctx.Err() != nil {
+		reason = fmt.Sprintf("no answer within %s (etcd down, unreachable from this gateway, or without a leader)", s.etcdTimeout())
+	}
+	return status.Errorf(codes.Unavailable, "etcd: %s: %s", what, reason)
+}
+
+// awaitRevision waits, up to the confirm wait, until every registered
+// replica (this one too) routes on rev, so a caller reads its own write
+// and a drain that returned is in force where it says. It returns the
+// replicas that did not confirm, with why: behind etcd (a watcher cut off
+// cannot see the change) or no answer. Replicas that left gateways/
+// recently (a lease lost while cut off) are asked too, and named if they
+// answer behind. A replica confirms once; the last answer of the others
+// is what is reported.
+func (s *Service) awaitRevision(ctx context.Context, rev int64) map[string]string {
+	ctx, cancel := context.WithTimeout(ctx, s.confirmWait())
 	defer cancel()
+	confirmed := map[string]bool{}
+	pending := map[string]string{}
 	for {
-		if snap := s.Watcher.Snapshot(); snap != nil && snap.Revision >= rev {
+		gws, partial := s.fleet(ctx)
+		gws = append(gws, s.askDeparted(ctx)...)
+		for _, g := range gws {
+			switch {
+			case confirmed[g.Id]:
+			case g.RingRevision >= rev:
+				confirmed[g.Id] = true
+				delete(pending, g.Id)
+			case !g.EtcdConnected:
+				pending[g.Id] = fmt.Sprintf("routes on revision %d, not %d: etcd unreachable from it for %s",
+					g.RingRevision, rev, g.EtcdStaleness.AsDuration().Round(100*time.Millisecond))
+			default:
+				pending[g.Id] = fmt.Sprintf("routes on revision %d, not %d: etcd last answered it %s ago",
+					g.RingRevision, rev, g.EtcdStaleness.AsDuration().Round(100*time.Millisecond))
+			}
+		}
+		for id, e := range partial.GetErrors() {
+			if !confirmed[id] && (pending[id] == "" || ctx.Err() == nil) {
+				pending[id] = "did not answer: " + e
+			}
+		}
+		if len(pending) == 0 || ctx.Err() != nil {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(confirmPoll):
 		}
 	}
-	for {
-		gws, _ := s.fleet(ctx)
-		behind := false
-		for _, g := range gws {
-			behind = behind || g.RingRevision < rev
-		}
-		if !behind {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(20 * time.Millisecond):
-		}
+	if len(pending) == 0 {
+		return nil
 	}
+	return pending
+}
+
+// confirmPoll is how often a drain asks the replicas again while some
+// have not confirmed it.
+const confirmPoll = 50 * time.Millisecond
+
+func (s *Service) confirmWait() time.Duration {
+	if s.ConfirmWait > 0 {
+		return s.ConfirmWait
+	}
+	return DefaultConfirmWait
 }
 
 // UndrainBackend removes the drain; the backend rejoins the ring everywhere.
@@ -101,13 +149,15 @@ func (s *Service) UndrainBackend(ctx context.Context, req *adminv1.UndrainBacken
 	if err := registry.ValidID(req.Id); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	r, err := s.Client.Delete(ctx, s.Keys.Drain(req.Id))
+	wctx, cancel := context.WithTimeout(ctx, s.etcdTimeout())
+	r, err := s.Client.Delete(wctx, s.Keys.Drain(req.Id))
+	cancel()
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "delete the drain in etcd: %v", err)
+		return nil, s.etcdError(wctx, "delete the drain of "+req.Id, err)
 	}
-	s.awaitRevision(ctx, r.Header.Revision)
-	s.log().Info("backend undrained", zap.String("backend", req.Id), zap.Bool("wasDraining", r.Deleted > 0))
-	return &adminv1.UndrainBackendResponse{WasDraining: r.Deleted > 0}, nil
+	unconfirmed := s.awaitRevision(ctx, r.Header.Revision)
+	s.log().Info("backend undrained", zap.String("backend", req.Id), zap.Bool("wasDraining", r.Deleted > 0), zap.Any("unconfirmed", unconfirmed))
+	return &adminv1.UndrainBackendResponse{WasDraining: r.Deleted > 0, Unconfirmed: unconfirmed}, nil
 }
 
 // Rebalance runs LocalRebalance on every replica, each at its share of the

@@ -37,7 +37,7 @@ func TestReadySaysBackendsAreHeld(t *testing.T) {
 	go func() { defer close(done); w.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	<-w.Ready()
-	svc := &Service{ID: "g1", Watcher: w, Proxy: &proxy.Proxy{Source: w}}
+	svc := &Service{ID: "g1", Client: cli, Watcher: w, Proxy: &proxy.Proxy{Source: w}}
 	var why string
 	waitUntil(t, "held past the hold", func() bool {
 		var ok bool

@@ -25,6 +25,12 @@ import (
 	"github.com/devgate/devgate/pkg/registry"
 )
 
+// Defaults of Service's timeouts.
+const (
+	DefaultEtcdTimeout = 2 * time.Second
+	DefaultConfirmWait = 3 * time.Second
+)
+
 // Service implements adminv1.AdminServer for one replica. Set the fields,
 // call Run in a goroutine, and register it on a gRPC server.
 type Service struct {
@@ -46,6 +52,20 @@ type Service struct {
 	// PeerTimeout bounds each peer's answer. If zero, 2s.
 	PeerTimeout time.Duration
 
+	// EtcdTimeout bounds each write to etcd (drain, undrain), so a call
+	// during etcd trouble answers Unavailable with the reason before the
+	// client gives up. If zero, DefaultEtcdTimeout.
+	EtcdTimeout time.Duration
+
+	// ConfirmWait bounds how long a drain or undrain waits for every
+	// replica to route on it before naming those that did not. If zero,
+	// DefaultConfirmWait.
+	ConfirmWait time.Duration
+
+	// DepartedMemory is how long a replica that left gateways/ is still
+	// asked to confirm a drain. If zero, DefaultDepartedMemory.
+	DepartedMemory time.Duration
+
 	// LookupFallbacks is the fallback order length Lookup reports by
 	// default: the data path's tries minus one. If zero, 2.
 	LookupFallbacks int
@@ -55,6 +75,7 @@ type Service struct {
 	draining atomic.Bool
 	runOnce  sync.Once
 	drains   *drainer
+	departed departed
 
 	mu      sync.Mutex
 	runCtx  context.Context // set by Run; DrainSelf's eviction runs under it
@@ -85,6 +106,7 @@ func (s *Service) Run(ctx context.Context) {
 	for {
 		if snap := s.Watcher.Snapshot(); snap != nil && snap != seen {
 			s.drains.update(snap)
+			s.departed.update(snap, s.ID, time.Now(), s.departedMemory())
 			seen = snap
 		}
 		select {

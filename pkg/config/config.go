@@ -132,8 +132,19 @@ type Admin struct {
 	KeyFile      string       `yaml:"keyFile"`      // its key
 	ClientCAFile string       `yaml:"clientCAFile"` // mTLS: verifies client certificates (OU devgate-read: read-only)
 	Tokens       []AdminToken `yaml:"tokens"`       // bearer tokens
-	Insecure     bool         `yaml:"insecure"`     // allow a non-loopback listener without auth
+	Insecure     bool         `yaml:"insecure"`     // allow a non-loopback listener without auth, or pprof on one
 	Pprof        bool         `yaml:"pprof"`        // /debug/pprof on the HTTP port
+	// PlaintextTokens allows tokens on a non-loopback listener without
+	// TLS: they cross the network in clear (a pod network fenced by a
+	// NetworkPolicy, say).
+	PlaintextTokens bool `yaml:"plaintextTokens"`
+	// PeerSecretFile holds a secret shared by the replicas that signs
+	// their calls to each other (never sent itself). Default: derived
+	// from the first admin token.
+	PeerSecretFile string `yaml:"peerSecretFile"`
+	// PeerNetworks are the CIDRs a replica dials peers at; an address
+	// under gateways/ outside them is not dialled. Default: any.
+	PeerNetworks []string `yaml:"peerNetworks"`
 }
 
 // AdminToken is a bearer token, read from a file, with its role.
@@ -187,14 +198,18 @@ type BackendTLS struct {
 
 // TrustedPrefixes parses ProxyProtocol.Trusted.
 func (p ProxyProtocol) TrustedPrefixes() ([]netip.Prefix, error) {
+	return parsePrefixes("proxyProtocol.trusted", p.Trusted)
+}
+
+func parsePrefixes(field string, ss []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for _, s := range p.Trusted {
+	for _, s := range ss {
 		pf, err := netip.ParsePrefix(s)
 		if err != nil {
 			if ip, ierr := netip.ParseAddr(s); ierr == nil {
 				pf = netip.PrefixFrom(ip, ip.BitLen())
 			} else {
-				return nil, fmt.Errorf("proxyProtocol.trusted %q: %w", s, err)
+				return nil, fmt.Errorf("%s %q: %w", field, s, err)
 			}
 		}
 		out = append(out, pf.Masked())
@@ -352,6 +367,18 @@ func (e *Etcd) validate(static int) error {
 }
 
 func (a *Admin) validate() error {
+	if _, err := a.PeerPrefixes(); err != nil {
+		return err
+	}
+	if a.Pprof && !a.Insecure {
+		host, _, err := net.SplitHostPort(a.HTTPAddr())
+		if err != nil {
+			return fmt.Errorf("admin.httpListen: %w", err)
+		}
+		if !isLoopback(host) {
+			return fmt.Errorf("admin.pprof on admin.httpListen %s, which is not loopback: profiles and heap dumps would be served to anyone, without authentication; listen on loopback (kubectl port-forward), or set admin.insecure: true", a.HTTPAddr())
+		}
+	}
 	for _, t := range a.Tokens {
 		if t.File == "" || (t.Role != "admin" && t.Role != "read") {
 			return fmt.Errorf("admin.tokens: each needs a file and role admin or read (got %+v)", t)
@@ -379,15 +406,28 @@ func (a *Admin) validate() error {
 		}
 	}
 	host, _, _ := net.SplitHostPort(addr)
-	ip := net.ParseIP(host)
-	loopback := ip != nil && ip.IsLoopback() || host == "localhost"
+	loopback := isLoopback(host)
 	if !loopback && len(a.Tokens) == 0 && a.ClientCAFile == "" && !a.Insecure {
 		return fmt.Errorf("admin.listen %s is not loopback: set admin.tokens or admin.clientCAFile, or admin.insecure: true", addr)
 	}
+	if !loopback && len(a.Tokens) > 0 && a.CertFile == "" && !a.PlaintextTokens {
+		return fmt.Errorf("admin.listen %s is not loopback and has no TLS: admin tokens would cross the network in clear; set admin.certFile and admin.keyFile, or admin.plaintextTokens: true on a network you trust", addr)
+	}
+	ip := net.ParseIP(host)
 	if (host == "" || ip != nil && ip.IsUnspecified()) && a.Advertise == "" {
 		return fmt.Errorf("admin.listen %s has no host peers can dial: set admin.advertise", addr)
 	}
 	return nil
+}
+
+func isLoopback(host string) bool {
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback() || host == "localhost"
+}
+
+// PeerPrefixes parses PeerNetworks (a bare address is a /32 or /128).
+func (a *Admin) PeerPrefixes() ([]netip.Prefix, error) {
+	return parsePrefixes("admin.peerNetworks", a.PeerNetworks)
 }
 
 // SetAdvertise overrides Advertise: "" leaves it, host:port is used as it

@@ -83,6 +83,9 @@ func TestErrors(t *testing.T) {
 		{"admin no advertise", "admin: {listen: '0.0.0.0:9090', insecure: true}\n", "advertise"},
 		{"admin bad role", "admin: {tokens: [{file: t, role: root}]}\n", "role"},
 		{"admin ca without cert", "admin: {clientCAFile: ca.pem}\n", "mTLS"},
+		{"admin tokens in clear", "admin: {listen: '0.0.0.0:9090', advertise: 'g:9090', tokens: [{file: /t, role: admin}]}\n", "in clear"},
+		{"admin pprof to the world", "admin: {httpListen: '0.0.0.0:9091', pprof: true}\n", "admin.pprof"},
+		{"admin bad peer network", "admin: {peerNetworks: [10.0.0.0/40]}\n", "peerNetworks"},
 		{"bad cidr", "proxyProtocol: {trusted: [10.0.0.0/33]}\n", "trusted"},
 		{"optional without trusted", "proxyProtocol: {optional: true}\n", "trusted"},
 		{"tls without key", "tls: {certFile: c.pem}\n", "tls"},
@@ -115,8 +118,11 @@ func TestEtcdSection(t *testing.T) {
 
 func TestAdminSection(t *testing.T) {
 	for _, doc := range []string{
-		"admin: {listen: '0.0.0.0:9090', advertise: 'g:9090', tokens: [{file: /t, role: admin}]}\n",
+		"admin: {listen: '0.0.0.0:9090', advertise: 'g:9090', tokens: [{file: /t, role: admin}], certFile: c, keyFile: k}\n",
+		"admin: {listen: '0.0.0.0:9090', advertise: 'g:9090', tokens: [{file: /t, role: admin}], plaintextTokens: true}\n",
 		"admin: {listen: '0.0.0.0:9090', advertise: 'g:9090', certFile: c, keyFile: k, clientCAFile: ca}\n",
+		"admin: {httpListen: '0.0.0.0:9091', pprof: true, insecure: true, peerNetworks: [10.0.0.0/8, 127.0.0.1]}\n",
+		"admin: {httpListen: '127.0.0.1:9091', pprof: true}\n",
 		"admin: {listen: '0.0.0.0:9090', advertise: 'g:9090', insecure: true}\n",
 		"admin: {listen: '127.0.0.1:9090'}\n",
 		"admin: {listen: 'off'}\n",

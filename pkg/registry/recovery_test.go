@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/devgate/devgate/internal/etcdserver"
+	"github.com/devgate/devgate/internal/faultproxy"
 )
 
 // A watch stream blackholed (no FIN, no RST) with the default progress
@@ -20,8 +21,8 @@ func TestBlackholedWatchNoticedAndCaughtUp(t *testing.T) {
 	cli := etcdserver.ClientT(t, s)
 	putBackend(t, cli, testKeys, "b1", "127.0.0.1:9101", 0, 0)
 	putBackend(t, cli, testKeys, "b2", "127.0.0.1:9102", 0, 0)
-	p := newPauseProxy(t, s.ClientAddr())
-	wcli, err := ClientConfig{Endpoints: []string{"http://" + p.addr}, DialTimeout: 2 * time.Second}.New(nil)
+	p := faultproxy.Start(t, s.ClientAddr())
+	wcli, err := ClientConfig{Endpoints: []string{"http://" + p.Addr()}, DialTimeout: 2 * time.Second}.New(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +31,7 @@ func TestBlackholedWatchNoticedAndCaughtUp(t *testing.T) {
 	startWatcher(t, w)
 	time.Sleep(2 * time.Second) // a steady state: progress answered
 
-	p.pause()
+	p.Pause()
 	start := time.Now()
 	for w.Stats().Connected && time.Since(start) < 40*time.Second {
 		time.Sleep(20 * time.Millisecond)
@@ -41,7 +42,7 @@ func TestBlackholedWatchNoticedAndCaughtUp(t *testing.T) {
 	if inRing(w.Snapshot(), "b3") {
 		t.Fatal("saw b3 through a blackhole")
 	}
-	p.resume()
+	p.Resume()
 	healed := time.Now()
 	waitSnap(t, w, 30*time.Second, "caught up", func(s *Snapshot) bool { return inRing(s, "b3") })
 	catchUp := time.Since(healed)

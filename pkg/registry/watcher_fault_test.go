@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/devgate/devgate/internal/etcdserver"
+	"github.com/devgate/devgate/internal/faultproxy"
 )
 
 // An idle etcd: the watch must stay open and answered (progress
@@ -83,8 +84,8 @@ func TestRestoredCopyBumpedPastIsRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cut := newCutProxy(t, caddr)
-	w := newWatcher(clientAt(t, "http://"+cut.addr))
+	cut := faultproxy.Start(t, caddr)
+	w := newWatcher(clientAt(t, "http://"+cut.Addr()))
 	w.ProgressInterval = 10 * time.Second // silence is not what must find this
 	startWatcher(t, w)
 	if _, err := cli.Put(ctxT(t), testKeys.Drain("b1"), `{"deadline":"2030-01-01T00:00:00Z","evictPerSecond":50}`); err != nil {
@@ -93,7 +94,7 @@ func TestRestoredCopyBumpedPastIsRepaired(t *testing.T) {
 	waitSnap(t, w, 5*time.Second, "drain seen", func(s *Snapshot) bool { return !inRing(s, "b1") })
 	seen := w.Snapshot()
 
-	cut.cut()
+	cut.Cut()
 	a.Stop()
 	rcfg := cfg
 	rcfg.Dir = backup
@@ -115,7 +116,7 @@ func TestRestoredCopyBumpedPastIsRepaired(t *testing.T) {
 		}
 	}
 	before := w.Stats()
-	cut.restore(t)
+	cut.Restore(t)
 	d := waitSnap(t, w, 15*time.Second, "lost drain gone", func(s *Snapshot) bool {
 		m, ok := s.Member("b1")
 		return ok && m.State == StateActive && inRing(s, "b1") && s.Revision >= last
@@ -165,8 +166,8 @@ func TestPanicHoldNeverEmptiesTheRing(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		putBackend(t, cli, testKeys, fmt.Sprintf("b%d", i), fmt.Sprintf("127.0.0.1:910%d", i), 0, lease.ID)
 	}
-	cut := newCutProxy(t, s.ClientAddr())
-	w := newWatcher(clientAt(t, "http://"+cut.addr))
+	cut := faultproxy.Start(t, s.ClientAddr())
+	w := newWatcher(clientAt(t, "http://"+cut.Addr()))
 	startWatcher(t, w)
 	held := func(s *Snapshot) int {
 		n := 0
@@ -192,7 +193,7 @@ func TestPanicHoldNeverEmptiesTheRing(t *testing.T) {
 
 	// Cut off from etcd: a newcomer's arrival cannot be seen, and the held
 	// stay whatever the clock says.
-	cut.cut()
+	cut.Cut()
 	putBackend(t, cli, testKeys, "b4", "127.0.0.1:9104", 0, 0)
 	end = time.Now().Add(3 * w.PanicHold)
 	for time.Now().Before(end) {
@@ -202,7 +203,7 @@ func TestPanicHoldNeverEmptiesTheRing(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// Back: etcd confirms b1-b3 gone and b4 live; the hold is over.
-	cut.restore(t)
+	cut.Restore(t)
 	d := waitSnap(t, w, 15*time.Second, "released", func(s *Snapshot) bool { return s.Ring.Len() == 1 && inRing(s, "b4") })
 	t.Logf("held released %s after etcd came back with a live backend", d.Round(time.Millisecond))
 }

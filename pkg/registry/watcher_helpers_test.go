@@ -3,9 +3,6 @@ package registry
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -76,78 +73,6 @@ func inRing(s *Snapshot, id string) bool {
 		}
 	}
 	return false
-}
-
-// cutProxy forwards TCP to an etcd member and can cut the path, so a
-// watcher falls behind while the member keeps serving others.
-type cutProxy struct {
-	addr, target string
-	mu           sync.Mutex
-	l            net.Listener
-	conns        map[net.Conn]struct{}
-	wg           sync.WaitGroup
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	p := &cutProxy{target: target, conns: map[net.Conn]struct{}{}}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.addr = l.Addr().String()
-	p.serve(l)
-	t.Cleanup(func() { p.cut(); p.wg.Wait() })
-	return p
-}
-
-func (p *cutProxy) serve(l net.Listener) {
-	p.mu.Lock()
-	p.l = l
-	p.mu.Unlock()
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			b, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns[c], p.conns[b] = struct{}{}, struct{}{}
-			p.mu.Unlock()
-			p.wg.Add(2)
-			go func() { defer p.wg.Done(); io.Copy(b, c); b.Close() }()
-			go func() { defer p.wg.Done(); io.Copy(c, b); c.Close() }()
-		}
-	}()
-}
-
-// cut closes the listener and every forwarded connection.
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.l != nil {
-		p.l.Close()
-		p.l = nil
-	}
-	for c := range p.conns {
-		c.Close()
-	}
-	p.conns = map[net.Conn]struct{}{}
-}
-
-// restore listens again on the same address.
-func (p *cutProxy) restore(t *testing.T) {
-	l, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.serve(l)
 }
 
 func clientAt(t *testing.T, endpoint string) *clientv3.Client {

@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/devgate/devgate/internal/etcdserver"
+	"github.com/devgate/devgate/internal/faultproxy"
 )
 
 var testKeys = Keys{Prefix: "/devgate-test", Cluster: "c1"}
@@ -97,12 +98,12 @@ func TestCompactionWhileBehind(t *testing.T) {
 	cli := etcdserver.ClientT(t, s)
 	putBackend(t, cli, testKeys, "b1", "127.0.0.1:9101", 0, 0)
 	putBackend(t, cli, testKeys, "b2", "127.0.0.1:9102", 0, 0)
-	cut := newCutProxy(t, s.ClientAddr())
-	w := newWatcher(clientAt(t, "http://"+cut.addr))
+	cut := faultproxy.Start(t, s.ClientAddr())
+	w := newWatcher(clientAt(t, "http://"+cut.Addr()))
 	startWatcher(t, w)
 	relists := w.Stats().Relists
 
-	cut.cut()
+	cut.Cut()
 	putBackend(t, cli, testKeys, "b3", "127.0.0.1:9103", 0, 0)
 	if _, err := cli.Delete(ctxT(t), testKeys.Backend("b1")); err != nil {
 		t.Fatal(err)
@@ -122,7 +123,7 @@ func TestCompactionWhileBehind(t *testing.T) {
 	if got := w.Snapshot(); !inRing(got, "b1") || inRing(got, "b3") {
 		t.Fatalf("cut-off watcher changed: %v", ids(got))
 	}
-	cut.restore(t)
+	cut.Restore(t)
 	d := waitSnap(t, w, 20*time.Second, "converge after compaction", func(s *Snapshot) bool {
 		return !inRing(s, "b1") && inRing(s, "b2") && inRing(s, "b3") && s.Revision >= r.Header.Revision
 	})

@@ -473,8 +473,12 @@ func (x *DrainBackendRequest) GetReason() string {
 }
 
 type DrainBackendResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Drain         *Drain                 `protobuf:"bytes,1,opt,name=drain,proto3" json:"drain,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Drain *Drain                 `protobuf:"bytes,1,opt,name=drain,proto3" json:"drain,omitempty"`
+	// Gateways that did not confirm, within the wait, that they route on
+	// the change, with why (behind etcd, or did not answer). Empty: every
+	// registered gateway confirmed.
+	Unconfirmed   map[string]string `protobuf:"bytes,2,rep,name=unconfirmed,proto3" json:"unconfirmed,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -512,6 +516,13 @@ func (*DrainBackendResponse) Descriptor() ([]byte, []int) {
 func (x *DrainBackendResponse) GetDrain() *Drain {
 	if x != nil {
 		return x.Drain
+	}
+	return nil
+}
+
+func (x *DrainBackendResponse) GetUnconfirmed() map[string]string {
+	if x != nil {
+		return x.Unconfirmed
 	}
 	return nil
 }
@@ -563,6 +574,7 @@ func (x *UndrainBackendRequest) GetId() string {
 type UndrainBackendResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	WasDraining   bool                   `protobuf:"varint,1,opt,name=was_draining,json=wasDraining,proto3" json:"was_draining,omitempty"`
+	Unconfirmed   map[string]string      `protobuf:"bytes,2,rep,name=unconfirmed,proto3" json:"unconfirmed,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // as in DrainBackendResponse
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -602,6 +614,13 @@ func (x *UndrainBackendResponse) GetWasDraining() bool {
 		return x.WasDraining
 	}
 	return false
+}
+
+func (x *UndrainBackendResponse) GetUnconfirmed() map[string]string {
+	if x != nil {
+		return x.Unconfirmed
+	}
+	return nil
 }
 
 type LookupRequest struct {
@@ -1427,13 +1446,21 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x125\n" +
 	"\bdeadline\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bdeadline\x12(\n" +
 	"\x10evict_per_second\x18\x03 \x01(\x01R\x0eevictPerSecond\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"E\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xe0\x01\n" +
 	"\x14DrainBackendResponse\x12-\n" +
-	"\x05drain\x18\x01 \x01(\v2\x17.devgate.admin.v1.DrainR\x05drain\"'\n" +
+	"\x05drain\x18\x01 \x01(\v2\x17.devgate.admin.v1.DrainR\x05drain\x12Y\n" +
+	"\vunconfirmed\x18\x02 \x03(\v27.devgate.admin.v1.DrainBackendResponse.UnconfirmedEntryR\vunconfirmed\x1a>\n" +
+	"\x10UnconfirmedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"'\n" +
 	"\x15UndrainBackendRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\";\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xd8\x01\n" +
 	"\x16UndrainBackendResponse\x12!\n" +
-	"\fwas_draining\x18\x01 \x01(\bR\vwasDraining\"C\n" +
+	"\fwas_draining\x18\x01 \x01(\bR\vwasDraining\x12[\n" +
+	"\vunconfirmed\x18\x02 \x03(\v29.devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntryR\vunconfirmed\x1a>\n" +
+	"\x10UnconfirmedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"C\n" +
 	"\rLookupRequest\x12\x14\n" +
 	"\x05devid\x18\x01 \x01(\tR\x05devid\x12\x1c\n" +
 	"\tfallbacks\x18\x02 \x01(\rR\tfallbacks\"r\n" +
@@ -1522,7 +1549,7 @@ func file_devgate_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_devgate_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_devgate_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_devgate_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_devgate_admin_v1_admin_proto_goTypes = []any{
 	(BackendState)(0),              // 0: devgate.admin.v1.BackendState
 	(*Drain)(nil),                  // 1: devgate.admin.v1.Drain
@@ -1550,12 +1577,14 @@ var file_devgate_admin_v1_admin_proto_goTypes = []any{
 	nil,                            // 23: devgate.admin.v1.Backend.MetaEntry
 	nil,                            // 24: devgate.admin.v1.Backend.ConnectionsByGatewayEntry
 	nil,                            // 25: devgate.admin.v1.Partial.ErrorsEntry
-	nil,                            // 26: devgate.admin.v1.Gateway.ConnectionsByBackendEntry
-	(*timestamppb.Timestamp)(nil),  // 27: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 28: google.protobuf.Duration
+	nil,                            // 26: devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
+	nil,                            // 27: devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
+	nil,                            // 28: devgate.admin.v1.Gateway.ConnectionsByBackendEntry
+	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 30: google.protobuf.Duration
 }
 var file_devgate_admin_v1_admin_proto_depIdxs = []int32{
-	27, // 0: devgate.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	29, // 0: devgate.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
 	23, // 1: devgate.admin.v1.Backend.meta:type_name -> devgate.admin.v1.Backend.MetaEntry
 	0,  // 2: devgate.admin.v1.Backend.state:type_name -> devgate.admin.v1.BackendState
 	24, // 3: devgate.admin.v1.Backend.connections_by_gateway:type_name -> devgate.admin.v1.Backend.ConnectionsByGatewayEntry
@@ -1563,42 +1592,44 @@ var file_devgate_admin_v1_admin_proto_depIdxs = []int32{
 	25, // 5: devgate.admin.v1.Partial.errors:type_name -> devgate.admin.v1.Partial.ErrorsEntry
 	2,  // 6: devgate.admin.v1.ListBackendsResponse.backends:type_name -> devgate.admin.v1.Backend
 	3,  // 7: devgate.admin.v1.ListBackendsResponse.partial:type_name -> devgate.admin.v1.Partial
-	28, // 8: devgate.admin.v1.DrainBackendRequest.deadline:type_name -> google.protobuf.Duration
+	30, // 8: devgate.admin.v1.DrainBackendRequest.deadline:type_name -> google.protobuf.Duration
 	1,  // 9: devgate.admin.v1.DrainBackendResponse.drain:type_name -> devgate.admin.v1.Drain
-	13, // 10: devgate.admin.v1.RebalanceProgress.gateways:type_name -> devgate.admin.v1.GatewayProgress
-	3,  // 11: devgate.admin.v1.RebalanceProgress.partial:type_name -> devgate.admin.v1.Partial
-	28, // 12: devgate.admin.v1.Gateway.uptime:type_name -> google.protobuf.Duration
-	28, // 13: devgate.admin.v1.Gateway.etcd_staleness:type_name -> google.protobuf.Duration
-	26, // 14: devgate.admin.v1.Gateway.connections_by_backend:type_name -> devgate.admin.v1.Gateway.ConnectionsByBackendEntry
-	16, // 15: devgate.admin.v1.ListGatewaysResponse.gateways:type_name -> devgate.admin.v1.Gateway
-	3,  // 16: devgate.admin.v1.ListGatewaysResponse.partial:type_name -> devgate.admin.v1.Partial
-	16, // 17: devgate.admin.v1.DrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
-	16, // 18: devgate.admin.v1.UndrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
-	4,  // 19: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
-	6,  // 20: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
-	8,  // 21: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
-	10, // 22: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
-	12, // 23: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	15, // 24: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
-	18, // 25: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
-	20, // 26: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
-	22, // 27: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
-	12, // 28: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	5,  // 29: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
-	7,  // 30: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
-	9,  // 31: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
-	11, // 32: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
-	14, // 33: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	17, // 34: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
-	19, // 35: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
-	21, // 36: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
-	16, // 37: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
-	14, // 38: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	29, // [29:39] is the sub-list for method output_type
-	19, // [19:29] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	26, // 10: devgate.admin.v1.DrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
+	27, // 11: devgate.admin.v1.UndrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
+	13, // 12: devgate.admin.v1.RebalanceProgress.gateways:type_name -> devgate.admin.v1.GatewayProgress
+	3,  // 13: devgate.admin.v1.RebalanceProgress.partial:type_name -> devgate.admin.v1.Partial
+	30, // 14: devgate.admin.v1.Gateway.uptime:type_name -> google.protobuf.Duration
+	30, // 15: devgate.admin.v1.Gateway.etcd_staleness:type_name -> google.protobuf.Duration
+	28, // 16: devgate.admin.v1.Gateway.connections_by_backend:type_name -> devgate.admin.v1.Gateway.ConnectionsByBackendEntry
+	16, // 17: devgate.admin.v1.ListGatewaysResponse.gateways:type_name -> devgate.admin.v1.Gateway
+	3,  // 18: devgate.admin.v1.ListGatewaysResponse.partial:type_name -> devgate.admin.v1.Partial
+	16, // 19: devgate.admin.v1.DrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
+	16, // 20: devgate.admin.v1.UndrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
+	4,  // 21: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
+	6,  // 22: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
+	8,  // 23: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
+	10, // 24: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
+	12, // 25: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	15, // 26: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
+	18, // 27: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
+	20, // 28: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
+	22, // 29: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
+	12, // 30: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	5,  // 31: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
+	7,  // 32: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
+	9,  // 33: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
+	11, // 34: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
+	14, // 35: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	17, // 36: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
+	19, // 37: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
+	21, // 38: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
+	16, // 39: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
+	14, // 40: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	31, // [31:41] is the sub-list for method output_type
+	21, // [21:31] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_devgate_admin_v1_admin_proto_init() }
@@ -1612,7 +1643,7 @@ func file_devgate_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devgate_admin_v1_admin_proto_rawDesc), len(file_devgate_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -284,7 +284,9 @@ final class Json {
                 expect(':');
                 ws();
                 Object v = value(depth + 1);
-                m.putIfAbsent(k, v); // the first member wins, as in pkg/frame
+                if (m.putIfAbsent(k, v) != null) { // pkg/frame refuses a duplicate key too
+                    throw error("duplicate member \"" + k + "\"");
+                }
                 ws();
                 if (eat(',')) {
                     continue;
