@@ -1,0 +1,91 @@
+//go:build linux
+
+package proxy
+
+import (
+	"errors"
+	"os"
+	"time"
+)
+
+// A loop's deadlines: the preread and dial queues (every preread, and
+// every dial, has the same timeout, so each queue is a FIFO), the FIN
+// timeouts (loop_copy_linux.go) and paused listeners. loopExpire runs
+// before each wait and sets how long the wait may last.
+
+// evTimer is a deadline of a pair's stage.
+type evTimer struct {
+	at   time.Time
+	pr   *evPair
+	gen  uint32 // of the stage; for a FIN deadline, the direction that ended
+	mark int64  // FIN deadline: bytes moved both ways when queued
+}
+
+// evQueue holds deadlines in the order they fall: all have the same
+// duration d and are pushed as time goes on.
+type evQueue struct {
+	d    time.Duration
+	q    []evTimer
+	head int
+}
+
+func (q *evQueue) push(t evTimer) {
+	if q.head > 64 && q.head > len(q.q)/2 { // reuse the consumed front
+		n := copy(q.q, q.q[q.head:])
+		clear(q.q[n:])
+		q.q, q.head = q.q[:n], 0
+	}
+	q.q = append(q.q, t)
+}
+
+// loopExpire acts on the deadlines that fell and sets the loop's next wakeup:
+// the earliest deadline, and at most one preread timeout from now, so a
+// preread queued while the loop sleeps is never late.
+func (l *evLoop) loopExpire() {
+	now := time.Now()
+	bound := now.Add(l.timers[evPreread].d)
+	l.mu.Lock()
+	for st := range l.timers {
+		q := &l.timers[st]
+		for q.head < len(q.q) {
+			t := q.q[q.head]
+			if t.pr.done || t.pr.stage != uint8(st) || t.pr.adm.gen != t.gen {
+				q.q[q.head] = evTimer{} // stale: the stage moved on
+				q.head++
+				continue
+			}
+			if t.at.After(now) {
+				if t.at.Before(bound) {
+					bound = t.at
+				}
+				break
+			}
+			l.due = append(l.due, t)
+			q.q[q.head] = evTimer{}
+			q.head++
+		}
+		if q.head == len(q.q) {
+			q.q, q.head = q.q[:0], 0
+		}
+	}
+	if next := l.loopResumeAccepts(now); !next.IsZero() && next.Before(bound) {
+		bound = next
+	}
+	if next := l.loopDueFins(now); !next.IsZero() && next.Before(bound) {
+		bound = next
+	}
+	l.mu.Unlock()
+	l.loopRunFins()
+	for i, t := range l.due {
+		if !t.pr.done && t.pr.adm != nil && t.pr.adm.gen == t.gen {
+			if t.pr.stage == evPreread {
+				l.loopPrereadFailed(t.pr, os.ErrDeadlineExceeded)
+			} else {
+				l.loopDialFailed(t.pr, errors.New("dial timeout"))
+			}
+		}
+		l.due[i] = evTimer{}
+	}
+	l.due = l.due[:0]
+	l.poll.SetDeadline(now, bound)
+}
