@@ -15,6 +15,7 @@ import (
 
 	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
 	"github.com/devgate/devgate/internal/etcdserver"
+	"github.com/devgate/devgate/internal/testkit"
 	"github.com/devgate/devgate/pkg/demo"
 	"github.com/devgate/devgate/pkg/proxy"
 	"github.com/devgate/devgate/pkg/registry"
@@ -165,11 +166,5 @@ func (f *fleet) client(g *gateway, token string) adminv1.AdminClient {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 10*time.Second, 10*time.Millisecond, what, cond)
 }

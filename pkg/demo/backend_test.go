@@ -1,7 +1,6 @@
 package demo_test
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,6 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/devgate/devgate/internal/testkit"
 	"github.com/devgate/devgate/pkg/demo"
 	"github.com/devgate/devgate/pkg/frame"
 	"github.com/devgate/devgate/pkg/sim"
@@ -53,15 +53,7 @@ func dial(t *testing.T, addr string) net.Conn {
 }
 
 // readFrame reads one original-protocol frame.
-func readFrame(c net.Conn) (typ byte, body []byte, err error) {
-	hdr := make([]byte, 6)
-	if _, err := io.ReadFull(c, hdr); err != nil {
-		return 0, nil, err
-	}
-	body = make([]byte, binary.BigEndian.Uint16(hdr[4:]))
-	_, err = io.ReadFull(c, body)
-	return hdr[0], body, err
-}
+var readFrame = testkit.ReadFrame
 
 func roundTrip(t *testing.T, c net.Conn, typ byte, body string) (byte, string) {
 	t.Helper()
@@ -88,11 +80,7 @@ const login = `{"devid":"dev-000001","token":"0123456789abcdef","os":"android","
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-	}
+	testkit.WaitFor(t, 5*time.Second, 5*time.Millisecond, "the condition", cond)
 }
 
 func TestLoginHeartbeatEcho(t *testing.T) {

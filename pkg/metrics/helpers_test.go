@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"encoding/binary"
 	"fmt"
 	"sort"
 	"strings"
@@ -12,17 +11,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/goleak"
+
+	"github.com/devgate/devgate/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // mkframe builds a frame of the default 6-byte header format.
-func mkframe(typ byte, body string) []byte {
-	b := make([]byte, 6, 6+len(body))
-	b[0], b[1] = typ, 1
-	binary.BigEndian.PutUint16(b[4:], uint16(len(body)))
-	return append(b, body...)
-}
+var mkframe = testkit.Frame
 
 func login(devid string) []byte {
 	return mkframe(1, fmt.Sprintf(`{"devid":%q,"token":"t0k3n"}`, devid))

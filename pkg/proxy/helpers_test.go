@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,9 +13,9 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/devgate/devgate/internal/testkit"
 	"github.com/devgate/devgate/pkg/demo"
 	"github.com/devgate/devgate/pkg/ring"
-	"github.com/devgate/devgate/pkg/sim"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -45,22 +44,12 @@ func pathOf(t *testing.T) string {
 // onGoroutines is Proxy.Goroutines for t's data path.
 func onGoroutines(t *testing.T) bool { return pathOf(t) == "goroutine" }
 
-// mkframe builds a frame of the default 6-byte header format.
-func mkframe(typ byte, body string) []byte { return sim.AppendFrame(nil, typ, 1, 0, []byte(body)) }
+// mkframe builds a frame of the default 6-byte header format; readFrame
+// reads one.
+var mkframe, readFrame = testkit.Frame, testkit.ReadFrame
 
 func login(devid string) []byte {
 	return mkframe(1, fmt.Sprintf(`{"devid":%q,"token":"t0k3n","os":"android"}`, devid))
-}
-
-// readFrame reads one default-format frame.
-func readFrame(r io.Reader) (typ byte, body []byte, err error) {
-	var h [6]byte
-	if _, err = io.ReadFull(r, h[:]); err != nil {
-		return 0, nil, err
-	}
-	body = make([]byte, binary.BigEndian.Uint16(h[4:]))
-	_, err = io.ReadFull(r, body)
-	return h[0], body, err
 }
 
 type cluster struct {
@@ -149,13 +138,7 @@ func (c *cluster) connect(devid string) (net.Conn, string) {
 // socket closes, so tests must not read the counters too early.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 5*time.Second, 5*time.Millisecond, what, cond)
 }
 
 // ringOf is a ring of backends to route on.

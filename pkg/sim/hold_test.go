@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devgate/devgate/internal/testkit"
 	"github.com/devgate/devgate/pkg/proxy"
 	"github.com/devgate/devgate/pkg/ring"
 	"github.com/devgate/devgate/pkg/sim"
@@ -46,13 +47,7 @@ func (e *events) snapshot() ([]sim.Event, map[int]string) {
 // waitUntil polls cond every 20 ms for up to 20 s.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.WaitFor(t, 20*time.Second, 20*time.Millisecond, what, cond)
 }
 
 // TestHoldEvictions runs hold mode through a real gateway (pkg/proxy on
