@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -15,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/devgate/devgate/internal/testkit"
 	"github.com/devgate/devgate/pkg/sim"
 )
 
@@ -122,31 +121,6 @@ func (p *binProc) stop(t *testing.T) error {
 	}
 }
 
-// scrapeURL GETs a /metrics URL and returns its samples by `name{labels}`.
-func scrapeURL(t *testing.T, url string) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
-	}
-	out := map[string]float64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if i := strings.LastIndexByte(line, ' '); i > 0 && line[0] != '#' {
-			v, err := strconv.ParseFloat(line[i+1:], 64)
-			if err != nil {
-				t.Fatalf("bad sample %q", line)
-			}
-			out[line[:i]] = v
-		}
-	}
-	return out
-}
-
 var backendCount = regexp.MustCompile(`\b(demo-\d+) (\d+) `)
 
 // lineCounts parses the per-backend counts of a `sim --hold` status line.
@@ -192,13 +166,13 @@ func TestSimHoldDrainBinary(t *testing.T) {
 	// The held devices' heartbeats move devgate_bytes_total while every
 	// connection stays open.
 	in := `devgate_bytes_total{direction="in"}`
-	m0 := scrapeURL(t, metricsURL)
+	m0 := testkit.Scrape(t, metricsURL)
 	m1 := m0
 	for deadline := time.Now().Add(30 * time.Second); m1[in] <= m0[in]; time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("bytes in stayed at %v with %v connections open", m0[in], m0["devgate_connections_proxied"])
 		}
-		m1 = scrapeURL(t, metricsURL)
+		m1 = testkit.Scrape(t, metricsURL)
 	}
 	if m0["devgate_connections_proxied"] != devices || m1["devgate_connections_proxied"] != devices {
 		t.Fatalf("proxied %v then %v, want %d", m0["devgate_connections_proxied"], m1["devgate_connections_proxied"], devices)
@@ -226,7 +200,7 @@ func TestSimHoldDrainBinary(t *testing.T) {
 
 	// The drain went through the admin gRPC server's metrics; the build
 	// is labelled.
-	m := scrapeURL(t, metricsURL)
+	m := testkit.Scrape(t, metricsURL)
 	drained := `grpc_server_handled_total{grpc_code="OK",grpc_method="DrainBackend",grpc_service="devgate.admin.v1.Admin",grpc_type="unary"}`
 	if m[drained] != 1 {
 		t.Errorf("%s = %v", drained, m[drained])

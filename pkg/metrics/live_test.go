@@ -4,10 +4,8 @@ import (
 	"context"
 	"io"
 	"net"
-	"net/http"
 	"regexp"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/devgate/devgate/internal/testkit"
 	"github.com/devgate/devgate/pkg/admin"
 	"github.com/devgate/devgate/pkg/demo"
 	"github.com/devgate/devgate/pkg/proxy"
@@ -38,34 +37,6 @@ func serveAdminHTTP(t *testing.T, g prometheus.Gatherer) string {
 	go func() { defer close(done); srv.Serve(l) }()
 	t.Cleanup(func() { srv.Close(); <-done })
 	return "http://" + l.Addr().String() + "/metrics"
-}
-
-// scrapeText GETs url and returns the samples of the text format by
-// `name{labels}` as written.
-func scrapeText(t *testing.T, url string) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d %v", url, resp.StatusCode, err)
-	}
-	out := map[string]float64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			t.Fatalf("bad sample %q", line)
-		}
-		out[line[:i]] = v
-	}
-	return out
 }
 
 // TestBytesMoveWhileOpen holds one proxied connection open, moves bytes
@@ -161,7 +132,7 @@ func waitScrapeText(t *testing.T, url string, cond func(map[string]float64) bool
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		m := scrapeText(t, url)
+		m := testkit.Scrape(t, url)
 		if cond(m) {
 			return m
 		}
@@ -193,7 +164,7 @@ func TestBuildInfoAndGRPC(t *testing.T) {
 
 	ok := `grpc_server_handled_total{grpc_code="OK",grpc_method="Check",grpc_service="grpc.health.v1.Health",grpc_type="unary"}`
 	notFound := `grpc_server_handled_total{grpc_code="NotFound",grpc_method="Check",grpc_service="grpc.health.v1.Health",grpc_type="unary"}`
-	m := scrapeText(t, url)
+	m := testkit.Scrape(t, url)
 	if v, found := m[ok]; !found || v != 0 {
 		t.Fatalf("before any call %s = %v, %v (InitializeMetrics shows every method at 0)", ok, v, found)
 	}
@@ -218,7 +189,7 @@ func TestBuildInfoAndGRPC(t *testing.T) {
 	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "nope"}); err == nil {
 		t.Fatal("Check of an unknown service succeeded")
 	}
-	m = scrapeText(t, url)
+	m = testkit.Scrape(t, url)
 	if m[ok] != 2 || m[notFound] != 1 {
 		t.Errorf("%s = %v, %s = %v", ok, m[ok], notFound, m[notFound])
 	}

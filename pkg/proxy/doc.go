@@ -49,10 +49,11 @@
 // The files follow a connection on the default path: proxy.go (options,
 // Serve, Shutdown, Stats, Evict), accepting.go (listeners), loop_linux.go
 // (the loops: wait, dispatch, messages), loop_timer_linux.go (deadlines),
-// loop_accept_linux.go, admit.go (admission shared by both paths, and
-// end, the one teardown), loop_preread_linux.go (key frame, route, dial),
+// loop_accept_linux.go, admit.go (admission shared by both paths),
+// loop_preread_linux.go (key frame, route, dial),
 // conn.go, table.go, devices.go (a routed connection and where it is
-// kept), loop_copy_linux.go (copy, FIN timeouts, fallback, loopClose).
+// kept), loop_copy_linux.go (copy, FIN timeouts, fallback, loopClose) and
+// end.go (end, the one teardown and count of both paths).
 // The goroutine path is goroutine.go; internal/netpoll holds the epoll set
 // and the socket system calls.
 //
