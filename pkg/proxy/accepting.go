@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"syscall"
+	"time"
 )
 
 // Draining a replica closes its listeners, so new devices are refused at
@@ -40,6 +42,86 @@ func (p *Proxy) Listen(ctx context.Context, network, addr string) (net.Listener,
 	p.inherit[l] = inherit || p.KeepAlive < 0
 	p.mu.Unlock()
 	return l, nil
+}
+
+// Serve accepts connections on l until Shutdown or Close, and returns
+// ErrServerClosed then. Temporary accept errors (such as running out of
+// file descriptors) are retried with a growing pause instead of a busy loop.
+// While accepting is stopped (StopAccepting) Serve waits, and after
+// ResumeAccepting accepts on a new listener on l's address; a listener other
+// than a *net.TCPListener cannot be opened again, so Serve returns
+// ErrServerClosed when StopAccepting closes it.
+func (p *Proxy) Serve(l net.Listener) error {
+	if p.Source == nil {
+		return errors.New("proxy: Source is nil")
+	}
+	p.init()
+	s := &serving{wake: make(chan struct{}, 1)}
+	if _, ok := l.(*net.TCPListener); ok {
+		s.addr = l.Addr()
+	}
+	if !p.track(s, l) {
+		l.Close()
+		return ErrServerClosed
+	}
+	defer p.untrack(s)
+	for {
+		l, stop, err := p.nextListener(s)
+		if err != nil {
+			return err
+		}
+		err = p.serveListener(l, stop)
+		p.forget(l)
+		select {
+		case <-stop: // closed by StopAccepting or Shutdown, not by its owner
+		default:
+			return err
+		}
+	}
+}
+
+// serveListener accepts on l until l is closed; stop is closed when the
+// proxy closed it (then it returns ErrServerClosed).
+func (p *Proxy) serveListener(l net.Listener, stop <-chan struct{}) error {
+	inherits := p.inheritsKeepAlive(l)
+	if tl, ok := l.(*net.TCPListener); ok {
+		if err, ok := p.evServe(tl, inherits, stop); ok {
+			return err
+		}
+	}
+
+	var pause time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			select {
+			case <-stop:
+				return ErrServerClosed
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			p.acceptFailed(err, pause)
+			time.Sleep(pause)
+			continue
+		}
+		pause = 0
+		p.stats.accepted.Add(1)
+		if p.refuseOverCap(func() { c.Close() }) {
+			continue
+		}
+		if p.evAccept(c, inherits) {
+			continue
+		}
+		if !p.startConn(c) {
+			c.Close()
+			p.count(ReasonShutdown)
+			continue
+		}
+		go p.serveConn(c, inherits)
+	}
 }
 
 func (p *Proxy) inheritsKeepAlive(l net.Listener) bool {

@@ -47,7 +47,8 @@
 // # Reading order
 //
 // The files follow a connection on the default path: proxy.go (options,
-// Serve, Shutdown, Stats, Evict), accepting.go (listeners), loop_linux.go
+// Shutdown, Stats, Evict), accepting.go (Listen, Serve, stopping and
+// resuming accepting), loop_linux.go
 // (the loops: wait, dispatch, messages), loop_timer_linux.go (deadlines),
 // loop_accept_linux.go, admit.go (admission shared by both paths),
 // loop_preread_linux.go (key frame, route, dial),
