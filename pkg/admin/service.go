@@ -100,10 +100,9 @@ func (s *Service) Run(ctx context.Context) {
 		s.drains = newDrainer(ctx, s.Proxy, s.log().Named("drain"))
 		s.drains.share = s.paceShare
 	})
-	t := time.NewTicker(100 * time.Millisecond)
-	defer t.Stop()
 	var seen *registry.Snapshot
 	for {
+		changed := s.Watcher.Changed()
 		if snap := s.Watcher.Snapshot(); snap != nil && snap != seen {
 			s.drains.update(snap)
 			s.departed.update(snap, s.ID, time.Now(), s.departedMemory())
@@ -117,7 +116,7 @@ func (s *Service) Run(ctx context.Context) {
 			s.mu.Unlock()
 			s.wg.Wait()
 			return
-		case <-t.C:
+		case <-changed:
 		}
 	}
 }

@@ -17,6 +17,8 @@ import (
 type Fleet interface {
 	Snapshot() *registry.Snapshot
 	Stats() registry.WatcherStats
+	// Changed is closed when the next snapshot is in (nil: never).
+	Changed() <-chan struct{}
 }
 
 var (
@@ -42,6 +44,9 @@ func NewStaticFleet(r ring.Ring, self registry.Gateway) *StaticFleet {
 
 // Snapshot is the same snapshot every time: the list changes on restart only.
 func (f *StaticFleet) Snapshot() *registry.Snapshot { return f.snap }
+
+// Changed never fires: the list changes on restart only.
+func (f *StaticFleet) Changed() <-chan struct{} { return nil }
 
 // Stats reports the one snapshot; there is no etcd to be connected to.
 func (f *StaticFleet) Stats() registry.WatcherStats {

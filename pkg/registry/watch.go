@@ -218,6 +218,10 @@ func (w *Watcher) publish(v *view, rev int64, cluster uint64, confirmed bool) er
 	}
 	w.snap.Store(s)
 	w.builds.Add(1)
+	w.changedMu.Lock()
+	close(w.changed)
+	w.changed = make(chan struct{})
+	w.changedMu.Unlock()
 	w.readyOnce.Do(func() { close(w.ready) })
 	if w.OnSnapshot != nil {
 		w.OnSnapshot(s)

@@ -64,6 +64,8 @@ type Watcher struct {
 
 	snap        atomic.Pointer[Snapshot]
 	ready       chan struct{}
+	changedMu   sync.Mutex
+	changed     chan struct{} // closed and replaced when a snapshot is stored
 	readyOnce   sync.Once
 	initOnce    sync.Once
 	lastContact atomic.Int64 // unix nanos of the last answer from etcd
@@ -96,6 +98,7 @@ type WatcherStats struct {
 func (w *Watcher) init() {
 	w.initOnce.Do(func() {
 		w.ready = make(chan struct{})
+		w.changed = make(chan struct{})
 		if w.Logger == nil {
 			w.Logger = zap.NewNop()
 		}
@@ -124,6 +127,15 @@ func (w *Watcher) Ring() ring.Ring {
 
 // Snapshot returns the current snapshot, or nil before the first.
 func (w *Watcher) Snapshot() *Snapshot { return w.snap.Load() }
+
+// Changed returns a channel closed when the next snapshot is stored. Take
+// it before reading Snapshot, so no change falls between the two.
+func (w *Watcher) Changed() <-chan struct{} {
+	w.init()
+	w.changedMu.Lock()
+	defer w.changedMu.Unlock()
+	return w.changed
+}
 
 // Ready is closed once the first snapshot is in.
 func (w *Watcher) Ready() <-chan struct{} {
