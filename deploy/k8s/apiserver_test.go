@@ -2,18 +2,12 @@ package k8s
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -29,6 +23,7 @@ import (
 	k8syaml "sigs.k8s.io/yaml"
 
 	"github.com/devgate/devgate/internal/etcdserver"
+	"github.com/devgate/devgate/internal/testkit"
 )
 
 // The API server check: `make k8s-validate` builds kube-apiserver at the
@@ -78,17 +73,11 @@ type apiServer struct {
 func startAPIServer(t testing.TB, bin, etcd string) *apiServer {
 	t.Helper()
 	dir := t.TempDir()
-	certPEM, keyPEM, err := selfSigned()
-	if err != nil {
-		t.Fatalf("serving certificate: %v", err)
-	}
-	_, saKeyPEM, err := selfSigned()
-	if err != nil {
-		t.Fatalf("service account key: %v", err)
-	}
+	serving := testkit.Issue(t, nil, "devgate k8s-validate", nil, net.IPv4(127, 0, 0, 1))
+	sa := testkit.Issue(t, nil, "service accounts", nil, nil)
 	token := "devgate-k8s-validate-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	files := map[string][]byte{
-		"serving.crt": certPEM, "serving.key": keyPEM, "sa.key": saKeyPEM,
+		"serving.crt": serving.CertPEM, "serving.key": serving.KeyPEM, "sa.crt": sa.CertPEM, "sa.key": sa.KeyPEM,
 		"tokens.csv": []byte(token + ",admin,admin,system:masters\n"),
 	}
 	for name, b := range files {
@@ -116,7 +105,7 @@ func startAPIServer(t testing.TB, bin, etcd string) *apiServer {
 		"--anonymous-auth=false",
 		"--authorization-mode=RBAC", // system:masters passes
 		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file="+filepath.Join(dir, "sa.key"),
+		"--service-account-key-file="+filepath.Join(dir, "sa.crt"), // the public key; a PKCS#8 key file has none it reads
 		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
 		"--service-cluster-ip-range=10.96.0.0/16",
 		// Validation and Pod Security only: no webhooks, quotas or
@@ -136,8 +125,11 @@ func startAPIServer(t testing.TB, bin, etcd string) *apiServer {
 		logf.Close()
 		t.Fatalf("start %s: %v", bin, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); logf.Close() }()
+	// Closed once the process is reaped: the readiness loop and the
+	// cleanup may both wait for it.
+	exited := make(chan struct{})
+	var exitErr error
+	go func() { exitErr = cmd.Wait(); logf.Close(); close(exited) }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -148,7 +140,7 @@ func startAPIServer(t testing.TB, bin, etcd string) *apiServer {
 		}
 	})
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(certPEM)
+	pool.AppendCertsFromPEM(serving.CertPEM)
 	a := &apiServer{
 		url:    "https://" + net.JoinHostPort("127.0.0.1", port),
 		token:  token,
@@ -165,8 +157,8 @@ func startAPIServer(t testing.TB, bin, etcd string) *apiServer {
 			return a
 		}
 		select {
-		case err := <-exited:
-			t.Fatalf("kube-apiserver exited: %v\n%s", err, tail())
+		case <-exited:
+			t.Fatalf("kube-apiserver exited: %v\n%s", exitErr, tail())
 		case <-time.After(500 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -306,31 +298,4 @@ func (a *apiServer) dryRun(objs []object) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// selfSigned returns a P-256 certificate for 127.0.0.1 and its key.
-func selfSigned() (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "devgate k8s-validate"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, nil, err
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
 }

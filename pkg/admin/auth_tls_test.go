@@ -2,16 +2,10 @@ package admin
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -19,73 +13,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
+
+	"github.com/devgate/devgate/internal/testkit"
 )
-
-// testCA issues certificates for the TLS tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-var testSerial int64
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key := newKey(t)
-	testSerial++
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(testSerial),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert, key}
-}
-
-// issue returns a leaf certificate signed by ca. With ip set it is a
-// server certificate for that address, otherwise a client certificate.
-func (ca *testCA) issue(t *testing.T, cn string, ou []string, ip net.IP) tls.Certificate {
-	t.Helper()
-	key := newKey(t)
-	testSerial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(testSerial),
-		Subject:      pkix.Name{CommonName: cn, OrganizationalUnit: ou},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	if ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // stubAdmin answers the calls the auth tests make; the auth layer runs
 // before it.
@@ -102,18 +32,18 @@ func (stubAdmin) ListBackends(context.Context, *adminv1.ListBackendsRequest) (*a
 }
 
 func TestTLSClientCertRoles(t *testing.T) {
-	ca := newTestCA(t, "devgate test CA")
-	other := newTestCA(t, "other CA")
-	serverCert := ca.issue(t, "server", nil, net.IPv4(127, 0, 0, 1))
-	adminCert := ca.issue(t, "ops-client", []string{"ops"}, nil)
-	readCert := ca.issue(t, "read-client", []string{ReadOnlyOU}, nil)
-	strangerCert := other.issue(t, "stranger", []string{"ops"}, nil)
+	ca := testkit.NewCA(t, "devgate test CA")
+	other := testkit.NewCA(t, "other CA")
+	serverCert := testkit.Issue(t, &ca, "server", nil, net.IPv4(127, 0, 0, 1))
+	adminCert := testkit.Issue(t, &ca, "ops-client", []string{"ops"}, nil)
+	readCert := testkit.Issue(t, &ca, "read-client", []string{ReadOnlyOU}, nil)
+	strangerCert := testkit.Issue(t, &other, "stranger", []string{"ops"}, nil)
 
 	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
+	pool.AddCert(ca.TLS.Leaf)
 
 	opts := append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(&tls.Config{
-		Certificates: []tls.Certificate{serverCert},
+		Certificates: []tls.Certificate{serverCert.TLS},
 		ClientAuth:   tls.VerifyClientCertIfGiven,
 		ClientCAs:    pool,
 	}))}, (&Auth{Tokens: map[string]Role{}}).ServerOptions()...)
@@ -149,7 +79,7 @@ func TestTLSClientCertRoles(t *testing.T) {
 	}
 
 	t.Run("admin cert", func(t *testing.T) {
-		c := client(t, adminCert)
+		c := client(t, adminCert.TLS)
 		if err := drain(c); err != nil {
 			t.Fatalf("DrainBackend: %v", err)
 		}
@@ -158,7 +88,7 @@ func TestTLSClientCertRoles(t *testing.T) {
 		}
 	})
 	t.Run("read-only cert", func(t *testing.T) {
-		c := client(t, readCert)
+		c := client(t, readCert.TLS)
 		if err := list(c); err != nil {
 			t.Fatalf("ListBackends: %v", err)
 		}
@@ -176,7 +106,7 @@ func TestTLSClientCertRoles(t *testing.T) {
 		}
 	})
 	t.Run("cert from another CA", func(t *testing.T) {
-		c := client(t, strangerCert)
+		c := client(t, strangerCert.TLS)
 		if err := drain(c); err == nil {
 			t.Fatal("DrainBackend with a certificate from another CA succeeded")
 		}

@@ -3,16 +3,10 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/netip"
 	"os"
@@ -23,6 +17,7 @@ import (
 
 	"github.com/pires/go-proxyproto"
 
+	"github.com/devgate/devgate/internal/testkit"
 	"github.com/devgate/devgate/pkg/demo"
 	"github.com/devgate/devgate/pkg/ring"
 )
@@ -217,24 +212,6 @@ func TestProxyV2ByBackendMeta(t *testing.T) {
 	}
 }
 
-// writeCert writes a self-signed certificate for 127.0.0.1 named cn.
-func writeCert(t *testing.T, dir, cn string) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	// Key first, then certificate: a reload in between keeps the old pair.
-	os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	os.WriteFile(filepath.Join(dir, "tls.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-}
-
 // A TLS device reaches its backend; a rotated certificate is served to new
 // connections without a restart; a plaintext client fails the handshake.
 func TestTLSDeviceListenerWithRotation(t *testing.T) {
@@ -319,6 +296,14 @@ func FuzzProxyHeader(f *testing.F) {
 			t.Fatal("parsed a header with an empty source")
 		}
 	})
+}
+
+// writeCert writes a self-signed server certificate for 127.0.0.1 named
+// cn as dir/tls.crt and dir/tls.key (the key first: a reload in between
+// keeps the old pair).
+func writeCert(t *testing.T, dir, cn string) {
+	t.Helper()
+	testkit.Issue(t, nil, cn, nil, net.IPv4(127, 0, 0, 1)).WriteFiles(t, filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
 }
 
 // Backends reached over TLS, verified against their CA.

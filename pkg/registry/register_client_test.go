@@ -1,19 +1,13 @@
 package registry
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/devgate/devgate/internal/etcdserver"
+	"github.com/devgate/devgate/internal/testkit"
 )
 
 func TestClientConfigErrors(t *testing.T) {
@@ -33,7 +27,7 @@ func TestClientConfigErrors(t *testing.T) {
 func TestClientConfigTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca, cert, key := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writeSelfSigned(t, cert, key)
+	testkit.NewCA(t, "devgate-test").WriteFiles(t, cert, key)
 	b, _ := os.ReadFile(cert)
 	os.WriteFile(ca, b, 0o600)
 
@@ -61,27 +55,4 @@ func TestClientConfigNewTalksToEtcd(t *testing.T) {
 	if _, err := cli.Put(regCtx(t), "/k", "v"); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func writeSelfSigned(t *testing.T, certFile, keyFile string) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "devgate-test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kd, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kd}), 0o600)
 }
