@@ -178,7 +178,7 @@ func (s *Service) Rebalance(req *adminv1.RebalanceRequest, stream adminv1.Admin_
 	if len(gws) == 0 { // not registered (static mode): this replica alone
 		gws = []registry.Gateway{{ID: s.ID}}
 	}
-	share := &adminv1.RebalanceRequest{EvictPerSecond: rate / float64(len(gws)), DryRun: req.DryRun}
+	shares := s.rebalanceShares(stream.Context(), gws, rate, req.DryRun)
 
 	var mu sync.Mutex
 	progress := map[string]*adminv1.GatewayProgress{}
@@ -201,6 +201,7 @@ func (s *Service) Rebalance(req *adminv1.RebalanceRequest, stream adminv1.Admin_
 		go func() {
 			defer wg.Done()
 			var err error
+			share := &adminv1.RebalanceRequest{EvictPerSecond: shares[gw.ID], DryRun: req.DryRun}
 			if gw.ID == s.ID {
 				err = s.localRebalance(ctx, share, record)
 			} else {
@@ -245,6 +246,55 @@ func (s *Service) Rebalance(req *adminv1.RebalanceRequest, stream adminv1.Admin_
 		case <-changed:
 		}
 	}
+}
+
+// rebalanceShares splits rate over gws by the connections each would
+// evict (a dry run on each first), so the replicas finish together and the
+// fleet keeps the pace; evenly when a replica cannot say, or has none.
+func (s *Service) rebalanceShares(ctx context.Context, gws []registry.Gateway, rate float64, dryRun bool) map[string]float64 {
+	shares := make(map[string]float64, len(gws))
+	for _, gw := range gws {
+		shares[gw.ID] = rate / float64(len(gws))
+	}
+	if dryRun || len(gws) < 2 {
+		return shares
+	}
+	counts := make(map[string]int64, len(gws))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, gw := range gws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var n int64
+			var err error
+			if gw.ID == s.ID {
+				n = int64(s.Proxy.CountMisplaced())
+			} else {
+				err = s.peerRebalance(ctx, gw, &adminv1.RebalanceRequest{DryRun: true},
+					func(p *adminv1.GatewayProgress) { n = p.Misplaced })
+			}
+			if err == nil {
+				mu.Lock()
+				counts[gw.ID] = n
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	var total int64
+	for _, n := range counts {
+		total += n
+	}
+	if len(counts) < len(gws) || total == 0 {
+		return shares
+	}
+	for id, n := range counts {
+		if n > 0 {
+			shares[id] = rate * float64(n) / float64(total)
+		}
+	}
+	return shares
 }
 
 func (s *Service) peerRebalance(ctx context.Context, gw registry.Gateway, req *adminv1.RebalanceRequest, record func(*adminv1.GatewayProgress)) error {
