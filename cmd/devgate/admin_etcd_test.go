@@ -15,8 +15,7 @@ import (
 // TestAdminWritesDuringEtcdTrouble, through serve and ctl: a drain while
 // replicas are cut off from etcd names them as not confirmed (also one
 // whose lease expired meanwhile) instead of claiming every gateway; with
-// etcd stopped, a drain
-// answers Unavailable with etcd's reason well before ctl's deadline, and
+// etcd stopped, a drain answers Unavailable with etcd's reason well before ctl's deadline, and
 // ctl does not blame the gateway.
 func TestAdminWritesDuringEtcdTrouble(t *testing.T) {
 	bin := devgateBin(t)

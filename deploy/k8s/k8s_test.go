@@ -135,19 +135,7 @@ func TestBrokenManifestsFail(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			root := copyTree(t, ".")
-			p := filepath.Join(root, tc.file)
-			b, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !strings.Contains(string(b), tc.old) {
-				t.Fatalf("%s does not contain %q: the case no longer breaks anything", tc.file, tc.old)
-			}
-			if err := os.WriteFile(p, []byte(strings.Replace(string(b), tc.old, tc.new, 1)), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			objs, err := render(filepath.Join(root, tc.overlay))
+			objs, err := renderEdited(t, tc.file, tc.old, tc.new, tc.overlay)
 			if err == nil {
 				err = validate(objs)
 			}
@@ -159,6 +147,26 @@ func TestBrokenManifestsFail(t *testing.T) {
 			}
 		})
 	}
+}
+
+// renderEdited renders overlay from a copy of the manifests in which file
+// has its first old replaced by new; the test fails if file has no old (the
+// case would no longer break anything).
+func renderEdited(t *testing.T, file, old, new, overlay string) ([]object, error) {
+	t.Helper()
+	root := copyTree(t, ".")
+	p := filepath.Join(root, file)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%s does not contain %q: the case no longer breaks anything", file, old)
+	}
+	if err := os.WriteFile(p, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return render(filepath.Join(root, overlay))
 }
 
 // copyTree copies the manifests (yaml files) under src into a temp dir.
