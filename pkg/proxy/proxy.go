@@ -131,6 +131,15 @@ type Proxy struct {
 	// its key frame (or to fail to).
 	OnPreread func(time.Duration)
 
+	// Rehome moves live devices to their new owner instead of closing
+	// them (rehome.go). Off by default.
+	Rehome Rehome
+
+	// OnMove, if set, is called as each move ends, with how long the
+	// device was paused (from the request to the end). It runs on an event
+	// loop: it must not block.
+	OnMove func(cause Cause, result MoveResult, pause time.Duration)
+
 	// Dial opens a connection to a backend. If nil, a net.Dialer is used.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -328,6 +337,24 @@ func (p *Proxy) misplaced(n int) []*conn {
 		return bs[r.Lookup([]byte(c.device))].ID != c.backendID
 	})
 }
+
+// Relocate moves up to n connections of backend id (n <= 0: all; an empty
+// id: of any backend) to the owner the ring gives each device now, where
+// Rehome is enabled and that owner opts in, and evicts the others for
+// cause. It returns how many it began to move or evicted (what a pace
+// counts); tally, if not nil, counts how each ends.
+func (p *Proxy) Relocate(id string, n int, cause Cause, tally *MoveTally) int {
+	return p.relocate(p.table.byID(id, n), cause, tally)
+}
+
+// RelocateMisplaced is Relocate for the connections whose device the ring
+// now gives to another backend (EvictMisplaced's).
+func (p *Proxy) RelocateMisplaced(n int, cause Cause, tally *MoveTally) int {
+	return p.relocate(p.misplaced(n), cause, tally)
+}
+
+// Moving is the number of moves in progress.
+func (p *Proxy) Moving() int64 { return p.stats.moving.Load() }
 
 // evict closes cs and counts only the ones it closed first: a connection
 // already closing (evicted, replaced, gone) is neither closed nor counted
