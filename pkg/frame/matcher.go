@@ -95,8 +95,15 @@ func (m *Matcher) Validate() error {
 // (later frames are not tried), and a key longer than MaxKeyLen gives
 // ErrKeyTooLong.
 func (m *Matcher) Find(buf []byte) ([]byte, error) {
+	key, _, err := m.FindEnd(buf)
+	return key, err
+}
+
+// FindEnd is Find that also returns where the key frame ends in buf: the
+// device's login is buf[:end], the frames up to and including the key frame.
+func (m *Matcher) FindEnd(buf []byte) (key []byte, end int, err error) {
 	if err := m.Validate(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	cfg := m.frame()
 	limit := m.PrereadLimit()
@@ -107,28 +114,29 @@ func (m *Matcher) Find(buf []byte) ([]byte, error) {
 		// Decide by positions, not by len(buf), so a prefix of buf gives
 		// either ErrShort or the same answer as buf.
 		if off+lenEnd > limit {
-			return nil, fmt.Errorf("%w: frame %d header ends past byte %d", ErrPrereadCap, n, limit)
+			return nil, 0, fmt.Errorf("%w: frame %d header ends past byte %d", ErrPrereadCap, n, limit)
 		}
 		if len(buf) < off+lenEnd {
-			return nil, ErrShort
+			return nil, 0, ErrShort
 		}
 		fl, err := cfg.frameLen(buf[off:])
 		if err != nil {
-			return nil, fmt.Errorf("%w (frame %d at byte %d)", err, n, off)
+			return nil, 0, fmt.Errorf("%w (frame %d at byte %d)", err, n, off)
 		}
 		end := off + fl
 		if end > limit {
-			return nil, fmt.Errorf("%w: frame %d ends at byte %d, past %d", ErrPrereadCap, n, end, limit)
+			return nil, 0, fmt.Errorf("%w: frame %d ends at byte %d, past %d", ErrPrereadCap, n, end, limit)
 		}
 		if len(buf) < end {
-			return nil, ErrShort
+			return nil, 0, ErrShort
 		}
 		frame := buf[off:end]
 		if len(m.KeyTypes) == 0 || bytes.IndexByte(m.KeyTypes, frame[cfg.TypeOffset]) >= 0 {
-			return m.extract(frame, cfg)
+			key, err := m.extract(frame, cfg)
+			return key, end, err
 		}
 		if n >= maxFrames {
-			return nil, fmt.Errorf("%w: gave up after %d frames", ErrTooManyFrames, n)
+			return nil, 0, fmt.Errorf("%w: gave up after %d frames", ErrTooManyFrames, n)
 		}
 		off = end
 	}
