@@ -66,3 +66,13 @@ func (d *deviceCache) logout(c *conn) {
 		d.lru.Add(c.device, deviceEntry{backend: e.backend})
 	}
 }
+
+// rehomed records that c, the device's live connection, now reaches
+// backend id.
+func (d *deviceCache) rehomed(c *conn, id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e, ok := d.lru.Peek(c.device); ok && e.live == c {
+		d.lru.Add(c.device, deviceEntry{backend: id, live: c})
+	}
+}

@@ -41,6 +41,10 @@ func (p *Proxy) serveConn(c net.Conn, inheritsKeepAlive bool) {
 
 	r := p.Source.Ring()
 	b, backend, first, reason := p.dial(r, key, sendPreread{buf: buf, src: src, local: c.LocalAddr()})
+	var lg *session
+	if backend != nil {
+		lg = p.newLogin(buf, first, addrPort(src))
+	}
 	p.putBuf(bp, buf)
 	if backend == nil {
 		client.Close()
@@ -50,7 +54,7 @@ func (p *Proxy) serveConn(c net.Conn, inheritsKeepAlive bool) {
 	p.setKeepAlive(backend)
 
 	pc := &conn{client: client, backend: backend, device: device, backendID: b.ID, since: time.Now(),
-		finWait: p.finTimeouts()}
+		finWait: p.finTimeouts(), lg: lg}
 	if p.useEventLoop(client, backend) { // before the table can hand pc to close
 		if pc.ev, err = p.newEvPair(pc, release); err != nil {
 			p.badLog.Warn("copying with goroutines", zap.Error(err))

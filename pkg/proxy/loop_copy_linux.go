@@ -32,21 +32,17 @@ func (l *evLoop) loopRead(pr *evPair, d int) {
 	switch {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
 	case (err != nil || n == 0) && d == 1 && l.loopFallBack(pr, err):
+	case (err != nil || n == 0) && d == 1 && l.loopBackendLost(pr, err):
 	case err != nil: // a reset reads as the same side going away, as in pipe
 		l.loopClose(pr, evEOFReason[d], nil)
-	case n == 0: // EOF: half-close the peer, the other direction goes on
-		pr.pc.setReason(evEOFReason[d])
-		pr.ended[d] = true
-		// Both ended: closing sends the last FIN (both receive queues are
-		// empty, so it is a FIN and not a reset).
-		if pr.ended[1-d] || syscall.Shutdown(pr.side[1-d].Fd, syscall.SHUT_WR) != nil {
-			l.loopClose(pr, evEOFReason[d], nil)
-		} else {
-			l.loopArmFin(pr, d)
-		}
+	case n == 0:
+		l.loopEOF(pr, d)
 	default:
 		if pr.replay != nil { // a byte moved: the pair stays with this backend
 			l.loopDropReplay(pr)
+		}
+		if lg := pr.pc.lg; lg != nil {
+			lg.feed(l.p, d, l.buf[:n])
 		}
 		if rest, ok := l.loopWrite(pr, d, l.buf[:n]); !ok {
 			return
@@ -55,6 +51,20 @@ func (l *evLoop) loopRead(pr *evPair, d int) {
 			pr.pbuf[d], pr.pending[d] = bp, append((*bp)[:0], rest...)
 			pr.p.loops.paused.Add(1)
 		}
+	}
+}
+
+// loopEOF half-closes the peer of direction d, which read EOF; the other
+// direction goes on.
+func (l *evLoop) loopEOF(pr *evPair, d int) {
+	pr.pc.setReason(evEOFReason[d])
+	pr.ended[d] = true
+	// Both ended: closing sends the last FIN (both receive queues are
+	// empty, so it is a FIN and not a reset).
+	if pr.ended[1-d] || syscall.Shutdown(pr.side[1-d].Fd, syscall.SHUT_WR) != nil {
+		l.loopClose(pr, evEOFReason[d], nil)
+	} else {
+		l.loopArmFin(pr, d)
 	}
 }
 
@@ -68,8 +78,7 @@ func (l *evLoop) loopFlush(pr *evPair, d int) {
 		pr.pending[d] = rest
 		return
 	}
-	evPendingPool.Put(pr.pbuf[d])
-	pr.pbuf[d], pr.pending[d] = nil, nil
+	l.loopDropPending(pr, d)
 }
 
 // loopWrite writes b to the destination of direction d until it would block,
@@ -81,6 +90,9 @@ func (l *evLoop) loopWrite(pr *evPair, d int, b []byte) (rest []byte, ok bool) {
 		l.bytes.n[d].Add(uint64(n))
 	}
 	if err != nil {
+		if d == 0 && pr.mv == nil && l.loopBackendLost(pr, err) {
+			return nil, false // moving: the bytes not written were in flight
+		}
 		l.loopClose(pr, evEOFReason[d], nil)
 		return nil, false
 	}
@@ -91,6 +103,10 @@ func (l *evLoop) loopWrite(pr *evPair, d int, b []byte) (rest []byte, ok bool) {
 // is read while its direction runs unpaused, and written while the other
 // direction has bytes pending for it.
 func (l *evLoop) loopRearm(pr *evPair) {
+	if pr.mv != nil {
+		l.loopMoveRearm(pr)
+		return
+	}
 	for i := range pr.side {
 		var want uint32
 		if pr.reading(i) {
@@ -260,17 +276,16 @@ func (l *evLoop) loopClose(pr *evPair, reason Reason, err error) {
 	pr.done = true
 	l.loopDropSide(pr, 1)
 	l.loopDropSide(pr, 0)
-	for d := range pr.pbuf {
-		if pr.pbuf[d] != nil {
-			evPendingPool.Put(pr.pbuf[d])
-			pr.pbuf[d], pr.pending[d] = nil, nil
-		}
-	}
+	l.loopDropPending(pr, 0)
+	l.loopDropPending(pr, 1)
 	l.loopDropReplay(pr)
 	e := ending{release: pr.release}
 	if pr.stage == evCopy {
 		l.routed.Add(-1)
 		pr.pc.setReason(reason)
+		if pr.mv != nil {
+			l.loopMoveClosed(pr)
+		}
 		e.pc = pr.pc
 	} else {
 		a := pr.adm

@@ -181,6 +181,7 @@ type evPair struct {
 	stage    uint8       // evPreread, evDial, evCopy
 	adm      *evPre      // state of the steps before evCopy; nil after
 	replay   *evPre      // in evCopy until a byte moves: to fall back (loop_copy_linux.go)
+	mv       *move       // a move under way (loop_move_linux.go); the loop's
 
 	// Owned by the loop once attached.
 	pending [2][]byte  // bytes of direction d read but not yet written
@@ -214,6 +215,10 @@ type evLoop struct {
 	running   []evMsg    // the loop's copy of msgs
 	due       []evTimer  // the loop's list of expired deadlines
 	finDue    []evTimer  // the loop's list of expired FIN deadlines
+
+	moveTimers [2]evQueue // moves: Rehome.Timeout from the start, DrainGrace from the half-close
+	moveDue    []evTimer  // the loop's list of expired move deadlines
+	moveSeq    uint32     // the loop's; only the loop touches it
 }
 
 func newEvLoop(p *Proxy) (*evLoop, error) {
@@ -226,6 +231,7 @@ func newEvLoop(p *Proxy) (*evLoop, error) {
 	l.timers[evPreread].d, l.timers[evDial].d = p.prereadTimeout(), p.dialTimeout()
 	fins := p.finTimeouts()
 	l.fins[0].d, l.fins[1].d = fins[0], fins[1]
+	l.moveTimers[0].d, l.moveTimers[1].d = p.Rehome.timeout(), p.Rehome.drainGrace()
 	return l, nil
 }
 
@@ -280,6 +286,10 @@ func (l *evLoop) loopEvent(pr *evPair, fd int, events uint32) {
 		l.loopConnectEvent(pr, fd, events)
 		return
 	}
+	if pr.mv != nil {
+		l.loopMoveEvent(pr, fd, events)
+		return
+	}
 	i := 0
 	if pr.side[1].Fd == fd {
 		i = 1
@@ -300,12 +310,15 @@ func (l *evLoop) loopEvent(pr *evPair, fd int, events uint32) {
 // evMsg is work for a loop from another goroutine: close pr, or (dialled)
 // the result of a dial for it.
 type evMsg struct {
-	pr       *evPair
-	unrouted bool // close every unrouted pair (refuseUnrouted)
-	dialled  bool
-	gen      uint32
-	bc       net.Conn
-	err      error
+	pr        *evPair
+	unrouted  bool  // close every unrouted pair (refuseUnrouted)
+	move      *move // start moving pr (startMove)
+	lostCheck bool  // the check of pr's lost backend answered: gone or not
+	gone      bool
+	dialled   bool
+	gen       uint32
+	bc        net.Conn
+	err       error
 }
 
 // post queues pr for the loop to close.
@@ -335,6 +348,10 @@ func (l *evLoop) loopMsgs() {
 			l.loopCloseAll(true)
 		case m.dialled:
 			l.loopDialled(m)
+		case m.move != nil:
+			l.loopMoveStart(m.pr, m.move)
+		case m.lostCheck:
+			l.loopLostResult(m.pr, m.gen, m.gone)
 		case !m.pr.done:
 			l.loopClose(m.pr, ReasonShutdown, nil) // conn.close set the reason
 		}

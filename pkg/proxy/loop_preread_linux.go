@@ -253,7 +253,7 @@ func (l *evLoop) loopConnected(pr *evPair) {
 		client = a.c
 	}
 	pc := &conn{client: client, device: a.device, backendID: a.b.ID, since: time.Now(), ev: pr,
-		finWait: p.finTimeouts(), moved: a.moved}
+		finWait: p.finTimeouts(), moved: a.moved, lg: p.newLogin(a.buf, nil, a.remote)}
 	a.sent = time.Now()
 	pr.pc, pr.stage, pr.adm, pr.replay = pc, evCopy, nil, a // a.buf kept until a byte moves
 	l.routed.Add(1)

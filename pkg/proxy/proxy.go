@@ -152,6 +152,9 @@ type Proxy struct {
 	stats    counters
 	loops    evLoops
 	connCap  int64 // MaxConns within the descriptor budget (-1: none)
+
+	rehomeFraming [2]frame.Config // by direction, when moves are on (initRehome)
+	probes        lostProbes
 	acceptLog
 
 	mu       sync.Mutex
@@ -186,6 +189,7 @@ func (p *Proxy) init() {
 		p.stopCh = make(chan struct{})
 		p.connCap = p.connCapFor(nofileLimit())
 		p.closeCh = make(chan struct{})
+		p.initRehome()
 	})
 }
 

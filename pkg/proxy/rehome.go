@@ -1,11 +1,19 @@
 package proxy
 
 import (
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/devgate/devgate/internal/opt"
 	"github.com/devgate/devgate/pkg/frame"
+	"github.com/devgate/devgate/pkg/ring"
 )
 
 // Moving live devices (rehoming): instead of closing a device's connection
@@ -82,11 +90,12 @@ const (
 	MoveBadReply     MoveResult = "evicted_bad_reply"      // the new owner's answer to the login was not a frame
 	MoveNotMovable   MoveResult = "evicted_not_movable"    // no saved login or framing for this connection
 	MoveDeviceGone   MoveResult = "device_gone"            // the device closed during the move
+	MoveClosed       MoveResult = "closed"                 // closed mid-move for another reason (shutdown, replaced, kick)
 )
 
 // MoveResults lists every MoveResult, for exporting them as 0.
 var MoveResults = []MoveResult{MoveMoved, MoveNoOptIn, MoveNoOwner, MoveDialFailed, MoveTimeout,
-	MoveBufferFull, MoveOldOwnerOpen, MovePartialFrame, MoveBadReply, MoveNotMovable, MoveDeviceGone}
+	MoveBufferFull, MoveOldOwnerOpen, MovePartialFrame, MoveBadReply, MoveNotMovable, MoveDeviceGone, MoveClosed}
 
 // MoveCauses lists the causes a move is made for.
 var MoveCauses = []Cause{CauseDrain, CauseRebalance, CauseBackendLost}
@@ -96,7 +105,7 @@ var MoveCauses = []Cause{CauseDrain, CauseRebalance, CauseBackendLost}
 type MoveTally struct {
 	Moved   atomic.Int64 // on their new owner
 	Evicted atomic.Int64 // closed: no opt-in, or a step failed
-	Gone    atomic.Int64 // the device left mid-move
+	Gone    atomic.Int64 // the device left, or the connection was closed otherwise, mid-move
 }
 
 func (t *MoveTally) add(r MoveResult) {
@@ -106,7 +115,7 @@ func (t *MoveTally) add(r MoveResult) {
 	switch r {
 	case MoveMoved:
 		t.Moved.Add(1)
-	case MoveDeviceGone:
+	case MoveDeviceGone, MoveClosed:
 		t.Gone.Add(1)
 	default:
 		t.Evicted.Add(1)
@@ -124,15 +133,172 @@ func (p *Proxy) relocate(cs []*conn, cause Cause, tally *MoveTally) int {
 	return n
 }
 
-// startMove begins moving c, or evicts it where it cannot move; false if c
-// was already closing or moving.
+// startMove begins moving c to the owner the ring gives its device now, or
+// evicts it where it cannot move; false if c was already closing or moving.
+// The move itself runs where c's sockets are: on its loop, or in its
+// copying goroutines.
 func (p *Proxy) startMove(c *conn, cause Cause, tally *MoveTally) bool {
-	// TODO(rehome): moves on the loops and the goroutine path.
-	if c.close(Evicted(cause)) {
-		p.moveEnded(cause, MoveNotMovable, 0, tally)
+	if c.closing.Load() || c.moving.Load() {
+		return false
+	}
+	if !p.Rehome.Enabled {
+		if !c.close(Evicted(cause)) {
+			return false
+		}
+		tally.add(MoveNotMovable) // an eviction; not a move, so not counted as one
 		return true
 	}
-	return false
+	from := p.table.backendOf(c)
+	to, res := p.moveTarget(c.device, from, false)
+	if res == "" && !c.movable() {
+		res = MoveNotMovable
+	}
+	if res != "" {
+		if !c.close(Evicted(cause)) {
+			return false
+		}
+		p.moveEnded(cause, res, 0, tally)
+		return true
+	}
+	if !c.moving.CompareAndSwap(false, true) {
+		return false
+	}
+	p.stats.moving.Add(1)
+	mv := &move{cause: cause, tally: tally, c: c, to: to, start: time.Now()}
+	if c.ev != nil {
+		c.ev.loop.send(evMsg{pr: c.ev, move: mv})
+	} else {
+		p.startMoveGo(c, mv)
+	}
+	return true
+}
+
+// move is one move of a live device.
+type move struct {
+	cause Cause
+	c     *conn
+	tally *MoveTally
+	to    ring.Backend // the new owner
+	start time.Time
+	lost  error // backend_lost: the old owner's error (nil: its FIN)
+	moveState
+}
+
+// moveTarget is the owner a device on backend from moves to: the ring's
+// owner now, or with lost (from is gone) the first owner in fallback order
+// other than from. A result says why there is none.
+func (p *Proxy) moveTarget(device, from string, lost bool) (ring.Backend, MoveResult) {
+	r := p.Source.Ring()
+	if r == nil || r.Len() == 0 {
+		return ring.Backend{}, MoveNoOwner
+	}
+	var stack [8]int
+	bs := r.Backends()
+	for _, i := range r.Owners([]byte(device), p.maxTries(), stack[:0]) {
+		b := bs[i]
+		if b.ID == from {
+			if lost {
+				continue
+			}
+			return ring.Backend{}, MoveNoOwner // it still owns the device
+		}
+		if b.Meta[MetaRehome] != RehomeLogin {
+			return ring.Backend{}, MoveNoOptIn
+		}
+		return b, ""
+	}
+	return ring.Backend{}, MoveNoOwner
+}
+
+// moveState is where a move is: its phase and the bytes it holds.
+type moveState struct {
+	phase   uint8
+	id      uint32 // on a loop: tells this move's deadlines from a later one's
+	cutAt   bool   // the device's bytes to the old owner end at a frame boundary
+	skip    bool   // drop device bytes up to the next boundary (a frame the lost owner began)
+	partOut bool   // the device holds the start of a frame from the old owner not yet ended
+	held    []byte // device bytes for the new owner
+	back    []byte // the old owner's partial frame, not forwarded
+}
+
+// Phases of a move.
+const (
+	mvCut     = iota // device bytes go to the old owner until a frame ends
+	mvDrain          // the old owner was half-closed: its last answers go to the device
+	mvCheck          // backend_lost: is the old owner really gone? (one check per backend)
+	mvDial           // connecting to the new owner
+	mvSwallow        // the login was replayed: dropping the answer to it
+)
+
+// movable says whether c kept what a move needs.
+func (c *conn) movable() bool { return c.lg != nil }
+
+// rehomeOn says whether routed connections keep what a move needs.
+func (p *Proxy) rehomeOn() bool { return p.Rehome.Enabled && p.rehomeFraming[0].LengthFieldLength != 0 }
+
+// initRehome checks that both directions' framing can be tracked. A
+// framing that cannot leaves moves off (every move is an eviction).
+func (p *Proxy) initRehome() {
+	if !p.Rehome.Enabled {
+		return
+	}
+	f := [2]frame.Config{p.Matcher.Frame, p.Rehome.ReplyFrame}
+	for d := range f {
+		if f[d] == (frame.Config{}) {
+			f[d] = p.Matcher.Frame
+		}
+		if f[d] == (frame.Config{}) {
+			f[d] = frame.DefaultConfig()
+		}
+		if err := frame.Trackable(f[d]); err != nil {
+			p.log.Error("rehome: framing cannot be tracked; devices will be evicted instead of moved", zap.Error(err))
+			return
+		}
+	}
+	p.rehomeFraming = f
+}
+
+// session is what a routed connection keeps to be moved: its login frame(s)
+// to replay and where each direction's frames end.
+type session struct {
+	frames []byte
+	remote netip.AddrPort // the device's address, for a PROXY header to the new owner
+	track  [2]frame.Tracker
+	broken bool // a direction's framing could not be followed: not movable
+}
+
+// newLogin keeps the login from the preread bytes buf (every byte sent to
+// the backend so far) and first (the backend's first bytes already sent
+// to the device); nil when rehome is off or buf cannot be followed.
+func (p *Proxy) newLogin(buf, first []byte, remote netip.AddrPort) *session {
+	if !p.rehomeOn() {
+		return nil
+	}
+	_, end, err := p.Matcher.FindEnd(buf)
+	if err != nil {
+		return nil
+	}
+	lg := &session{frames: bytes.Clone(buf[:end]), remote: remote}
+	if _, _, err := lg.track[0].Feed(&p.rehomeFraming[0], buf); err != nil {
+		return nil
+	}
+	if _, _, err := lg.track[1].Feed(&p.rehomeFraming[1], first); err != nil {
+		return nil
+	}
+	return lg
+}
+
+// feed follows direction d's frames through b.
+func (lg *session) feed(p *Proxy, d int, b []byte) (first, last int) {
+	if lg.broken {
+		return -1, -1
+	}
+	first, last, err := lg.track[d].Feed(&p.rehomeFraming[d], b)
+	if err != nil {
+		lg.broken = true
+		return -1, -1
+	}
+	return first, last
 }
 
 // moveEnded counts how a move ended.
@@ -142,4 +308,124 @@ func (p *Proxy) moveEnded(cause Cause, r MoveResult, pause time.Duration, tally 
 	if p.OnMove != nil {
 		p.OnMove(cause, r, pause)
 	}
+}
+
+// finishMove counts a move that had begun (startMove or a lost backend)
+// and lets its connection be moved again.
+func (p *Proxy) finishMove(c *conn, mv *move, r MoveResult) {
+	p.stats.moving.Add(-1)
+	c.moving.Store(false)
+	p.moveEnded(mv.cause, r, time.Since(mv.start), mv.tally)
+}
+
+// rehomed records that c now copies to backend id.
+func (p *Proxy) rehomed(c *conn, id string) {
+	p.table.rekey(c, id)
+	p.devices.rehomed(c, id)
+}
+
+// lostProbes checks whether a backend whose connection ended is gone: one
+// dial per backend at a time, its answer shared by every connection that
+// asks within lostProbeFresh.
+type lostProbes struct {
+	mu sync.Mutex
+	m  map[string]*lostProbe
+}
+
+type lostProbe struct {
+	running bool
+	gone    bool
+	at      time.Time // of the last answer
+	waiters []func(gone bool)
+}
+
+// lostProbeFresh is how long a check's answer stands for the next asker.
+const lostProbeFresh = time.Second
+
+// check calls done (maybe on another goroutine) with whether c's backend
+// is gone: out of the ring, or a dial to it fails.
+func (ps *lostProbes) check(p *Proxy, c *conn, done func(gone bool)) {
+	id := p.table.backendOf(c)
+	addr := ""
+	if r := p.Source.Ring(); r != nil {
+		for _, b := range r.Backends() {
+			if b.ID == id {
+				addr = b.Addr
+				break
+			}
+		}
+	}
+	if addr == "" {
+		done(true)
+		return
+	}
+	now := time.Now()
+	ps.mu.Lock()
+	if ps.m == nil {
+		ps.m = make(map[string]*lostProbe)
+	}
+	pb := ps.m[id]
+	if pb == nil {
+		if len(ps.m) >= 64 { // forget old answers, so ids that come and go do not pile up
+			for k, v := range ps.m {
+				if !v.running && now.Sub(v.at) > time.Minute {
+					delete(ps.m, k)
+				}
+			}
+		}
+		pb = &lostProbe{}
+		ps.m[id] = pb
+	}
+	if !pb.running && !pb.at.IsZero() && now.Sub(pb.at) < lostProbeFresh {
+		gone := pb.gone
+		ps.mu.Unlock()
+		done(gone)
+		return
+	}
+	pb.waiters = append(pb.waiters, done)
+	if pb.running {
+		ps.mu.Unlock()
+		return
+	}
+	pb.running = true
+	ps.mu.Unlock()
+	p.wg.Add(1) // Shutdown waits for it, so the loops outlive its answer
+	go func() {
+		defer p.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout())
+		bc, err := p.probeDial(ctx, addr)
+		cancel()
+		if err == nil {
+			bc.Close()
+		}
+		ps.mu.Lock()
+		ws := pb.waiters
+		pb.running, pb.gone, pb.at, pb.waiters = false, err != nil, time.Now(), nil
+		ps.mu.Unlock()
+		if err != nil {
+			p.log.Warn("backend lost: moving its devices to their next owners", zap.String("backend", id),
+				zap.String("addr", addr), zap.Int("waiting", len(ws)), zap.Error(err))
+		}
+		for _, w := range ws {
+			w(err != nil)
+		}
+	}()
+}
+
+// probeDial opens a TCP connection to addr, with Dial when one is set:
+// reaching the backend is all a check needs (no TLS handshake).
+func (p *Proxy) probeDial(ctx context.Context, addr string) (net.Conn, error) {
+	if p.Dial != nil {
+		return p.Dial(ctx, "tcp", addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+// addrPort is a's address and port (zero if a is not TCP).
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	return netip.AddrPort{}
 }

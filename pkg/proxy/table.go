@@ -103,9 +103,38 @@ func appendUpTo(out []*conn, set map[*conn]struct{}, n int, keep func(*conn) boo
 		if n > 0 && len(out) >= n {
 			break
 		}
-		if !c.closing.Load() && (keep == nil || keep(c)) {
+		if !c.closing.Load() && !c.moving.Load() && (keep == nil || keep(c)) {
 			out = append(out, c)
 		}
 	}
 	return out
+}
+
+// backendOf returns the backend c copies to now (a move changes it).
+func (t *connTable) backendOf(c *conn) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return c.backendID
+}
+
+// rekey files c under backend id: it was moved there.
+func (t *connTable) rekey(c *conn, id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if set := t.byBackend[c.backendID]; set != nil {
+		if _, ok := set[c]; !ok {
+			return // ended meanwhile
+		}
+		delete(set, c)
+		if len(set) == 0 {
+			delete(t.byBackend, c.backendID)
+		}
+	}
+	c.backendID = id
+	set := t.byBackend[id]
+	if set == nil {
+		set = make(map[*conn]struct{})
+		t.byBackend[id] = set
+	}
+	set[c] = struct{}{}
 }
