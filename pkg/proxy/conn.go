@@ -25,7 +25,7 @@ type conn struct {
 	once    sync.Once
 	closing atomic.Bool // set by the first close: Evict must not pick it again
 	moving  atomic.Bool // a move is under way (rehome.go)
-	lg      *session      // set before routing when moves are on; owned by whoever copies
+	lg      *session    // set before routing when moves are on; owned by whoever copies
 	mu      sync.Mutex
 	reason  Reason
 }

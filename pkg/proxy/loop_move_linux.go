@@ -476,4 +476,3 @@ func (l *evLoop) loopRunMoveDeadlines() {
 	}
 	l.moveDue = l.moveDue[:0]
 }
-
