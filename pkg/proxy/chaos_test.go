@@ -22,16 +22,24 @@ import (
 // connections are evicted and replaced; in the close variants the proxy is
 // closed in the middle of it. Afterwards every accepted connection is
 // counted closed exactly once, and no file descriptor is left: on both
-// data paths.
+// data paths. In the rehome variants connections are moved instead of
+// evicted, to owners that refuse, never answer or take them.
 func TestChaosAccountsForEveryConnection(t *testing.T) {
-	for _, mode := range []string{"goroutines", "loops", "goroutines-close", "loops-close"} {
+	for _, mode := range []string{"goroutines", "loops", "goroutines-close", "loops-close",
+		"loops-rehome", "goroutines-rehome", "loops-rehome-close"} {
 		t.Run(mode, func(t *testing.T) {
 			closeEarly := strings.HasSuffix(mode, "-close")
+			rehome := strings.Contains(mode, "rehome")
 			c := newCluster(t, 2, func(p *Proxy) {
 				p.Goroutines = !strings.HasPrefix(mode, "loops")
 				p.PrereadTimeout = 300 * time.Millisecond
 				p.DialTimeout = 300 * time.Millisecond
+				p.Rehome = Rehome{Enabled: rehome, Timeout: 300 * time.Millisecond, DrainGrace: 100 * time.Millisecond}
 			})
+			var meta map[string]string
+			if rehome {
+				meta = map[string]string{MetaRehome: RehomeLogin}
+			}
 			dead, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -39,12 +47,21 @@ func TestChaosAccountsForEveryConnection(t *testing.T) {
 			deadAddr := dead.Addr().String()
 			dead.Close() // an owner whose port refuses
 			withDead, err := ring.New(ring.ModeConsistent, []ring.Backend{
-				{ID: "b1", Addr: c.addrs[0]}, {ID: "b2", Addr: c.addrs[1]}, {ID: "dead", Addr: deadAddr},
-				{ID: "stuck", Addr: fullBacklogListener(t)}})
+				{ID: "b1", Addr: c.addrs[0], Meta: meta}, {ID: "b2", Addr: c.addrs[1], Meta: meta},
+				{ID: "dead", Addr: deadAddr, Meta: meta}, {ID: "stuck", Addr: fullBacklogListener(t), Meta: meta}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			healthy := c.ring.Ring()
+			healthy, err := ring.New(ring.ModeConsistent, []ring.Backend{
+				{ID: "b1", Addr: c.addrs[0], Meta: meta}, {ID: "b2", Addr: c.addrs[1], Meta: meta}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.ring.Store(healthy)
+			onlyB1, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "b1", Addr: c.addrs[0], Meta: meta}})
+			if err != nil {
+				t.Fatal(err)
+			}
 			runtime.GC() // pipes the goroutine path pooled before are released
 			fds := openFDs(t)
 
@@ -57,13 +74,21 @@ func TestChaosAccountsForEveryConnection(t *testing.T) {
 						return
 					case <-time.After(7 * time.Millisecond):
 					}
-					if i%2 == 0 {
+					switch i % 3 {
+					case 0:
 						c.ring.Store(withDead)
-					} else {
+					case 1:
 						c.ring.Store(healthy)
+					default: // b2's devices move (or are evicted) to b1
+						c.ring.Store(onlyB1)
 					}
-					c.proxy.Evict("", 2, "chaos")
-					c.proxy.EvictMisplaced(1, "chaos")
+					if rehome {
+						c.proxy.Relocate("", 2, "chaos", nil)
+						c.proxy.RelocateMisplaced(1, "chaos", nil)
+					} else {
+						c.proxy.Evict("", 2, "chaos")
+						c.proxy.EvictMisplaced(1, "chaos")
+					}
 				}
 			})
 			var wg sync.WaitGroup
@@ -98,10 +123,10 @@ func TestChaosAccountsForEveryConnection(t *testing.T) {
 				for _, v := range s.Closed {
 					closed += v
 				}
-				return s.Active == 0 && s.Proxied == 0 && closed == s.Accepted
+				return s.Active == 0 && s.Proxied == 0 && closed == s.Accepted && s.Moving == 0
 			})
 			s := c.proxy.Stats()
-			t.Logf("accepted %d, routed %d, fallbacks %d, closed %v", s.Accepted, s.Routed, s.Fallbacks, s.Closed)
+			t.Logf("accepted %d, routed %d, fallbacks %d, closed %v, moves %v", s.Accepted, s.Routed, s.Fallbacks, s.Closed, s.Rehomes)
 			if !closeEarly && s.Accepted < n {
 				t.Fatalf("accepted %d of %d", s.Accepted, n)
 			}

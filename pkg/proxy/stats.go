@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -80,4 +82,19 @@ func (c *counters) snapshot() Stats {
 	}
 	c.mu.Unlock()
 	return s
+}
+
+// MarshalText writes k as "cause/result", so Stats encodes as JSON.
+func (k MoveKey) MarshalText() ([]byte, error) {
+	return []byte(string(k.Cause) + "/" + string(k.Result)), nil
+}
+
+// UnmarshalText reads what MarshalText wrote.
+func (k *MoveKey) UnmarshalText(b []byte) error {
+	cause, result, ok := strings.Cut(string(b), "/")
+	if !ok {
+		return fmt.Errorf("move key %q: want cause/result", b)
+	}
+	k.Cause, k.Result = Cause(cause), MoveResult(result)
+	return nil
 }
