@@ -49,7 +49,7 @@ func main() {
 	flag.IntVar(&o.pingConc, "pingpong-concurrency", 64, "pingpong: devices")
 	flag.DurationVar(&o.pingInterval, "pingpong-interval", 10*time.Millisecond, "pingpong-paced: each device sends every interval")
 	bulk := flag.String("bulk-concurrency", "1,16", "bulk: connection counts")
-	proxies := flag.String("proxies", "devgate,haproxy,nginx", "proxies to measure besides direct")
+	proxies := flag.String("proxies", "devgate,devgate-rehome,haproxy,nginx", "proxies to measure besides direct")
 	flag.Parse()
 	for _, s := range strings.Split(*bulk, ",") {
 		n, err := strconv.Atoi(s)

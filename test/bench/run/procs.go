@@ -16,15 +16,18 @@ import (
 
 // Loopback ports of the suite.
 const (
-	backendBase = 19101 // backends on 19101..
-	numBackends = 3
-	adminHTTP   = "127.0.0.1:19091" // devgate's pprof
+	backendBase     = 19101 // backends on 19101..
+	numBackends     = 3
+	adminHTTP       = "127.0.0.1:19091" // devgate's pprof
+	adminHTTPRehome = "127.0.0.1:19092" // devgate-rehome's
 )
 
 var proxyAddr = map[string]string{
 	"devgate": "127.0.0.1:19000",
 	"haproxy": "127.0.0.1:19001",
 	"nginx":   "127.0.0.1:19002",
+	// devgate with moves on: what keeping the login and following frames costs.
+	"devgate-rehome": "127.0.0.1:19003",
 }
 
 type backendAddr struct{ ID, Addr string }
@@ -112,7 +115,7 @@ func (b *bench) stopAll() {
 }
 
 // render fills template src/name.tmpl into the run directory.
-func (b *bench) render(name, listen string) (string, error) {
+func (b *bench) render(name, listen string, extra ...any) (string, error) {
 	t, err := template.ParseFiles(filepath.Join(b.o.src, name+".tmpl"))
 	if err != nil {
 		return "", err
@@ -123,9 +126,13 @@ func (b *bench) render(name, listen string) (string, error) {
 		return "", err
 	}
 	defer f.Close()
-	return path, t.Execute(f, map[string]any{
+	data := map[string]any{
 		"Dir": b.dir, "Src": b.o.src, "Listen": listen, "AdminHTTP": adminHTTP, "Backends": b.backendList(),
-	})
+	}
+	for i := 0; i+1 < len(extra); i += 2 { // name, value pairs
+		data[extra[i].(string)] = extra[i+1]
+	}
+	return path, t.Execute(f, data)
 }
 
 // startProxy (re)starts proxy name and waits until it routes a device.
@@ -138,8 +145,12 @@ func (b *bench) startProxy(ctx context.Context, name string) error {
 	listen := proxyAddr[name]
 	var cmd *exec.Cmd
 	switch name {
-	case "devgate":
-		cfg, err := b.render("devgate.yaml", listen)
+	case "devgate", "devgate-rehome":
+		admin := adminHTTP
+		if name == "devgate-rehome" {
+			admin = adminHTTPRehome
+		}
+		cfg, err := b.render("devgate.yaml", listen, "Rehome", name == "devgate-rehome", "AdminHTTP", admin)
 		if err != nil {
 			return err
 		}
