@@ -28,6 +28,12 @@ import (
 // then the held bytes go to the new owner and copying resumes. A failed
 // step, or Rehome.Timeout, closes the pair as without rehome.
 
+// onLoop says whether pr is on its loop, where a move can be posted.
+func (pr *evPair) onLoop() bool { return pr.attached.Load() }
+
+// postMove asks pr's loop to move it.
+func (pr *evPair) postMove(mv *move) { pr.loop.send(evMsg{pr: pr, move: mv}) }
+
 // loopMoveStart begins a move that startMove posted.
 func (l *evLoop) loopMoveStart(pr *evPair, mv *move) {
 	p := l.p

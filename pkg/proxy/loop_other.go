@@ -30,6 +30,10 @@ type evPair struct{}
 
 func (*evPair) kill() {}
 
+func (*evPair) onLoop() bool { return false }
+
+func (*evPair) postMove(*move) {}
+
 func (p *Proxy) useEventLoop(client, backend net.Conn) bool { return false }
 
 func (p *Proxy) loopsCopy() bool { return false }

@@ -138,8 +138,8 @@ func (p *Proxy) relocate(cs []*conn, cause Cause, tally *MoveTally) int {
 // The move itself runs where c's sockets are: on its loop, or in its
 // copying goroutines.
 func (p *Proxy) startMove(c *conn, cause Cause, tally *MoveTally) bool {
-	if c.closing.Load() || c.moving.Load() {
-		return false
+	if c.closing.Load() || c.moving.Load() || (c.ev != nil && !c.ev.onLoop()) {
+		return false // (not yet on its loop: the goroutine handing it over still owns it)
 	}
 	if !p.Rehome.Enabled {
 		if !c.close(Evicted(cause)) {
@@ -166,7 +166,7 @@ func (p *Proxy) startMove(c *conn, cause Cause, tally *MoveTally) bool {
 	p.stats.moving.Add(1)
 	mv := &move{cause: cause, tally: tally, c: c, to: to, start: time.Now()}
 	if c.ev != nil {
-		c.ev.loop.send(evMsg{pr: c.ev, move: mv})
+		c.ev.postMove(mv)
 	} else {
 		p.startMoveGo(c, mv)
 	}
