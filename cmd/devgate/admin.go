@@ -54,6 +54,9 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 	hist := metrics.NewPrereadHistogram()
 	reg.MustRegister(hist)
 	p.OnPreread = metrics.ObserveSeconds(hist)
+	pause := metrics.NewRehomePauseHistogram()
+	reg.MustRegister(pause)
+	p.OnMove = metrics.ObserveMove(pause)
 	a.ready = func() (bool, string) {
 		if p.Draining() {
 			return false, "draining"
