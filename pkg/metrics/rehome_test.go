@@ -32,12 +32,12 @@ func TestRehomeCounters(t *testing.T) {
 		}
 	}
 	want(t, m, map[string]float64{
-		`devgate_rehome_in_progress`:                                           2,
-		`devgate_rehome_total{cause="drain",result="moved"}`:                   3,
-		`devgate_rehome_total{cause="backend_lost",result="evicted_timeout"}`:  1,
-		`devgate_rehome_total{cause="rebalance",result="moved"}`:               0,
-		`devgate_rehome_total{cause="custom",result="evicted_other"}`:          4,
-		`devgate_rehome_total{cause="rebalance",result="evicted_no_optin"}`:    0,
+		`devgate_rehome_in_progress`:                                          2,
+		`devgate_rehome_total{cause="drain",result="moved"}`:                  3,
+		`devgate_rehome_total{cause="backend_lost",result="evicted_timeout"}`: 1,
+		`devgate_rehome_total{cause="rebalance",result="moved"}`:              0,
+		`devgate_rehome_total{cause="custom",result="evicted_other"}`:         4,
+		`devgate_rehome_total{cause="rebalance",result="evicted_no_optin"}`:   0,
 		`devgate_rehome_total{cause="drain",result="evicted_old_owner_open"}`: 0,
 	})
 	lint(t, reg)
