@@ -263,3 +263,59 @@ func TestJoined(t *testing.T) {
 		}
 	}
 }
+
+// The automatic rebalance waits while an operator's rebalance runs on the
+// replica (stood in for by its counter), then goes on by itself.
+func TestAutoRebalanceGivesWayToOperator(t *testing.T) {
+	f, logs := autoFleet(t, 2, 2)
+	devs := holdDevices(t, f, 40)
+	for _, g := range f.gateways {
+		g.svc.rebalancing.Add(1)
+	}
+	f.addBackend("b3")
+	waitUntil(t, "both gateways wait for the operator", func() bool {
+		return logs.FilterMessage("automatic rebalance waits").FilterField(zap.String("for", "an operator's rebalance runs here")).Len() == 2
+	})
+	if n := f.relocated(proxy.CauseRebalance); n != 0 {
+		t.Fatalf("%d relocated while an operator's rebalance runs", n)
+	}
+	for _, g := range f.gateways {
+		g.svc.rebalancing.Add(-1)
+	}
+	moved, stay := misplacedBy(f.gateways[0].watcher.Ring(), devs)
+	testkit.WaitFor(t, 15*time.Second, 10*time.Millisecond, "every misplaced device relocated", func() bool {
+		return f.relocated(proxy.CauseRebalance) == uint64(len(moved))
+	})
+	for _, d := range stay {
+		if d.isClosed() {
+			t.Fatalf("%s stays on %s but was relocated", d.id, d.backend)
+		}
+	}
+	f.cancel()
+}
+
+// Two joins in a row (the second may restart the settle time or the
+// rebalance under way): the fleet still converges to the ring.
+func TestAutoRebalanceAfterTwoJoins(t *testing.T) {
+	f, logs := autoFleet(t, 2, 2)
+	devs := holdDevices(t, f, 60)
+	f.addBackend("b3")
+	f.addBackend("b4")
+	for _, g := range f.gateways {
+		waitUntil(t, "b3 and b4 in every ring", func() bool { return g.watcher.Ring().Len() == 4 })
+	}
+	moved, _ := misplacedBy(f.gateways[0].watcher.Ring(), devs)
+	testkit.WaitFor(t, 15*time.Second, 10*time.Millisecond, "every misplaced device relocated", func() bool {
+		return f.relocated(proxy.CauseRebalance) == uint64(len(moved))
+	})
+	waitUntil(t, "each gateway logged the end", func() bool {
+		return logs.FilterMessage("automatic rebalance over").Len() >= 2
+	})
+	for _, g := range f.gateways {
+		if n := g.proxy.CountMisplaced(); n != 0 {
+			t.Fatalf("%s still holds %d misplaced connections", g.id, n)
+		}
+	}
+	t.Logf("%d rebalances started for %d joins on 2 gateways", logs.FilterMessage("automatic rebalance: relocating misplaced connections").Len(), 2)
+	f.cancel()
+}
