@@ -54,6 +54,9 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 	hist := metrics.NewPrereadHistogram()
 	reg.MustRegister(hist)
 	p.OnPreread = metrics.ObserveSeconds(hist)
+	pause := metrics.NewRehomePauseHistogram()
+	reg.MustRegister(pause)
+	p.OnMove = metrics.ObserveMove(pause)
 	a.ready = func() (bool, string) {
 		if p.Draining() {
 			return false, "draining"
@@ -124,6 +127,8 @@ func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy
 		ID: m.id, Version: version, Started: time.Now(), Proxy: p, Watcher: m.fleet,
 		Client: m.client, Keys: m.keys, Logger: log.Named("admin"),
 		LookupFallbacks: max(cfg.Limits.MaxTries, 3) - 1,
+		AutoRebalance:   cfg.Rebalance.AutoOn(),
+		RebalancePace:   cfg.Rebalance.PerSecondOr(),
 		DialPeer: func(addr string) (*grpc.ClientConn, error) {
 			creds := insecure.NewCredentials()
 			if peerTLS != nil {

@@ -24,17 +24,17 @@ func TestCtlRebalance(t *testing.T) {
 	}}
 	addr := startFake(t, f)
 	out, _, code := ctl(t, "--addr", addr, "--token", "t", "rebalance", "--pace", "20")
-	want := `misplaced 30 evicted 0 (gw1 0/12, gw2 0/18)
-misplaced 30 evicted 14 (gw1 6/12, gw2 8/18)
-misplaced 30 evicted 30 (gw1 12/12, gw2 18/18)
-rebalance done: evicted 30 of 30 misplaced connections on 2 gateways
+	want := `misplaced 30 moved 0 evicted 0 (gw1 0/12, gw2 0/18)
+misplaced 30 moved 0 evicted 14 (gw1 6/12, gw2 8/18)
+misplaced 30 moved 0 evicted 30 (gw1 12/12, gw2 18/18)
+rebalance done: moved 0, evicted 30 of 30 misplaced connections on 2 gateways
 `
 	if code != 0 || out != want {
 		t.Fatalf("exit %d, output:\n%s\nwant:\n%s", code, out, want)
 	}
 	// Under --json: progress on stderr, the last message on stdout.
 	out, errOut, code := ctl(t, "--addr", addr, "--token", "t", "rebalance", "--dry-run", "--json")
-	if code != 0 || !strings.Contains(out, `"done": true`) || strings.Contains(out, "misplaced 30") || !strings.Contains(errOut, "misplaced 30 evicted 30") {
+	if code != 0 || !strings.Contains(out, `"done": true`) || strings.Contains(out, "misplaced 30") || !strings.Contains(errOut, "misplaced 30 moved 0 evicted 30") {
 		t.Fatalf("exit %d, stdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 	assertRequests(t, f, &adminv1.RebalanceRequest{EvictPerSecond: 20}, &adminv1.RebalanceRequest{DryRun: true})
@@ -51,8 +51,8 @@ func TestCtlRebalanceIncomplete(t *testing.T) {
 		Partial:  &adminv1.Partial{Partial: true, Errors: map[string]string{"gw3": "connection refused"}}}}}
 	addr := startFake(t, f)
 	out, errOut, code := ctl(t, "--addr", addr, "rebalance", "--dry-run")
-	want := `misplaced 12 evicted 0 (gw1 0/12, gw3 0/0 failed)
-dry run: 12 misplaced connections (gw1 12, gw3 0); nothing was evicted
+	want := `misplaced 12 moved 0 evicted 0 (gw1 0/12, gw3 0/0 failed)
+dry run: 12 misplaced connections (gw1 12, gw3 0); nothing was moved or evicted
 PARTIAL: gateways gw3 did not answer: gw3: connection refused
 `
 	if code != 1 || out != want || errOut != "devgate ctl rebalance: rebalance incomplete: gw3 did not finish\n" {

@@ -132,8 +132,8 @@ func stateName(s adminv1.BackendState) string {
 	return strings.ToLower(strings.TrimPrefix(s.String(), "BACKEND_STATE_"))
 }
 
-// drainLine is one line of drain progress:
-// "draining ID: N connections left (deadline in Xs | evicting at P/s)".
+// drainLine is one line of drain progress: "draining ID: N connections
+// left (deadline in Xs | moving or evicting at P/s; moved M, evicted E)".
 func drainLine(b *adminv1.Backend, now time.Time) string {
 	s := fmt.Sprintf("draining %s: %s left", b.GetId(), plural(b.GetConnections(), "connection"))
 	d := b.GetDrain()
@@ -143,7 +143,20 @@ func drainLine(b *adminv1.Backend, now time.Time) string {
 	if left := d.GetDeadline().AsTime().Sub(now); d.GetDeadline() != nil && left > 0 {
 		return s + fmt.Sprintf(" (deadline in %s)", fmtDur(left))
 	}
-	return s + fmt.Sprintf(" (evicting at %s)", paceText(d.GetEvictPerSecond()))
+	s += " (moving or evicting at " + paceText(d.GetEvictPerSecond())
+	if p := b.GetDrainProgress(); p != nil {
+		s += "; " + movedText(p.GetMoved(), p.GetEvicted(), p.GetGone())
+	}
+	return s + ")"
+}
+
+// movedText is "moved M, evicted E" and ", G gone" when devices left mid-move.
+func movedText(moved, evicted, gone int64) string {
+	s := fmt.Sprintf("moved %d, evicted %d", moved, evicted)
+	if gone > 0 {
+		s += fmt.Sprintf(", %d gone", gone)
+	}
+	return s
 }
 
 func renderDrain(w io.Writer, id string, d *adminv1.Drain, unconfirmed map[string]string, now time.Time) {
@@ -155,10 +168,10 @@ func renderDrain(w io.Writer, id string, d *adminv1.Drain, unconfirmed map[strin
 	}
 	pace := paceText(d.GetEvictPerSecond())
 	if left := d.GetDeadline().AsTime().Sub(now); d.GetDeadline() != nil && left > 0 {
-		fmt.Fprintf(w, "connections stay until %s (in %s), then are evicted at %s across the fleet\n",
+		fmt.Fprintf(w, "connections stay until %s (in %s), then are moved or evicted at %s across the fleet\n",
 			d.GetDeadline().AsTime().Local().Format("15:04:05 MST"), fmtDur(left), pace)
 	} else {
-		fmt.Fprintf(w, "connections are evicted now at %s across the fleet\n", pace)
+		fmt.Fprintf(w, "connections are moved or evicted now at %s across the fleet\n", pace)
 	}
 	if r := d.GetReason(); r != "" {
 		fmt.Fprintf(w, "reason: %s\n", r)
@@ -229,18 +242,21 @@ func consistencyLine(resp *adminv1.ListGatewaysResponse) string {
 	return fmt.Sprintf("consistent: %s (revisions %s)", verdict, strings.Join(parts, "; "))
 }
 
-// rebalanceLine is "misplaced N evicted M (gw1 a/b, gw2 c/d)", per gateway
-// evicted/misplaced.
+// rebalanceLine is "misplaced N moved M evicted E (gw1 a/b, gw2 c/d)", per
+// gateway relocated (moved, evicted or gone)/misplaced.
 func rebalanceLine(p *adminv1.RebalanceProgress) string {
 	gws := make([]string, 0, len(p.GetGateways()))
 	for _, g := range p.GetGateways() {
-		s := fmt.Sprintf("%s %d/%d", g.GetGateway(), g.GetEvicted(), g.GetMisplaced())
+		s := fmt.Sprintf("%s %d/%d", g.GetGateway(), g.GetMoved()+g.GetEvicted()+g.GetGone(), g.GetMisplaced())
 		if g.GetError() != "" {
 			s += " failed"
 		}
 		gws = append(gws, s)
 	}
-	s := fmt.Sprintf("misplaced %d evicted %d", p.GetMisplaced(), p.GetEvicted())
+	s := fmt.Sprintf("misplaced %d moved %d evicted %d", p.GetMisplaced(), p.GetMoved(), p.GetEvicted())
+	if p.GetGone() > 0 {
+		s += fmt.Sprintf(" gone %d", p.GetGone())
+	}
 	if len(gws) > 0 {
 		s += " (" + strings.Join(gws, ", ") + ")"
 	}
@@ -253,11 +269,11 @@ func renderRebalanceSummary(w io.Writer, p *adminv1.RebalanceProgress, dry bool)
 		for _, g := range p.GetGateways() {
 			gws = append(gws, fmt.Sprintf("%s %d", g.GetGateway(), g.GetMisplaced()))
 		}
-		fmt.Fprintf(w, "dry run: %s (%s); nothing was evicted\n",
+		fmt.Fprintf(w, "dry run: %s (%s); nothing was moved or evicted\n",
 			plural(p.GetMisplaced(), "misplaced connection"), strings.Join(gws, ", "))
 	} else {
-		fmt.Fprintf(w, "rebalance done: evicted %d of %s on %s\n",
-			p.GetEvicted(), plural(p.GetMisplaced(), "misplaced connection"), plural(int64(len(p.GetGateways())), "gateway"))
+		fmt.Fprintf(w, "rebalance done: %s of %s on %s\n", movedText(p.GetMoved(), p.GetEvicted(), p.GetGone()),
+			plural(p.GetMisplaced(), "misplaced connection"), plural(int64(len(p.GetGateways())), "gateway"))
 	}
 	for _, g := range p.GetGateways() {
 		if _, listed := p.GetPartial().GetErrors()[g.GetGateway()]; g.GetError() != "" && !listed {

@@ -106,7 +106,7 @@ func TestCtlDrain(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, s := range []string{"draining b2: out of the ring on every gateway now\n", "(in 2m0s), then are evicted at 20/s across the fleet\n", "reason: kernel update\n"} {
+	for _, s := range []string{"draining b2: out of the ring on every gateway now\n", "(in 2m0s), then are moved or evicted at 20/s across the fleet\n", "reason: kernel update\n"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("output lacks %q:\n%s", s, out)
 		}
@@ -137,11 +137,11 @@ func TestCtlDrainWait(t *testing.T) {
 	addr := startFake(t, f)
 	out, _, code := ctl(t, "--addr", addr, "drain", "--deadline", "0", "b2", "--wait")
 	want := `draining b2: out of the ring on every gateway now
-connections are evicted now at 50/s across the fleet
+connections are moved or evicted now at 50/s across the fleet
 draining b2: 40 connections left (deadline in 1h0m)
-draining b2: 12 connections left (evicting at 50/s)
-draining b2: 1 connection left (evicting at 50/s) [partial: gw3 did not answer]
-draining b2: 0 connections left (evicting at 50/s)
+draining b2: 12 connections left (moving or evicting at 50/s)
+draining b2: 1 connection left (moving or evicting at 50/s) [partial: gw3 did not answer]
+draining b2: 0 connections left (moving or evicting at 50/s)
 drained b2: no connections left; it stays out of the ring until 'devgate ctl undrain b2'
 `
 	if code != 0 || out != want {
@@ -168,10 +168,10 @@ func TestCtlDrainWaitQuiet(t *testing.T) {
 	addr := startFake(t, f)
 	out, _, code := ctl(t, "--addr", addr, "drain", "--deadline", "0", "b2", "--wait")
 	want := `draining b2: out of the ring on every gateway now
-connections are evicted now at 50/s across the fleet
-draining b2: 7 connections left (evicting at 50/s)
-draining b2: 3 connections left (evicting at 50/s)
-draining b2: 0 connections left (evicting at 50/s)
+connections are moved or evicted now at 50/s across the fleet
+draining b2: 7 connections left (moving or evicting at 50/s)
+draining b2: 3 connections left (moving or evicting at 50/s)
+draining b2: 0 connections left (moving or evicting at 50/s)
 drained b2: no connections left; it stays out of the ring until 'devgate ctl undrain b2'
 `
 	if code != 0 || out != want {

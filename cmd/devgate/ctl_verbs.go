@@ -45,9 +45,10 @@ func ctlVerbs() []ctlVerb {
 		{name: "backends", summary: "list backends: weight, zone, state, ring share, connections",
 			setup: func(*flag.FlagSet) func(*ctlRun, []string) error { return (*ctlRun).backends }},
 		{name: "drain", args: []string{"ID"}, flags: "[--deadline 30s] [--pace N] [--reason TEXT] [--wait]",
-			summary: "take a backend out of the ring; evict its connections after the deadline",
+			summary: "take a backend out of the ring; move or evict its connections after the deadline",
 			more: "The drain is stored in etcd: every gateway stops sending new devices to ID at once.\n" +
-				"Connections stay until the deadline, then are evicted at the pace, fleet-wide.\n" +
+				"Connections stay until the deadline, then are relocated at the pace, fleet-wide: moved\n" +
+				"live to their new owner (rehome.enabled, and the owner registered with rehome=login), else evicted.\n" +
 				"--wait shows progress every second until none are left; ctrl-C stops watching, not the drain.\n" +
 				"Gateways that do not confirm within a few seconds (cut off from etcd) are named; ctl exits 1 then.",
 			setup: func(fs *flag.FlagSet) func(*ctlRun, []string) error {
@@ -68,9 +69,9 @@ func ctlVerbs() []ctlVerb {
 				return func(c *ctlRun, a []string) error { return c.lookup(a[0], *n) }
 			}},
 		{name: "rebalance", flags: "[--pace N] [--dry-run]",
-			summary: "evict, paced, the connections whose device now belongs to another backend",
-			more: "Prints progress as the gateways report it. ctrl-C cancels the rebalance;\n" +
-				"connections already evicted stay evicted. Exits 1 if a gateway did not finish.",
+			summary: "move or evict, paced, the connections whose device now belongs to another backend",
+			more: "Prints progress (moved, evicted) as the gateways report it. ctrl-C cancels the rebalance;\n" +
+				"connections already relocated stay so. Exits 1 if a gateway did not finish.",
 			setup: func(fs *flag.FlagSet) func(*ctlRun, []string) error {
 				pace := paceFlag(fs)
 				dry := fs.Bool("dry-run", false, "count the misplaced connections only")

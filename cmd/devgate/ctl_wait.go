@@ -93,11 +93,16 @@ func (c *ctlRun) waitDrain(id string) error {
 		now := time.Now()
 		evicting := b.GetDrain() == nil || !b.GetDrain().GetDeadline().AsTime().After(now)
 		partial := partialNote(resp.GetPartial())
-		last.print(c.progress, fmt.Sprint(b.GetConnections(), evicting, partial), drainLine(b, now)+partial)
+		dp := b.GetDrainProgress()
+		last.print(c.progress, fmt.Sprint(b.GetConnections(), evicting, partial, dp.GetMoved(), dp.GetEvicted(), dp.GetGone()), drainLine(b, now)+partial)
 		if b.GetConnections() > 0 {
 			return false, nil
 		}
-		fmt.Fprintf(c.progress, "drained %s: no connections left%s; it stays out of the ring until 'devgate ctl undrain %s'\n", id, partial, id)
+		moved := ""
+		if dp != nil {
+			moved = " (" + movedText(dp.GetMoved(), dp.GetEvicted(), dp.GetGone()) + ")"
+		}
+		fmt.Fprintf(c.progress, "drained %s: no connections left%s%s; it stays out of the ring until 'devgate ctl undrain %s'\n", id, moved, partial, id)
 		return true, nil
 	})
 }
@@ -193,5 +198,6 @@ func evictedSoFar(p *adminv1.RebalanceProgress) string {
 	if p == nil {
 		return ""
 	}
-	return fmt.Sprintf(" after evicting %d of %d misplaced connections", p.GetEvicted(), p.GetMisplaced())
+	return fmt.Sprintf(" after relocating %d of %d misplaced connections (%s)", p.GetMoved()+p.GetEvicted()+p.GetGone(),
+		p.GetMisplaced(), movedText(p.GetMoved(), p.GetEvicted(), p.GetGone()))
 }

@@ -85,6 +85,9 @@ func runDev(out io.Writer, f devFlags) error {
 		Admin: config.Admin{Listen: f.adminAddr, HTTPListen: f.adminHTTP}}
 	// Every simulated device comes from 127.0.0.1: per-address limits off.
 	cfg.Limits.MaxConnectionsPerIP, cfg.Limits.AcceptRatePerIP = -1, -1
+	// Devices move instead of disconnecting, and come back by themselves.
+	on := true
+	cfg.Rehome.Enabled, cfg.Rebalance.Auto = &on, &on
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -145,6 +145,9 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 		SendProxyV2:           cfg.ProxyProtocol.SendV2,
 		Goroutines:            !cfg.EventLoopOn(),
 	}
+	if p.Rehome, err = rehomeOptions(cfg); err != nil {
+		return nil, err
+	}
 	if cfg.TLS != nil {
 		certs, err := proxy.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {
@@ -161,6 +164,17 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 		p.BackendTLS = tc
 	}
 	return p, nil
+}
+
+// rehomeOptions turns the rehome section into the proxy's move options.
+func rehomeOptions(cfg *config.Config) (proxy.Rehome, error) {
+	r := cfg.Rehome
+	rf, err := cfg.ReplyFrameConfig()
+	if err != nil {
+		return proxy.Rehome{}, err
+	}
+	return proxy.Rehome{Enabled: r.On(), Timeout: r.TimeoutOr(), MaxBuffered: r.MaxBufferedOr(),
+		KeepReply: !r.SwallowOn(), DrainGrace: r.DrainGraceOr(), ReplyFrame: rf}, nil
 }
 
 // serveUntilSignal serves until SIGINT or SIGTERM, then stops accepting and

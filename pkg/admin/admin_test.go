@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
+	"github.com/devgate/devgate/pkg/proxy"
 	"github.com/devgate/devgate/pkg/sim"
 )
 
@@ -212,8 +213,13 @@ func TestRebalanceMovesOnlyMisplaced(t *testing.T) {
 			}
 		}
 	}
-	if last.Misplaced != int64(want) || last.Evicted != int64(want) || last.Partial.GetPartial() || len(last.Gateways) != 2 {
-		t.Fatalf("progress %v, want %d misplaced and evicted over 2 gateways", last, want)
+	// Relocated: moved where the new owner takes moved devices, else
+	// evicted (these demo backends do not opt in).
+	if last.Misplaced != int64(want) || last.Moved+last.Evicted+last.Gone != int64(want) || last.Partial.GetPartial() || len(last.Gateways) != 2 {
+		t.Fatalf("progress %v, want %d misplaced and relocated over 2 gateways", last, want)
+	}
+	if n := f.relocated(proxy.CauseRebalance); n != uint64(want) {
+		t.Fatalf("devgate_rehome_total{cause=rebalance} sums to %d, want %d", n, want)
 	}
 	t.Logf("rebalance: %d of %d devices misplaced after adding b3, all evicted, none other", want, len(devs))
 	f.cancel() // the rest close with the fleet

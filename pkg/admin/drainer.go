@@ -7,25 +7,29 @@ import (
 
 	"go.uber.org/zap"
 
+	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
 	"github.com/devgate/devgate/pkg/proxy"
 	"github.com/devgate/devgate/pkg/registry"
 )
 
-// evicter is the part of the proxy a drain needs.
-type evicter interface {
-	Evict(backend string, n int, cause proxy.Cause) int
+// relocator is the part of the proxy a drain needs.
+type relocator interface {
+	Relocate(backend string, n int, cause proxy.Cause, tally *proxy.MoveTally) int
 }
 
 // drainer carries out, on this replica, the drains stored in etcd: after a
-// drain's deadline it evicts the backend's connections here at this
-// replica's share of the fleet-wide pace, so devices reconnect to their new
-// owners without a herd. An undrain stops it.
+// drain's deadline it relocates the backend's connections here at this
+// replica's share of the fleet-wide pace: each device moves live to its new
+// owner where rehome allows, else is evicted and reconnects there, without
+// a herd either way. An undrain stops it.
 type drainer struct {
-	proxy evicter
+	proxy relocator
 	log   *zap.Logger
 	// share, if set, returns this replica's part of a fleet-wide pace for
 	// a backend's connections at the deadline; nil: an equal split.
 	share func(ctx context.Context, backend string, pace float64) (float64, bool)
+	// moveWait bounds the wait for moves begun to end (relocatePaced).
+	moveWait time.Duration
 
 	mu   sync.Mutex
 	ctx  context.Context
@@ -34,14 +38,16 @@ type drainer struct {
 }
 
 type drainJob struct {
-	drain   registry.DrainValue
-	share   float64 // this replica's pace
-	cancel  context.CancelFunc
-	evicted int
-	done    bool
+	drain     registry.DrainValue
+	share     float64 // this replica's pace
+	cancel    context.CancelFunc
+	tally     *proxy.MoveTally // how the relocated connections ended
+	relocated int              // begun: what the pace counts
+	started   bool             // the deadline passed
+	done      bool
 }
 
-func newDrainer(ctx context.Context, p evicter, log *zap.Logger) *drainer {
+func newDrainer(ctx context.Context, p relocator, log *zap.Logger) *drainer {
 	return &drainer{proxy: p, log: log, ctx: ctx, jobs: make(map[string]*drainJob)}
 }
 
@@ -53,11 +59,17 @@ func (d *drainer) update(s *registry.Snapshot) {
 	if d.ctx.Err() != nil {
 		return
 	}
+	// A job restarted for the same drain (the fleet's size changed) keeps
+	// counting where it was.
+	tallies := map[string]*proxy.MoveTally{}
 	for id, j := range d.jobs {
 		dv, ok := s.Drains[id]
 		if !ok || dv != j.drain || j.share != dv.EvictPerSecond/float64(gateways) {
 			j.cancel()
 			delete(d.jobs, id)
+			if ok && dv == j.drain {
+				tallies[id] = j.tally
+			}
 		}
 	}
 	for id, dv := range s.Drains {
@@ -69,7 +81,11 @@ func (d *drainer) update(s *registry.Snapshot) {
 			rate = DefaultPace
 		}
 		ctx, cancel := context.WithCancel(d.ctx)
-		j := &drainJob{drain: dv, share: rate / float64(gateways), cancel: cancel}
+		tally := tallies[id]
+		if tally == nil {
+			tally = new(proxy.MoveTally)
+		}
+		j := &drainJob{drain: dv, share: rate / float64(gateways), cancel: cancel, tally: tally}
 		d.jobs[id] = j
 		d.wg.Add(1)
 		go d.run(ctx, id, j)
@@ -93,16 +109,54 @@ func (d *drainer) run(ctx context.Context, id string, j *drainJob) {
 	if !sleepUntil(ctx, j.drain.Deadline) {
 		return
 	}
-	d.log.Info("drain deadline reached; evicting", zap.String("backend", id), zap.Float64("perSecond", rate))
-	n := Pace(ctx, rate, func(n int) int { return d.proxy.Evict(id, n, proxy.CauseDrain) }, func(total int) {
-		d.mu.Lock()
-		j.evicted = total
-		d.mu.Unlock()
-	})
+	d.mu.Lock()
+	j.started = true
+	d.mu.Unlock()
+	d.log.Info("drain deadline reached; relocating", zap.String("backend", id), zap.Float64("perSecond", rate))
+	n := relocatePaced(ctx, rate, func(n int) int { return d.proxy.Relocate(id, n, proxy.CauseDrain, j.tally) }, j.tally, d.moveWait,
+		func(total int) {
+			d.mu.Lock()
+			j.relocated = total
+			d.mu.Unlock()
+		})
 	d.mu.Lock()
 	j.done = ctx.Err() == nil
 	d.mu.Unlock()
-	d.log.Info("drain evictions over", zap.String("backend", id), zap.Int("evicted", n), zap.Bool("complete", ctx.Err() == nil))
+	d.log.Info("drain relocations over", zap.String("backend", id), zap.Int("relocated", n),
+		zap.Int64("moved", j.tally.Moved.Load()), zap.Int64("evicted", j.tally.Evicted.Load()),
+		zap.Int64("gone", j.tally.Gone.Load()), zap.Bool("complete", ctx.Err() == nil))
+}
+
+// progress is, by backend, how the connections each drain relocated here
+// since its deadline ended so far.
+func (d *drainer) progress() map[string]*adminv1.MoveProgress {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[string]*adminv1.MoveProgress{}
+	for id, j := range d.jobs {
+		if j.started {
+			out[id] = moveProgress(j.tally)
+		}
+	}
+	return out
+}
+
+// active reports whether a drain owns connections on this replica: one is
+// stored for a backend this replica still holds connections to, so they
+// leave at the drain's deadline and pace, not before.
+func (d *drainer) active(conns map[string]int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for id := range d.jobs {
+		if conns[id] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func moveProgress(t *proxy.MoveTally) *adminv1.MoveProgress {
+	return &adminv1.MoveProgress{Moved: t.Moved.Load(), Evicted: t.Evicted.Load(), Gone: t.Gone.Load()}
 }
 
 // sleepUntil waits for t; false if ctx ended first.

@@ -47,11 +47,17 @@ type fleet struct {
 	wg       sync.WaitGroup
 	cancel   context.CancelFunc
 	ctx      context.Context
+	// configure, if set, completes each gateway's service before it runs.
+	configure func(*Service)
 }
 
 func newFleet(t *testing.T, gateways, backends int) *fleet {
+	return newFleetWith(t, gateways, backends, nil)
+}
+
+func newFleetWith(t *testing.T, gateways, backends int, configure func(*Service)) *fleet {
 	t.Helper()
-	f := &fleet{t: t, backends: map[string]*demo.Backend{}, regs: map[string]*registry.Registration{}}
+	f := &fleet{t: t, backends: map[string]*demo.Backend{}, regs: map[string]*registry.Registration{}, configure: configure}
 	f.etcd = etcdserver.StartT(t)
 	f.cli = etcdserver.ClientT(t, f.etcd)
 	f.ctx, f.cancel = context.WithCancel(context.Background())
@@ -112,6 +118,9 @@ func (f *fleet) addGateway(id string) *gateway {
 			opts := append(PeerCallOptions(key, addr, nil), grpc.WithTransportCredentials(insecure.NewCredentials()))
 			return grpc.NewClient(addr, opts...)
 		},
+	}
+	if f.configure != nil {
+		f.configure(g.svc)
 	}
 	srv := grpc.NewServer(auth.ServerOptions()...)
 	adminv1.RegisterAdminServer(srv, g.svc)

@@ -224,9 +224,11 @@ func (s *Service) Rebalance(req *adminv1.RebalanceRequest, stream adminv1.Admin_
 		msg := &adminv1.RebalanceProgress{Done: done, Partial: partial}
 		for _, p := range progress {
 			msg.Misplaced += p.Misplaced
+			msg.Moved += p.Moved
 			msg.Evicted += p.Evicted
-			msg.Gateways = append(msg.Gateways, &adminv1.GatewayProgress{
-				Gateway: p.Gateway, Misplaced: p.Misplaced, Evicted: p.Evicted, Done: p.Done, Error: p.Error})
+			msg.Gone += p.Gone
+			msg.Gateways = append(msg.Gateways, &adminv1.GatewayProgress{Gateway: p.Gateway, Misplaced: p.Misplaced,
+				Moved: p.Moved, Evicted: p.Evicted, Gone: p.Gone, Done: p.Done, Error: p.Error})
 		}
 		mu.Unlock()
 		sort.Slice(msg.Gateways, func(i, j int) bool { return msg.Gateways[i].Gateway < msg.Gateways[j].Gateway })
@@ -346,15 +348,15 @@ func (s *Service) LocalRebalance(req *adminv1.RebalanceRequest, stream adminv1.A
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			return stream.Send(&adminv1.RebalanceProgress{Misplaced: last.Misplaced, Evicted: last.Evicted, Done: true,
-				Gateways: []*adminv1.GatewayProgress{last}})
+			return stream.Send(&adminv1.RebalanceProgress{Misplaced: last.Misplaced, Moved: last.Moved, Evicted: last.Evicted,
+				Gone: last.Gone, Done: true, Gateways: []*adminv1.GatewayProgress{last}})
 		case <-tick.C:
 			mu.Lock()
 			p := last
 			mu.Unlock()
 			if p != nil {
-				if err := stream.Send(&adminv1.RebalanceProgress{Misplaced: p.Misplaced, Evicted: p.Evicted,
-					Gateways: []*adminv1.GatewayProgress{p}}); err != nil {
+				if err := stream.Send(&adminv1.RebalanceProgress{Misplaced: p.Misplaced, Moved: p.Moved, Evicted: p.Evicted,
+					Gone: p.Gone, Gateways: []*adminv1.GatewayProgress{p}}); err != nil {
 					return err
 				}
 			}
@@ -370,11 +372,20 @@ func (s *Service) localRebalance(ctx context.Context, req *adminv1.RebalanceRequ
 		record(&adminv1.GatewayProgress{Gateway: s.ID, Misplaced: misplaced, Done: true})
 		return nil
 	}
-	s.log().Info("rebalance: evicting misplaced connections", zap.Int64("misplaced", misplaced), zap.Float64("perSecond", req.EvictPerSecond))
-	n := Pace(ctx, req.EvictPerSecond, func(n int) int { return s.Proxy.EvictMisplaced(n, proxy.CauseRebalance) }, func(total int) {
-		record(&adminv1.GatewayProgress{Gateway: s.ID, Misplaced: misplaced, Evicted: int64(total)})
-	})
-	record(&adminv1.GatewayProgress{Gateway: s.ID, Misplaced: misplaced, Evicted: int64(n), Done: true})
+	// An automatic rebalance here gives way while this one runs.
+	s.rebalancing.Add(1)
+	defer s.rebalancing.Add(-1)
+	s.log().Info("rebalance: relocating misplaced connections", zap.Int64("misplaced", misplaced), zap.Float64("perSecond", req.EvictPerSecond))
+	tally := new(proxy.MoveTally)
+	progress := func(done bool) *adminv1.GatewayProgress {
+		t := moveProgress(tally)
+		return &adminv1.GatewayProgress{Gateway: s.ID, Misplaced: misplaced, Moved: t.Moved, Evicted: t.Evicted, Gone: t.Gone, Done: done}
+	}
+	n := relocatePaced(ctx, req.EvictPerSecond, func(n int) int { return s.Proxy.RelocateMisplaced(n, proxy.CauseRebalance, tally) },
+		tally, s.moveWait(), func(int) { record(progress(false)) })
+	p = progress(true)
+	record(p)
+	s.log().Info("rebalance over", zap.Int("relocated", n), zap.Int64("moved", p.Moved), zap.Int64("evicted", p.Evicted), zap.Int64("gone", p.Gone))
 	return ctx.Err()
 }
 

@@ -70,12 +70,25 @@ type Service struct {
 	// default: the data path's tries minus one. If zero, 2.
 	LookupFallbacks int
 
+	// AutoRebalance relocates this replica's misplaced connections after a
+	// backend joins the ring or comes back (rebalance.auto; autorebalance.go).
+	AutoRebalance bool
+	// RebalancePace is the fleet-wide pace of automatic rebalances, split
+	// over the replicas as an operator's is. If zero, DefaultPace.
+	RebalancePace float64
+	// RebalanceSettle is how long an automatic rebalance waits after the
+	// last join, so every replica routes on the new ring. If zero,
+	// DefaultRebalanceSettle.
+	RebalanceSettle time.Duration
+
 	Logger *zap.Logger
 
-	draining atomic.Bool
-	runOnce  sync.Once
-	drains   *drainer
-	departed departed
+	draining    atomic.Bool
+	rebalancing atomic.Int32 // operators' rebalances running here
+	runOnce     sync.Once
+	drains      *drainer
+	auto        *autoRebalancer
+	departed    departed
 
 	mu      sync.Mutex
 	runCtx  context.Context // set by Run; DrainSelf's eviction runs under it
@@ -94,11 +107,16 @@ func (s *Service) log() *zap.Logger {
 // Run carries out drains stored in etcd on this replica until ctx ends.
 func (s *Service) Run(ctx context.Context) {
 	s.runOnce.Do(func() {
+		d := newDrainer(ctx, s.Proxy, s.log().Named("drain"))
+		d.share, d.moveWait = s.paceShare, s.moveWait()
 		s.mu.Lock()
-		s.runCtx = ctx
+		s.runCtx, s.drains = ctx, d
 		s.mu.Unlock()
-		s.drains = newDrainer(ctx, s.Proxy, s.log().Named("drain"))
-		s.drains.share = s.paceShare
+		if s.AutoRebalance && !s.static() {
+			s.auto = newAutoRebalancer(s)
+			s.wg.Add(1)
+			go func() { defer s.wg.Done(); s.auto.run(ctx) }()
+		}
 	})
 	var seen *registry.Snapshot
 	for {
@@ -106,6 +124,9 @@ func (s *Service) Run(ctx context.Context) {
 		if snap := s.Watcher.Snapshot(); snap != nil && snap != seen {
 			s.drains.update(snap)
 			s.departed.update(snap, s.ID, time.Now(), s.departedMemory())
+			if ids := joined(seen, snap); len(ids) > 0 && s.auto != nil {
+				s.auto.kick(ids)
+			}
 			seen = snap
 		}
 		select {
@@ -188,6 +209,12 @@ func (s *Service) localStatus() *adminv1.Gateway {
 	g.Ready, _ = s.Ready()
 	for id, n := range s.Proxy.Conns() {
 		g.ConnectionsByBackend[id] = int64(n)
+	}
+	s.mu.Lock()
+	d := s.drains
+	s.mu.Unlock()
+	if d != nil {
+		g.Drains = d.progress()
 	}
 	if !s.static() { // without etcd, no staleness to report
 		st := s.Watcher.Stats()
@@ -311,6 +338,14 @@ func (s *Service) ListBackends(ctx context.Context, _ *adminv1.ListBackendsReque
 			if n := g.ConnectionsByBackend[m.ID]; n > 0 {
 				b.ConnectionsByGateway[g.Id] = n
 				b.Connections += n
+			}
+			if dp := g.Drains[m.ID]; dp != nil {
+				if b.DrainProgress == nil {
+					b.DrainProgress = &adminv1.MoveProgress{}
+				}
+				b.DrainProgress.Moved += dp.Moved
+				b.DrainProgress.Evicted += dp.Evicted
+				b.DrainProgress.Gone += dp.Gone
 			}
 		}
 		resp.Backends = append(resp.Backends, b)

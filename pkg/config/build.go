@@ -14,7 +14,10 @@ var errEOF = io.EOF
 func ioLimit(r io.Reader) io.Reader { return io.LimitReader(r, MaxFileSize+1) }
 
 // FrameConfig returns the framing with defaults filled in.
-func (f Frame) FrameConfig() (frame.Config, error) {
+func (f Frame) FrameConfig() (frame.Config, error) { return f.frameConfig("frame") }
+
+// frameConfig is FrameConfig for the section at path.
+func (f Frame) frameConfig(path string) (frame.Config, error) {
 	c := frame.DefaultConfig()
 	set := func(dst *int, v *int) {
 		if v != nil {
@@ -32,10 +35,10 @@ func (f Frame) FrameConfig() (frame.Config, error) {
 	case "little":
 		c.LittleEndian = true
 	default:
-		return c, fmt.Errorf("frame.byteOrder %q: want big or little", f.ByteOrder)
+		return c, fmt.Errorf("%s.byteOrder %q: want big or little", path, f.ByteOrder)
 	}
 	if err := c.Validate(); err != nil {
-		return c, fmt.Errorf("frame: %w", err)
+		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
 }

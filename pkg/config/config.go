@@ -12,6 +12,8 @@
 //	backends:
 //	  - {id: netty-1, addr: 10.0.0.1:9000}
 //	  - {id: netty-2, addr: 10.0.0.2:9000, weight: 200}
+//	rehome: {enabled: true}            # move live devices instead of closing them (rehome.go)
+//	rebalance: {auto: true, perSecond: 50}
 package config
 
 import (
@@ -51,6 +53,8 @@ type Config struct {
 	EventLoop  *bool       `yaml:"eventLoop"`
 	BackendTLS *BackendTLS `yaml:"backendTLS"` // TLS to backends
 	Log        Log         `yaml:"log"`
+	Rehome     Rehome      `yaml:"rehome"`    // move live devices instead of closing them
+	Rebalance  Rebalance   `yaml:"rebalance"` // automatic rebalance after a backend joins
 }
 
 // Frame mirrors Netty's LengthFieldBasedFrameDecoder parameters; unset
@@ -335,6 +339,9 @@ func (c *Config) Validate() error {
 	case "", "json", "console":
 	default:
 		return fmt.Errorf("log.format %q: want json or console", c.Log.Format)
+	}
+	if err := c.validateRehome(); err != nil {
+		return err
 	}
 	if c.Etcd == nil && len(c.Backends) == 0 {
 		return ErrNoBackends

@@ -184,6 +184,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte("backends: [{id: a, addr: 'h:1', weight: 3}]\nkey: {types: [1, 2]}\n"))
 	f.Add([]byte("backend: []\nadmin: {httpListn: x, listen: '1:99999'}\netcd: {endpoints: ['http://e:1/x']}\n"))
+	f.Add([]byte("backends: [{id: a, addr: 'h:1'}]\nrehome: {enabled: true, maxBuffered: 4096, replyFrame: {lengthFieldLength: 4}}\nrebalance: {perSecond: 3}\n"))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		c, err := Parse(doc)
 		if err != nil {
@@ -195,6 +196,9 @@ func FuzzParse(f *testing.F) {
 		}
 		if _, err := c.BuildRing(); err != nil {
 			t.Fatalf("parsed config has a bad ring: %v", err)
+		}
+		if _, err := c.ReplyFrameConfig(); err != nil {
+			t.Fatalf("parsed config has a bad reply framing: %v", err)
 		}
 	})
 }

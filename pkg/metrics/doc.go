@@ -8,6 +8,9 @@
 //	hist := metrics.NewPrereadHistogram()
 //	reg.MustRegister(hist)
 //	p.OnPreread = metrics.ObserveSeconds(hist)
+//	pause := metrics.NewRehomePauseHistogram()
+//	reg.MustRegister(pause)
+//	p.OnMove = metrics.ObserveMove(pause)
 //
 // # Metrics
 //
@@ -28,6 +31,9 @@
 //	devgate_build_info{version,goversion,revision} gauge  always 1: the build that runs
 //	devgate_evictions_total{cause}            counter  proxied connections closed by an operator action
 //	devgate_relogin_replaced_total            counter  a device's older connection closed when it logged in again
+//	devgate_rehome_total{cause,result}        counter  moves of live devices ended: cause drain, rebalance,
+//	                                                   backend_lost; result moved, evicted_<reason>, device_gone
+//	devgate_rehome_in_progress                gauge    moves of live devices in progress
 //
 // Reasons of devgate_connections_closed_total are the proxy's Reason*
 // constants (max_conns, shutdown, empty, client_gone, preread_timeout,
@@ -43,6 +49,11 @@
 // "gateway_drain", "shutdown", ...) and a bare "evicted" gives "other". A
 // hard cut when Shutdown's context expires counts as reason "shutdown",
 // not as an eviction.
+//
+// Every cause and result of devgate_rehome_total (proxy.MoveCauses x
+// proxy.MoveResults) is exported as 0 before it first happens. A move that
+// falls back to an eviction is also an eviction: it counts in
+// devgate_evictions_total{cause} and devgate_connections_closed_total too.
 //
 // devgate_relogin_replaced_total is reason "replaced": a device logged in
 // again through this replica while its older connection was still open
@@ -82,4 +93,9 @@
 //
 //	devgate_preread_seconds               histogram  time a client took to send its key frame (or fail to);
 //	                                                 buckets 100us .. 10s
+//
+// Fed by the proxy through Proxy.OnMove (NewRehomePauseHistogram):
+//
+//	devgate_rehome_pause_seconds{cause}   histogram  pause of each device that moved to its new backend;
+//	                                                 buckets 1ms .. 10s
 package metrics

@@ -74,7 +74,7 @@ type proxyCollector struct {
 	src ProxySource
 
 	accepted, acceptErrors, active, proxied, backend, closed, routed, fallbacks,
-	dialFailures, moved, bytes, evictions, relogin *prometheus.Desc
+	dialFailures, moved, bytes, evictions, relogin, rehome, moving *prometheus.Desc
 
 	reasons []proxy.Reason // pre-declared closed reasons
 	causes  []proxy.Cause  // pre-declared eviction causes
@@ -99,6 +99,9 @@ func NewProxyCollector(p ProxySource) prometheus.Collector {
 		evictions:    desc("evictions_total", "Proxied connections closed by an operator action, by cause (drain, rebalance, gateway_drain, shutdown).", "cause"),
 		relogin: desc("relogin_replaced_total", "Older connections of a device closed because the device logged in again through this replica "+
 			"(it gave up on a half-open connection, or reconnected before its close reached the gateway): normal device behaviour, not an eviction."),
+		rehome: desc("rehome_total", "Moves of live devices to their new backend that ended, by cause "+
+			"(drain, rebalance, backend_lost) and result (moved, evicted_<reason>, device_gone).", "cause", "result"),
+		moving:  desc("rehome_in_progress", "Moves of live devices in progress on this replica."),
 		reasons: closedReasons(),
 		causes:  slices.Clone(EvictionCauses),
 	}
@@ -106,7 +109,7 @@ func NewProxyCollector(p ProxySource) prometheus.Collector {
 
 func (c *proxyCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.accepted, c.acceptErrors, c.active, c.proxied, c.backend, c.closed,
-		c.routed, c.fallbacks, c.dialFailures, c.moved, c.bytes, c.evictions, c.relogin} {
+		c.routed, c.fallbacks, c.dialFailures, c.moved, c.bytes, c.evictions, c.relogin, c.rehome, c.moving} {
 		ch <- d
 	}
 }
@@ -154,6 +157,49 @@ func (c *proxyCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.evictions, n, cause)
 	}
 	counter(c.relogin, closed[proxy.ReasonReplaced])
+
+	gauge(c.moving, float64(s.Moving))
+	rehomes := make(map[proxy.MoveKey]uint64, len(proxy.MoveCauses)*len(proxy.MoveResults)+len(s.Rehomes))
+	for _, cause := range proxy.MoveCauses {
+		for _, r := range proxy.MoveResults {
+			rehomes[proxy.MoveKey{Cause: cause, Result: r}] = 0
+		}
+	}
+	for k, n := range s.Rehomes {
+		rehomes[k] = n
+	}
+	for k, n := range rehomes {
+		counter(c.rehome, n, string(k.Cause), string(k.Result))
+	}
+}
+
+// NewRehomePauseHistogram returns devgate_rehome_pause_seconds{cause}: how
+// long each device that moved was paused, buckets 1ms .. 10s (a move gives
+// up at rehome.timeout, 5s by default). Register it, and feed it through
+// Proxy.OnMove = ObserveMove(h).
+func NewRehomePauseHistogram() *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace,
+		Name:      "rehome_pause_seconds",
+		Help:      "How long a device that moved to its new backend was paused, by cause of the move.",
+		Buckets:   []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+	}, []string{"cause"})
+	for _, c := range proxy.MoveCauses {
+		h.WithLabelValues(string(c))
+	}
+	return h
+}
+
+// ObserveMove returns a hook for Proxy.OnMove that records the pause of
+// each move that ended with the device on its new owner; a move that fell
+// back to an eviction paused nobody (the device reconnects). It runs on an
+// event loop: an Observe does not block.
+func ObserveMove(h *prometheus.HistogramVec) func(proxy.Cause, proxy.MoveResult, time.Duration) {
+	return func(cause proxy.Cause, r proxy.MoveResult, pause time.Duration) {
+		if r == proxy.MoveMoved {
+			h.WithLabelValues(string(cause)).Observe(pause.Seconds())
+		}
+	}
 }
 
 // NewPrereadHistogram returns the devgate_preread_seconds histogram, with

@@ -151,6 +151,7 @@ type Backend struct {
 	Connections          int64                  `protobuf:"varint,8,opt,name=connections,proto3" json:"connections,omitempty"`                                                                                                                           // over the gateways that answered
 	ConnectionsByGateway map[string]int64       `protobuf:"bytes,9,rep,name=connections_by_gateway,json=connectionsByGateway,proto3" json:"connections_by_gateway,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"` // gateway id -> connections
 	Drain                *Drain                 `protobuf:"bytes,10,opt,name=drain,proto3" json:"drain,omitempty"`                                                                                                                                       // set while draining
+	DrainProgress        *MoveProgress          `protobuf:"bytes,11,opt,name=drain_progress,json=drainProgress,proto3" json:"drain_progress,omitempty"`                                                                                                  // since the drain's deadline, over the gateways that answered
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -255,6 +256,76 @@ func (x *Backend) GetDrain() *Drain {
 	return nil
 }
 
+func (x *Backend) GetDrainProgress() *MoveProgress {
+	if x != nil {
+		return x.DrainProgress
+	}
+	return nil
+}
+
+// MoveProgress counts how the connections a drain or rebalance relocated
+// ended: moved live to their new owner (rehome), evicted (closed; the
+// device reconnects), or gone (the device left mid-move).
+type MoveProgress struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Moved         int64                  `protobuf:"varint,1,opt,name=moved,proto3" json:"moved,omitempty"`
+	Evicted       int64                  `protobuf:"varint,2,opt,name=evicted,proto3" json:"evicted,omitempty"`
+	Gone          int64                  `protobuf:"varint,3,opt,name=gone,proto3" json:"gone,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveProgress) Reset() {
+	*x = MoveProgress{}
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveProgress) ProtoMessage() {}
+
+func (x *MoveProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveProgress.ProtoReflect.Descriptor instead.
+func (*MoveProgress) Descriptor() ([]byte, []int) {
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *MoveProgress) GetMoved() int64 {
+	if x != nil {
+		return x.Moved
+	}
+	return 0
+}
+
+func (x *MoveProgress) GetEvicted() int64 {
+	if x != nil {
+		return x.Evicted
+	}
+	return 0
+}
+
+func (x *MoveProgress) GetGone() int64 {
+	if x != nil {
+		return x.Gone
+	}
+	return 0
+}
+
 // Partial says which peers a fleet-wide answer is missing.
 type Partial struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -266,7 +337,7 @@ type Partial struct {
 
 func (x *Partial) Reset() {
 	*x = Partial{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +349,7 @@ func (x *Partial) String() string {
 func (*Partial) ProtoMessage() {}
 
 func (x *Partial) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +362,7 @@ func (x *Partial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Partial.ProtoReflect.Descriptor instead.
 func (*Partial) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Partial) GetPartial() bool {
@@ -316,7 +387,7 @@ type ListBackendsRequest struct {
 
 func (x *ListBackendsRequest) Reset() {
 	*x = ListBackendsRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +399,7 @@ func (x *ListBackendsRequest) String() string {
 func (*ListBackendsRequest) ProtoMessage() {}
 
 func (x *ListBackendsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +412,7 @@ func (x *ListBackendsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackendsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackendsRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 type ListBackendsResponse struct {
@@ -355,7 +426,7 @@ type ListBackendsResponse struct {
 
 func (x *ListBackendsResponse) Reset() {
 	*x = ListBackendsResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -367,7 +438,7 @@ func (x *ListBackendsResponse) String() string {
 func (*ListBackendsResponse) ProtoMessage() {}
 
 func (x *ListBackendsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -380,7 +451,7 @@ func (x *ListBackendsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackendsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackendsResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListBackendsResponse) GetBackends() []*Backend {
@@ -416,7 +487,7 @@ type DrainBackendRequest struct {
 
 func (x *DrainBackendRequest) Reset() {
 	*x = DrainBackendRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +499,7 @@ func (x *DrainBackendRequest) String() string {
 func (*DrainBackendRequest) ProtoMessage() {}
 
 func (x *DrainBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +512,7 @@ func (x *DrainBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainBackendRequest.ProtoReflect.Descriptor instead.
 func (*DrainBackendRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DrainBackendRequest) GetId() string {
@@ -485,7 +556,7 @@ type DrainBackendResponse struct {
 
 func (x *DrainBackendResponse) Reset() {
 	*x = DrainBackendResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +568,7 @@ func (x *DrainBackendResponse) String() string {
 func (*DrainBackendResponse) ProtoMessage() {}
 
 func (x *DrainBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +581,7 @@ func (x *DrainBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainBackendResponse.ProtoReflect.Descriptor instead.
 func (*DrainBackendResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DrainBackendResponse) GetDrain() *Drain {
@@ -536,7 +607,7 @@ type UndrainBackendRequest struct {
 
 func (x *UndrainBackendRequest) Reset() {
 	*x = UndrainBackendRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +619,7 @@ func (x *UndrainBackendRequest) String() string {
 func (*UndrainBackendRequest) ProtoMessage() {}
 
 func (x *UndrainBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +632,7 @@ func (x *UndrainBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainBackendRequest.ProtoReflect.Descriptor instead.
 func (*UndrainBackendRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UndrainBackendRequest) GetId() string {
@@ -581,7 +652,7 @@ type UndrainBackendResponse struct {
 
 func (x *UndrainBackendResponse) Reset() {
 	*x = UndrainBackendResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +664,7 @@ func (x *UndrainBackendResponse) String() string {
 func (*UndrainBackendResponse) ProtoMessage() {}
 
 func (x *UndrainBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +677,7 @@ func (x *UndrainBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainBackendResponse.ProtoReflect.Descriptor instead.
 func (*UndrainBackendResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UndrainBackendResponse) GetWasDraining() bool {
@@ -633,7 +704,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +716,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +729,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LookupRequest) GetDevid() string {
@@ -687,7 +758,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +770,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +783,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LookupResponse) GetOwner() string {
@@ -753,7 +824,7 @@ type RebalanceRequest struct {
 
 func (x *RebalanceRequest) Reset() {
 	*x = RebalanceRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +836,7 @@ func (x *RebalanceRequest) String() string {
 func (*RebalanceRequest) ProtoMessage() {}
 
 func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +849,7 @@ func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RebalanceRequest) GetEvictPerSecond() float64 {
@@ -799,16 +870,18 @@ type GatewayProgress struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Gateway       string                 `protobuf:"bytes,1,opt,name=gateway,proto3" json:"gateway,omitempty"`
 	Misplaced     int64                  `protobuf:"varint,2,opt,name=misplaced,proto3" json:"misplaced,omitempty"` // found when it started
-	Evicted       int64                  `protobuf:"varint,3,opt,name=evicted,proto3" json:"evicted,omitempty"`
+	Evicted       int64                  `protobuf:"varint,3,opt,name=evicted,proto3" json:"evicted,omitempty"`     // closed: no move possible, or a move failed
 	Done          bool                   `protobuf:"varint,4,opt,name=done,proto3" json:"done,omitempty"`
 	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	Moved         int64                  `protobuf:"varint,6,opt,name=moved,proto3" json:"moved,omitempty"` // moved live to their owner
+	Gone          int64                  `protobuf:"varint,7,opt,name=gone,proto3" json:"gone,omitempty"`   // the device left mid-move
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GatewayProgress) Reset() {
 	*x = GatewayProgress{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +893,7 @@ func (x *GatewayProgress) String() string {
 func (*GatewayProgress) ProtoMessage() {}
 
 func (x *GatewayProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +906,7 @@ func (x *GatewayProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayProgress.ProtoReflect.Descriptor instead.
 func (*GatewayProgress) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GatewayProgress) GetGateway() string {
@@ -871,6 +944,20 @@ func (x *GatewayProgress) GetError() string {
 	return ""
 }
 
+func (x *GatewayProgress) GetMoved() int64 {
+	if x != nil {
+		return x.Moved
+	}
+	return 0
+}
+
+func (x *GatewayProgress) GetGone() int64 {
+	if x != nil {
+		return x.Gone
+	}
+	return 0
+}
+
 type RebalanceProgress struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Misplaced     int64                  `protobuf:"varint,1,opt,name=misplaced,proto3" json:"misplaced,omitempty"`
@@ -878,13 +965,15 @@ type RebalanceProgress struct {
 	Done          bool                   `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
 	Gateways      []*GatewayProgress     `protobuf:"bytes,4,rep,name=gateways,proto3" json:"gateways,omitempty"`
 	Partial       *Partial               `protobuf:"bytes,5,opt,name=partial,proto3" json:"partial,omitempty"`
+	Moved         int64                  `protobuf:"varint,6,opt,name=moved,proto3" json:"moved,omitempty"`
+	Gone          int64                  `protobuf:"varint,7,opt,name=gone,proto3" json:"gone,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RebalanceProgress) Reset() {
 	*x = RebalanceProgress{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +985,7 @@ func (x *RebalanceProgress) String() string {
 func (*RebalanceProgress) ProtoMessage() {}
 
 func (x *RebalanceProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +998,7 @@ func (x *RebalanceProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceProgress.ProtoReflect.Descriptor instead.
 func (*RebalanceProgress) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RebalanceProgress) GetMisplaced() int64 {
@@ -947,6 +1036,20 @@ func (x *RebalanceProgress) GetPartial() *Partial {
 	return nil
 }
 
+func (x *RebalanceProgress) GetMoved() int64 {
+	if x != nil {
+		return x.Moved
+	}
+	return 0
+}
+
+func (x *RebalanceProgress) GetGone() int64 {
+	if x != nil {
+		return x.Gone
+	}
+	return 0
+}
+
 type ListGatewaysRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -955,7 +1058,7 @@ type ListGatewaysRequest struct {
 
 func (x *ListGatewaysRequest) Reset() {
 	*x = ListGatewaysRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -967,7 +1070,7 @@ func (x *ListGatewaysRequest) String() string {
 func (*ListGatewaysRequest) ProtoMessage() {}
 
 func (x *ListGatewaysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -980,30 +1083,31 @@ func (x *ListGatewaysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGatewaysRequest.ProtoReflect.Descriptor instead.
 func (*ListGatewaysRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type Gateway struct {
-	state                protoimpl.MessageState `protogen:"open.v1"`
-	Id                   string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Admin                string                 `protobuf:"bytes,2,opt,name=admin,proto3" json:"admin,omitempty"`
-	Version              string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
-	Uptime               *durationpb.Duration   `protobuf:"bytes,4,opt,name=uptime,proto3" json:"uptime,omitempty"`
-	Connections          int64                  `protobuf:"varint,5,opt,name=connections,proto3" json:"connections,omitempty"`
-	RingRevision         int64                  `protobuf:"varint,6,opt,name=ring_revision,json=ringRevision,proto3" json:"ring_revision,omitempty"`
-	RingSize             int32                  `protobuf:"varint,7,opt,name=ring_size,json=ringSize,proto3" json:"ring_size,omitempty"`
-	EtcdStaleness        *durationpb.Duration   `protobuf:"bytes,8,opt,name=etcd_staleness,json=etcdStaleness,proto3" json:"etcd_staleness,omitempty"`
-	EtcdConnected        bool                   `protobuf:"varint,9,opt,name=etcd_connected,json=etcdConnected,proto3" json:"etcd_connected,omitempty"`
-	Ready                bool                   `protobuf:"varint,10,opt,name=ready,proto3" json:"ready,omitempty"`
-	Draining             bool                   `protobuf:"varint,11,opt,name=draining,proto3" json:"draining,omitempty"`
-	ConnectionsByBackend map[string]int64       `protobuf:"bytes,12,rep,name=connections_by_backend,json=connectionsByBackend,proto3" json:"connections_by_backend,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	state                protoimpl.MessageState   `protogen:"open.v1"`
+	Id                   string                   `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Admin                string                   `protobuf:"bytes,2,opt,name=admin,proto3" json:"admin,omitempty"`
+	Version              string                   `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Uptime               *durationpb.Duration     `protobuf:"bytes,4,opt,name=uptime,proto3" json:"uptime,omitempty"`
+	Connections          int64                    `protobuf:"varint,5,opt,name=connections,proto3" json:"connections,omitempty"`
+	RingRevision         int64                    `protobuf:"varint,6,opt,name=ring_revision,json=ringRevision,proto3" json:"ring_revision,omitempty"`
+	RingSize             int32                    `protobuf:"varint,7,opt,name=ring_size,json=ringSize,proto3" json:"ring_size,omitempty"`
+	EtcdStaleness        *durationpb.Duration     `protobuf:"bytes,8,opt,name=etcd_staleness,json=etcdStaleness,proto3" json:"etcd_staleness,omitempty"`
+	EtcdConnected        bool                     `protobuf:"varint,9,opt,name=etcd_connected,json=etcdConnected,proto3" json:"etcd_connected,omitempty"`
+	Ready                bool                     `protobuf:"varint,10,opt,name=ready,proto3" json:"ready,omitempty"`
+	Draining             bool                     `protobuf:"varint,11,opt,name=draining,proto3" json:"draining,omitempty"`
+	ConnectionsByBackend map[string]int64         `protobuf:"bytes,12,rep,name=connections_by_backend,json=connectionsByBackend,proto3" json:"connections_by_backend,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Drains               map[string]*MoveProgress `protobuf:"bytes,13,rep,name=drains,proto3" json:"drains,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // backend id -> this replica's drain progress since the deadline
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Gateway) Reset() {
 	*x = Gateway{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1119,7 @@ func (x *Gateway) String() string {
 func (*Gateway) ProtoMessage() {}
 
 func (x *Gateway) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1132,7 @@ func (x *Gateway) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gateway.ProtoReflect.Descriptor instead.
 func (*Gateway) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Gateway) GetId() string {
@@ -1115,6 +1219,13 @@ func (x *Gateway) GetConnectionsByBackend() map[string]int64 {
 	return nil
 }
 
+func (x *Gateway) GetDrains() map[string]*MoveProgress {
+	if x != nil {
+		return x.Drains
+	}
+	return nil
+}
+
 type ListGatewaysResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Gateways      []*Gateway             `protobuf:"bytes,1,rep,name=gateways,proto3" json:"gateways,omitempty"`
@@ -1126,7 +1237,7 @@ type ListGatewaysResponse struct {
 
 func (x *ListGatewaysResponse) Reset() {
 	*x = ListGatewaysResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1138,7 +1249,7 @@ func (x *ListGatewaysResponse) String() string {
 func (*ListGatewaysResponse) ProtoMessage() {}
 
 func (x *ListGatewaysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1151,7 +1262,7 @@ func (x *ListGatewaysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGatewaysResponse.ProtoReflect.Descriptor instead.
 func (*ListGatewaysResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListGatewaysResponse) GetGateways() []*Gateway {
@@ -1185,7 +1296,7 @@ type DrainGatewayRequest struct {
 
 func (x *DrainGatewayRequest) Reset() {
 	*x = DrainGatewayRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +1308,7 @@ func (x *DrainGatewayRequest) String() string {
 func (*DrainGatewayRequest) ProtoMessage() {}
 
 func (x *DrainGatewayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +1321,7 @@ func (x *DrainGatewayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainGatewayRequest.ProtoReflect.Descriptor instead.
 func (*DrainGatewayRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DrainGatewayRequest) GetId() string {
@@ -1236,7 +1347,7 @@ type DrainGatewayResponse struct {
 
 func (x *DrainGatewayResponse) Reset() {
 	*x = DrainGatewayResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1359,7 @@ func (x *DrainGatewayResponse) String() string {
 func (*DrainGatewayResponse) ProtoMessage() {}
 
 func (x *DrainGatewayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1372,7 @@ func (x *DrainGatewayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainGatewayResponse.ProtoReflect.Descriptor instead.
 func (*DrainGatewayResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DrainGatewayResponse) GetGateway() *Gateway {
@@ -1280,7 +1391,7 @@ type UndrainGatewayRequest struct {
 
 func (x *UndrainGatewayRequest) Reset() {
 	*x = UndrainGatewayRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1403,7 @@ func (x *UndrainGatewayRequest) String() string {
 func (*UndrainGatewayRequest) ProtoMessage() {}
 
 func (x *UndrainGatewayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1416,7 @@ func (x *UndrainGatewayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainGatewayRequest.ProtoReflect.Descriptor instead.
 func (*UndrainGatewayRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UndrainGatewayRequest) GetId() string {
@@ -1325,7 +1436,7 @@ type UndrainGatewayResponse struct {
 
 func (x *UndrainGatewayResponse) Reset() {
 	*x = UndrainGatewayResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1448,7 @@ func (x *UndrainGatewayResponse) String() string {
 func (*UndrainGatewayResponse) ProtoMessage() {}
 
 func (x *UndrainGatewayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1461,7 @@ func (x *UndrainGatewayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainGatewayResponse.ProtoReflect.Descriptor instead.
 func (*UndrainGatewayResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UndrainGatewayResponse) GetWasDraining() bool {
@@ -1375,7 +1486,7 @@ type LocalStatusRequest struct {
 
 func (x *LocalStatusRequest) Reset() {
 	*x = LocalStatusRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1387,7 +1498,7 @@ func (x *LocalStatusRequest) String() string {
 func (*LocalStatusRequest) ProtoMessage() {}
 
 func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1400,7 +1511,7 @@ func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalStatusRequest.ProtoReflect.Descriptor instead.
 func (*LocalStatusRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 var File_devgate_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -1411,7 +1522,7 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x05Drain\x126\n" +
 	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12(\n" +
 	"\x10evict_per_second\x18\x02 \x01(\x01R\x0eevictPerSecond\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xa5\x04\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xec\x04\n" +
 	"\aBackend\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x16\n" +
@@ -1424,13 +1535,18 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\vconnections\x18\b \x01(\x03R\vconnections\x12i\n" +
 	"\x16connections_by_gateway\x18\t \x03(\v23.devgate.admin.v1.Backend.ConnectionsByGatewayEntryR\x14connectionsByGateway\x12-\n" +
 	"\x05drain\x18\n" +
-	" \x01(\v2\x17.devgate.admin.v1.DrainR\x05drain\x1a7\n" +
+	" \x01(\v2\x17.devgate.admin.v1.DrainR\x05drain\x12E\n" +
+	"\x0edrain_progress\x18\v \x01(\v2\x1e.devgate.admin.v1.MoveProgressR\rdrainProgress\x1a7\n" +
 	"\tMetaEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aG\n" +
 	"\x19ConnectionsByGatewayEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\x9d\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"R\n" +
+	"\fMoveProgress\x12\x14\n" +
+	"\x05moved\x18\x01 \x01(\x03R\x05moved\x12\x18\n" +
+	"\aevicted\x18\x02 \x01(\x03R\aevicted\x12\x12\n" +
+	"\x04gone\x18\x03 \x01(\x03R\x04gone\"\x9d\x01\n" +
 	"\aPartial\x12\x18\n" +
 	"\apartial\x18\x01 \x01(\bR\apartial\x12=\n" +
 	"\x06errors\x18\x02 \x03(\v2%.devgate.admin.v1.Partial.ErrorsEntryR\x06errors\x1a9\n" +
@@ -1471,20 +1587,24 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\agateway\x18\x04 \x01(\tR\agateway\"U\n" +
 	"\x10RebalanceRequest\x12(\n" +
 	"\x10evict_per_second\x18\x01 \x01(\x01R\x0eevictPerSecond\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\x8d\x01\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\xb7\x01\n" +
 	"\x0fGatewayProgress\x12\x18\n" +
 	"\agateway\x18\x01 \x01(\tR\agateway\x12\x1c\n" +
 	"\tmisplaced\x18\x02 \x01(\x03R\tmisplaced\x12\x18\n" +
 	"\aevicted\x18\x03 \x01(\x03R\aevicted\x12\x12\n" +
 	"\x04done\x18\x04 \x01(\bR\x04done\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\"\xd3\x01\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x14\n" +
+	"\x05moved\x18\x06 \x01(\x03R\x05moved\x12\x12\n" +
+	"\x04gone\x18\a \x01(\x03R\x04gone\"\xfd\x01\n" +
 	"\x11RebalanceProgress\x12\x1c\n" +
 	"\tmisplaced\x18\x01 \x01(\x03R\tmisplaced\x12\x18\n" +
 	"\aevicted\x18\x02 \x01(\x03R\aevicted\x12\x12\n" +
 	"\x04done\x18\x03 \x01(\bR\x04done\x12=\n" +
 	"\bgateways\x18\x04 \x03(\v2!.devgate.admin.v1.GatewayProgressR\bgateways\x123\n" +
-	"\apartial\x18\x05 \x01(\v2\x19.devgate.admin.v1.PartialR\apartial\"\x15\n" +
-	"\x13ListGatewaysRequest\"\xaf\x04\n" +
+	"\apartial\x18\x05 \x01(\v2\x19.devgate.admin.v1.PartialR\apartial\x12\x14\n" +
+	"\x05moved\x18\x06 \x01(\x03R\x05moved\x12\x12\n" +
+	"\x04gone\x18\a \x01(\x03R\x04gone\"\x15\n" +
+	"\x13ListGatewaysRequest\"\xc9\x05\n" +
 	"\aGateway\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05admin\x18\x02 \x01(\tR\x05admin\x12\x18\n" +
@@ -1498,10 +1618,14 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x05ready\x18\n" +
 	" \x01(\bR\x05ready\x12\x1a\n" +
 	"\bdraining\x18\v \x01(\bR\bdraining\x12i\n" +
-	"\x16connections_by_backend\x18\f \x03(\v23.devgate.admin.v1.Gateway.ConnectionsByBackendEntryR\x14connectionsByBackend\x1aG\n" +
+	"\x16connections_by_backend\x18\f \x03(\v23.devgate.admin.v1.Gateway.ConnectionsByBackendEntryR\x14connectionsByBackend\x12=\n" +
+	"\x06drains\x18\r \x03(\v2%.devgate.admin.v1.Gateway.DrainsEntryR\x06drains\x1aG\n" +
 	"\x19ConnectionsByBackendEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"\xa2\x01\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1aY\n" +
+	"\vDrainsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x124\n" +
+	"\x05value\x18\x02 \x01(\v2\x1e.devgate.admin.v1.MoveProgressR\x05value:\x028\x01\"\xa2\x01\n" +
 	"\x14ListGatewaysResponse\x125\n" +
 	"\bgateways\x18\x01 \x03(\v2\x19.devgate.admin.v1.GatewayR\bgateways\x12\x1e\n" +
 	"\n" +
@@ -1549,87 +1673,92 @@ func file_devgate_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_devgate_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_devgate_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_devgate_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_devgate_admin_v1_admin_proto_goTypes = []any{
 	(BackendState)(0),              // 0: devgate.admin.v1.BackendState
 	(*Drain)(nil),                  // 1: devgate.admin.v1.Drain
 	(*Backend)(nil),                // 2: devgate.admin.v1.Backend
-	(*Partial)(nil),                // 3: devgate.admin.v1.Partial
-	(*ListBackendsRequest)(nil),    // 4: devgate.admin.v1.ListBackendsRequest
-	(*ListBackendsResponse)(nil),   // 5: devgate.admin.v1.ListBackendsResponse
-	(*DrainBackendRequest)(nil),    // 6: devgate.admin.v1.DrainBackendRequest
-	(*DrainBackendResponse)(nil),   // 7: devgate.admin.v1.DrainBackendResponse
-	(*UndrainBackendRequest)(nil),  // 8: devgate.admin.v1.UndrainBackendRequest
-	(*UndrainBackendResponse)(nil), // 9: devgate.admin.v1.UndrainBackendResponse
-	(*LookupRequest)(nil),          // 10: devgate.admin.v1.LookupRequest
-	(*LookupResponse)(nil),         // 11: devgate.admin.v1.LookupResponse
-	(*RebalanceRequest)(nil),       // 12: devgate.admin.v1.RebalanceRequest
-	(*GatewayProgress)(nil),        // 13: devgate.admin.v1.GatewayProgress
-	(*RebalanceProgress)(nil),      // 14: devgate.admin.v1.RebalanceProgress
-	(*ListGatewaysRequest)(nil),    // 15: devgate.admin.v1.ListGatewaysRequest
-	(*Gateway)(nil),                // 16: devgate.admin.v1.Gateway
-	(*ListGatewaysResponse)(nil),   // 17: devgate.admin.v1.ListGatewaysResponse
-	(*DrainGatewayRequest)(nil),    // 18: devgate.admin.v1.DrainGatewayRequest
-	(*DrainGatewayResponse)(nil),   // 19: devgate.admin.v1.DrainGatewayResponse
-	(*UndrainGatewayRequest)(nil),  // 20: devgate.admin.v1.UndrainGatewayRequest
-	(*UndrainGatewayResponse)(nil), // 21: devgate.admin.v1.UndrainGatewayResponse
-	(*LocalStatusRequest)(nil),     // 22: devgate.admin.v1.LocalStatusRequest
-	nil,                            // 23: devgate.admin.v1.Backend.MetaEntry
-	nil,                            // 24: devgate.admin.v1.Backend.ConnectionsByGatewayEntry
-	nil,                            // 25: devgate.admin.v1.Partial.ErrorsEntry
-	nil,                            // 26: devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
-	nil,                            // 27: devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
-	nil,                            // 28: devgate.admin.v1.Gateway.ConnectionsByBackendEntry
-	(*timestamppb.Timestamp)(nil),  // 29: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 30: google.protobuf.Duration
+	(*MoveProgress)(nil),           // 3: devgate.admin.v1.MoveProgress
+	(*Partial)(nil),                // 4: devgate.admin.v1.Partial
+	(*ListBackendsRequest)(nil),    // 5: devgate.admin.v1.ListBackendsRequest
+	(*ListBackendsResponse)(nil),   // 6: devgate.admin.v1.ListBackendsResponse
+	(*DrainBackendRequest)(nil),    // 7: devgate.admin.v1.DrainBackendRequest
+	(*DrainBackendResponse)(nil),   // 8: devgate.admin.v1.DrainBackendResponse
+	(*UndrainBackendRequest)(nil),  // 9: devgate.admin.v1.UndrainBackendRequest
+	(*UndrainBackendResponse)(nil), // 10: devgate.admin.v1.UndrainBackendResponse
+	(*LookupRequest)(nil),          // 11: devgate.admin.v1.LookupRequest
+	(*LookupResponse)(nil),         // 12: devgate.admin.v1.LookupResponse
+	(*RebalanceRequest)(nil),       // 13: devgate.admin.v1.RebalanceRequest
+	(*GatewayProgress)(nil),        // 14: devgate.admin.v1.GatewayProgress
+	(*RebalanceProgress)(nil),      // 15: devgate.admin.v1.RebalanceProgress
+	(*ListGatewaysRequest)(nil),    // 16: devgate.admin.v1.ListGatewaysRequest
+	(*Gateway)(nil),                // 17: devgate.admin.v1.Gateway
+	(*ListGatewaysResponse)(nil),   // 18: devgate.admin.v1.ListGatewaysResponse
+	(*DrainGatewayRequest)(nil),    // 19: devgate.admin.v1.DrainGatewayRequest
+	(*DrainGatewayResponse)(nil),   // 20: devgate.admin.v1.DrainGatewayResponse
+	(*UndrainGatewayRequest)(nil),  // 21: devgate.admin.v1.UndrainGatewayRequest
+	(*UndrainGatewayResponse)(nil), // 22: devgate.admin.v1.UndrainGatewayResponse
+	(*LocalStatusRequest)(nil),     // 23: devgate.admin.v1.LocalStatusRequest
+	nil,                            // 24: devgate.admin.v1.Backend.MetaEntry
+	nil,                            // 25: devgate.admin.v1.Backend.ConnectionsByGatewayEntry
+	nil,                            // 26: devgate.admin.v1.Partial.ErrorsEntry
+	nil,                            // 27: devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
+	nil,                            // 28: devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
+	nil,                            // 29: devgate.admin.v1.Gateway.ConnectionsByBackendEntry
+	nil,                            // 30: devgate.admin.v1.Gateway.DrainsEntry
+	(*timestamppb.Timestamp)(nil),  // 31: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 32: google.protobuf.Duration
 }
 var file_devgate_admin_v1_admin_proto_depIdxs = []int32{
-	29, // 0: devgate.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
-	23, // 1: devgate.admin.v1.Backend.meta:type_name -> devgate.admin.v1.Backend.MetaEntry
+	31, // 0: devgate.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	24, // 1: devgate.admin.v1.Backend.meta:type_name -> devgate.admin.v1.Backend.MetaEntry
 	0,  // 2: devgate.admin.v1.Backend.state:type_name -> devgate.admin.v1.BackendState
-	24, // 3: devgate.admin.v1.Backend.connections_by_gateway:type_name -> devgate.admin.v1.Backend.ConnectionsByGatewayEntry
+	25, // 3: devgate.admin.v1.Backend.connections_by_gateway:type_name -> devgate.admin.v1.Backend.ConnectionsByGatewayEntry
 	1,  // 4: devgate.admin.v1.Backend.drain:type_name -> devgate.admin.v1.Drain
-	25, // 5: devgate.admin.v1.Partial.errors:type_name -> devgate.admin.v1.Partial.ErrorsEntry
-	2,  // 6: devgate.admin.v1.ListBackendsResponse.backends:type_name -> devgate.admin.v1.Backend
-	3,  // 7: devgate.admin.v1.ListBackendsResponse.partial:type_name -> devgate.admin.v1.Partial
-	30, // 8: devgate.admin.v1.DrainBackendRequest.deadline:type_name -> google.protobuf.Duration
-	1,  // 9: devgate.admin.v1.DrainBackendResponse.drain:type_name -> devgate.admin.v1.Drain
-	26, // 10: devgate.admin.v1.DrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
-	27, // 11: devgate.admin.v1.UndrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
-	13, // 12: devgate.admin.v1.RebalanceProgress.gateways:type_name -> devgate.admin.v1.GatewayProgress
-	3,  // 13: devgate.admin.v1.RebalanceProgress.partial:type_name -> devgate.admin.v1.Partial
-	30, // 14: devgate.admin.v1.Gateway.uptime:type_name -> google.protobuf.Duration
-	30, // 15: devgate.admin.v1.Gateway.etcd_staleness:type_name -> google.protobuf.Duration
-	28, // 16: devgate.admin.v1.Gateway.connections_by_backend:type_name -> devgate.admin.v1.Gateway.ConnectionsByBackendEntry
-	16, // 17: devgate.admin.v1.ListGatewaysResponse.gateways:type_name -> devgate.admin.v1.Gateway
-	3,  // 18: devgate.admin.v1.ListGatewaysResponse.partial:type_name -> devgate.admin.v1.Partial
-	16, // 19: devgate.admin.v1.DrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
-	16, // 20: devgate.admin.v1.UndrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
-	4,  // 21: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
-	6,  // 22: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
-	8,  // 23: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
-	10, // 24: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
-	12, // 25: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	15, // 26: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
-	18, // 27: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
-	20, // 28: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
-	22, // 29: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
-	12, // 30: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	5,  // 31: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
-	7,  // 32: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
-	9,  // 33: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
-	11, // 34: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
-	14, // 35: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	17, // 36: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
-	19, // 37: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
-	21, // 38: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
-	16, // 39: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
-	14, // 40: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	31, // [31:41] is the sub-list for method output_type
-	21, // [21:31] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	3,  // 5: devgate.admin.v1.Backend.drain_progress:type_name -> devgate.admin.v1.MoveProgress
+	26, // 6: devgate.admin.v1.Partial.errors:type_name -> devgate.admin.v1.Partial.ErrorsEntry
+	2,  // 7: devgate.admin.v1.ListBackendsResponse.backends:type_name -> devgate.admin.v1.Backend
+	4,  // 8: devgate.admin.v1.ListBackendsResponse.partial:type_name -> devgate.admin.v1.Partial
+	32, // 9: devgate.admin.v1.DrainBackendRequest.deadline:type_name -> google.protobuf.Duration
+	1,  // 10: devgate.admin.v1.DrainBackendResponse.drain:type_name -> devgate.admin.v1.Drain
+	27, // 11: devgate.admin.v1.DrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
+	28, // 12: devgate.admin.v1.UndrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
+	14, // 13: devgate.admin.v1.RebalanceProgress.gateways:type_name -> devgate.admin.v1.GatewayProgress
+	4,  // 14: devgate.admin.v1.RebalanceProgress.partial:type_name -> devgate.admin.v1.Partial
+	32, // 15: devgate.admin.v1.Gateway.uptime:type_name -> google.protobuf.Duration
+	32, // 16: devgate.admin.v1.Gateway.etcd_staleness:type_name -> google.protobuf.Duration
+	29, // 17: devgate.admin.v1.Gateway.connections_by_backend:type_name -> devgate.admin.v1.Gateway.ConnectionsByBackendEntry
+	30, // 18: devgate.admin.v1.Gateway.drains:type_name -> devgate.admin.v1.Gateway.DrainsEntry
+	17, // 19: devgate.admin.v1.ListGatewaysResponse.gateways:type_name -> devgate.admin.v1.Gateway
+	4,  // 20: devgate.admin.v1.ListGatewaysResponse.partial:type_name -> devgate.admin.v1.Partial
+	17, // 21: devgate.admin.v1.DrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
+	17, // 22: devgate.admin.v1.UndrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
+	3,  // 23: devgate.admin.v1.Gateway.DrainsEntry.value:type_name -> devgate.admin.v1.MoveProgress
+	5,  // 24: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
+	7,  // 25: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
+	9,  // 26: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
+	11, // 27: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
+	13, // 28: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	16, // 29: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
+	19, // 30: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
+	21, // 31: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
+	23, // 32: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
+	13, // 33: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	6,  // 34: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
+	8,  // 35: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
+	10, // 36: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
+	12, // 37: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
+	15, // 38: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	18, // 39: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
+	20, // 40: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
+	22, // 41: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
+	17, // 42: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
+	15, // 43: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	34, // [34:44] is the sub-list for method output_type
+	24, // [24:34] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_devgate_admin_v1_admin_proto_init() }
@@ -1643,7 +1772,7 @@ func file_devgate_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devgate_admin_v1_admin_proto_rawDesc), len(file_devgate_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

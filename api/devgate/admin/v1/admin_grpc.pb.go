@@ -49,8 +49,9 @@ type AdminClient interface {
 	UndrainBackend(ctx context.Context, in *UndrainBackendRequest, opts ...grpc.CallOption) (*UndrainBackendResponse, error)
 	// The owner of a device and its fallback order, by the data path's code (read role).
 	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
-	// Evicts, paced, the connections whose device now belongs to another
-	// backend; streams progress until done (admin role).
+	// Moves (or evicts where a move is impossible), paced, the connections
+	// whose device now belongs to another backend; streams progress until
+	// done (admin role).
 	Rebalance(ctx context.Context, in *RebalanceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RebalanceProgress], error)
 	// Gateway replicas: version, uptime, connections, ring revision, etcd staleness (read role).
 	ListGateways(ctx context.Context, in *ListGatewaysRequest, opts ...grpc.CallOption) (*ListGatewaysResponse, error)
@@ -206,8 +207,9 @@ type AdminServer interface {
 	UndrainBackend(context.Context, *UndrainBackendRequest) (*UndrainBackendResponse, error)
 	// The owner of a device and its fallback order, by the data path's code (read role).
 	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
-	// Evicts, paced, the connections whose device now belongs to another
-	// backend; streams progress until done (admin role).
+	// Moves (or evicts where a move is impossible), paced, the connections
+	// whose device now belongs to another backend; streams progress until
+	// done (admin role).
 	Rebalance(*RebalanceRequest, grpc.ServerStreamingServer[RebalanceProgress]) error
 	// Gateway replicas: version, uptime, connections, ring revision, etcd staleness (read role).
 	ListGateways(context.Context, *ListGatewaysRequest) (*ListGatewaysResponse, error)
