@@ -47,7 +47,9 @@ func TestCheckCounts(t *testing.T) {
 	}{
 		{"clean", func(_ int, s int64) []byte { return hbAnswer(TypeHeartbeat, "A", id, s) },
 			func(r CheckReport) bool { return r.Clean && r.Switches == 0 && r.InFlight == 0 && r.Answered == r.Sent }},
-		{"move", func(_ int, s int64) []byte { return hbAnswer(TypeHeartbeat, map[bool]string{true: "A", false: "B"}[s < 5], id, s) },
+		{"move", func(_ int, s int64) []byte {
+			return hbAnswer(TypeHeartbeat, map[bool]string{true: "A", false: "B"}[s < 5], id, s)
+		},
 			func(r CheckReport) bool {
 				return r.Clean && r.Switches == 1 && r.Moves["A>B"] == 1 && r.PauseMax > 0 && r.PauseP50 == r.PauseMax &&
 					r.PerBackend["B"] == 1 && r.PerBackend["A"] == 0
@@ -76,7 +78,9 @@ func TestCheckCounts(t *testing.T) {
 				return nil
 			}
 			return hbAnswer(TypeHeartbeat, "A", id, s)
-		}, func(r CheckReport) bool { return !r.Clean && r.Missing == 1 && r.Answered == r.Sent-1 && r.InFlight == 0 }},
+		}, func(r CheckReport) bool {
+			return !r.Clean && r.Missing == 1 && r.Answered == r.Sent-1 && r.InFlight == 0
+		}},
 		{"duplicate", func(_ int, s int64) []byte {
 			a := hbAnswer(TypeHeartbeat, "A", id, s)
 			if s == 3 {
