@@ -126,7 +126,7 @@ func runDev(out io.Writer, f devFlags) error {
 	for _, b := range backends {
 		fmt.Fprintf(out, "  backend   %-8s %s (registered in etcd, lease TTL %s)\n", b.id, b.addr, f.ttl)
 	}
-	fmt.Fprintf(out, "\ntry, in another terminal here:\n  %[1]s sim --target %[2]s --devices 1000\n  %[1]s ctl backends\n  %[1]s backend --id demo-%[3]d --listen 127.0.0.1:0 --etcd %[4]s --rehome   # one more backend; kill -9 it to see its lease expire\n\n",
+	fmt.Fprintf(out, "\ntry, in another terminal here:\n  %[1]s sim --target %[2]s --devices 1000\n  %[1]s sim --target %[2]s --devices 1000 --check   # numbered heartbeats, every answer checked; ctrl-C for the report\n  %[1]s ctl backends\n  %[1]s backend --id demo-%[3]d --listen 127.0.0.1:0 --etcd %[4]s --rehome   # one more backend; kill -9 it to see its lease expire\n\n",
 		self, l.Addr(), f.backends+1, etcd.Endpoint())
 	return serveUntilSignal(p, l, f.grace, log)
 }
