@@ -64,6 +64,9 @@ type simFlags struct {
 func runSim(out io.Writer, c sim.Config, f *simFlags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if f.duration != 0 && !f.check {
+		return usageError{"--duration is for --check"}
+	}
 	if f.check {
 		if f.hold.set {
 			return usageError{"--check and --hold are two modes: give one"}

@@ -160,3 +160,19 @@ func TestSimCheckBackendKilledBinary(t *testing.T) {
 		t.Fatalf("dev exit: %v\n%s", err, dev.output())
 	}
 }
+
+func TestSimCheckUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"sim", "--check", "--hold", "1s"}, "devgate sim: --check and --hold are two modes: give one\n"},
+		{[]string{"sim", "--duration", "1s"}, "devgate sim: --duration is for --check\n"},
+		{[]string{"sim", "--check", "--duration", "-1s"}, "devgate sim: --duration must not be negative\n"},
+	} {
+		out, errOut, code := runBin(t, tc.args...)
+		if code != exitUsage || out != "" || !strings.HasPrefix(errOut, tc.want) {
+			t.Errorf("devgate %q: exit %d, stdout %q, stderr:\n%s\nwant exit 2 and stderr starting:\n%s", tc.args, code, out, errOut, tc.want)
+		}
+	}
+}
