@@ -190,4 +190,3 @@ func TestCheckMeasuresAMove(t *testing.T) {
 		})
 	}
 }
-

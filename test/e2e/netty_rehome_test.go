@@ -130,4 +130,3 @@ func TestNettyBackendRehomeContract(t *testing.T) {
 		t.Fatalf("sim --check against the Java backend:\n%s", r)
 	}
 }
-
