@@ -328,7 +328,7 @@ func (c *Checker) serve(conns context.Context, d *checkDev, conn net.Conn, backe
 		c.n.reconnects.Add(1)
 	}
 	c.mu.Lock()
-	c.perBackend[backend]++
+	bump(c.perBackend, backend, 1)
 	c.mu.Unlock()
 
 	var ans answer
@@ -366,9 +366,25 @@ func (c *Checker) serve(conns context.Context, d *checkDev, conn net.Conn, backe
 	c.n.connected.Add(-1)
 	c.n.disconnects.Add(1)
 	c.mu.Lock()
-	c.perBackend[d.backend]--
+	bump(c.perBackend, d.backend, -1)
 	c.mu.Unlock()
 	return failure(conns, "conn", err)
+}
+
+// maxNames bounds the keys of the per-backend and per-move counts: the
+// names come from the answers, so a broken backend cannot grow them
+// without bound. Beyond it, counts go to otherName.
+const (
+	maxNames  = 1024
+	otherName = "(other)"
+)
+
+// bump adds n to m[k], or to m[otherName] once m is full.
+func bump(m map[string]int, k string, n int) {
+	if _, ok := m[k]; !ok && len(m) >= maxNames {
+		k = otherName
+	}
+	m[k] += n
 }
 
 // answer is the body of the answer to a numbered heartbeat.
@@ -424,9 +440,9 @@ func (c *Checker) check(d *checkDev, a *answer, now time.Time) {
 	default:
 		c.n.switches.Add(1)
 		c.mu.Lock()
-		c.moves[d.backend+">"+a.Backend]++
-		c.perBackend[d.backend]--
-		c.perBackend[a.Backend]++
+		bump(c.moves, d.backend+">"+a.Backend, 1)
+		bump(c.perBackend, d.backend, -1)
+		bump(c.perBackend, a.Backend, 1)
 		c.pauses.add(now.Sub(d.lastAt))
 		c.mu.Unlock()
 		d.prev, d.backend = d.backend, a.Backend

@@ -188,3 +188,14 @@ func TestCheckBadConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestBumpBounded(t *testing.T) {
+	m := map[string]int{}
+	for i := range 3 * maxNames {
+		bump(m, fmt.Sprint(i), 1)
+	}
+	bump(m, "0", 1)
+	if len(m) != maxNames+1 || m[otherName] != 2*maxNames || m["0"] != 2 {
+		t.Fatalf("%d keys, other %d, m[0] %d", len(m), m[otherName], m["0"])
+	}
+}
