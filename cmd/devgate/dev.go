@@ -20,6 +20,7 @@ import (
 	"github.com/devgate/devgate/internal/etcdserver"
 	"github.com/devgate/devgate/pkg/config"
 	"github.com/devgate/devgate/pkg/demo"
+	"github.com/devgate/devgate/pkg/proxy"
 	"github.com/devgate/devgate/pkg/registry"
 )
 
@@ -128,12 +129,16 @@ func runDev(out io.Writer, f devFlags) error {
 	for _, b := range backends {
 		fmt.Fprintf(out, "  backend   %-8s %s (registered in etcd, lease TTL %s)\n", b.id, b.addr, f.ttl)
 	}
-	fmt.Fprintf(out, "\ntry, in another terminal here:\n  %[1]s sim --target %[2]s --devices 1000\n  %[1]s ctl backends\n  %[1]s backend --id demo-%[3]d --listen 127.0.0.1:0 --etcd %[4]s   # one more backend; kill -9 it to see its lease expire\n\n",
+	fmt.Fprintf(out, "\ntry, in another terminal here:\n  %[1]s sim --target %[2]s --devices 1000\n  %[1]s sim --target %[2]s --devices 1000 --check   # numbered heartbeats, every answer checked; ctrl-C for the report\n  %[1]s ctl backends\n  %[1]s backend --id demo-%[3]d --listen 127.0.0.1:0 --etcd %[4]s --rehome   # one more backend; kill -9 it to see its lease expire\n\n",
 		self, l.Addr(), f.backends+1, etcd.Endpoint())
 	return serveUntilSignal(p, l, f.grace, log)
 }
 
 type devBackend struct{ id, addr string }
+
+// rehomeMeta is the registration meta of a backend that takes moved devices:
+// the demo backend treats a replayed login as the device resuming.
+func rehomeMeta() map[string]string { return map[string]string{proxy.MetaRehome: proxy.RehomeLogin} }
 
 // startDemoBackends starts n demo backends, each registered in etcd under
 // a lease like a real one; stop deregisters and closes them.
@@ -163,7 +168,7 @@ func startDemoBackends(ctx context.Context, cli *clientv3.Client, n int, ttl tim
 		wg.Add(1)
 		go func() { defer wg.Done(); b.Serve(l) }()
 		addr := l.Addr().String()
-		reg, err := registry.RegisterBackend(ctx, cli, registry.Keys{}, b.ID, registry.BackendValue{Addr: addr},
+		reg, err := registry.RegisterBackend(ctx, cli, registry.Keys{}, b.ID, registry.BackendValue{Addr: addr, Meta: rehomeMeta()},
 			registry.RegisterOptions{TTL: ttl, Logger: log.Named("register")})
 		if err != nil {
 			return out, stop, err
@@ -178,6 +183,7 @@ func startDemoBackends(ctx context.Context, cli *clientv3.Client, n int, ttl tim
 type backendFlags struct {
 	id, listen, etcd, prefix, cluster, level string
 	ttl                                      time.Duration
+	rehome                                   bool
 }
 
 func newBackendCmd() *cobra.Command {
@@ -197,6 +203,7 @@ func newBackendCmd() *cobra.Command {
 	fs.StringVar(&f.prefix, "prefix", registry.DefaultPrefix, "etcd key prefix")
 	fs.StringVar(&f.cluster, "cluster", registry.DefaultCluster, "cluster name under the prefix")
 	fs.DurationVar(&f.ttl, "ttl", 5*time.Second, "lease TTL of the registration")
+	fs.BoolVar(&f.rehome, "rehome", false, "register with meta rehome=login: take devices the gateway moves here live (a replayed login resumes the device)")
 	fs.StringVar(&f.level, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }
@@ -222,8 +229,12 @@ func runBackend(out io.Writer, f backendFlags) error {
 			return err
 		}
 		defer cli.Close()
+		v := registry.BackendValue{Addr: l.Addr().String()}
+		if f.rehome {
+			v.Meta = rehomeMeta()
+		}
 		reg, err := registry.RegisterBackend(context.Background(), cli, registry.Keys{Prefix: f.prefix, Cluster: f.cluster},
-			f.id, registry.BackendValue{Addr: l.Addr().String()}, registry.RegisterOptions{TTL: f.ttl, Logger: log})
+			f.id, v, registry.RegisterOptions{TTL: f.ttl, Logger: log})
 		if err != nil {
 			b.Close()
 			return err

@@ -16,6 +16,9 @@ import (
 	"github.com/devgate/devgate/pkg/sim"
 )
 
+const simExample = `  devgate sim --target 127.0.0.1:9000 --devices 1000 --reconnects 3
+  devgate sim --target 127.0.0.1:9000 --devices 1000 --check --interval 100ms --duration 60s --json`
+
 func newSimCmd() *cobra.Command {
 	var (
 		c sim.Config
@@ -24,7 +27,7 @@ func newSimCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "sim [--target ADDR] [--devices N]",
 		Short:   "connect simulated devices and report where they landed",
-		Example: "  devgate sim --target 127.0.0.1:9000 --devices 1000 --reconnects 3",
+		Example: simExample,
 		Args:    noArgs,
 		RunE:    func(cmd *cobra.Command, _ []string) error { return runSim(cmd.OutOrStdout(), c, &f) },
 	}
@@ -39,9 +42,11 @@ func newSimCmd() *cobra.Command {
 	fs.DurationVar(&c.Timeout, "timeout", 5*time.Second, "deadline of each network operation")
 	fs.BoolVar(&f.asJSON, "json", false, "print the report as one JSON line")
 	fs.Var(&f.hold, "hold", "hold the devices connected with heartbeats every --interval (default 10s) for this long (0: until ctrl-C), reconnecting each one whose connection ends; prints where they are every --every")
-	fs.DurationVar(&f.h.BackoffMin, "backoff-min", sim.DefaultBackoffMin, "with --hold: wait before a reconnect, doubled per failed attempt, jittered")
-	fs.DurationVar(&f.h.BackoffMax, "backoff-max", sim.DefaultBackoffMax, "with --hold: longest wait between attempts")
-	fs.DurationVar(&f.every, "every", time.Second, "with --hold: period of the status line")
+	fs.DurationVar(&f.h.BackoffMin, "backoff-min", sim.DefaultBackoffMin, "with --hold or --check: wait before a reconnect, doubled per failed attempt, jittered")
+	fs.DurationVar(&f.h.BackoffMax, "backoff-max", sim.DefaultBackoffMax, "with --hold or --check: longest wait between attempts")
+	fs.DurationVar(&f.every, "every", time.Second, "with --hold or --check: period of the status line")
+	fs.BoolVar(&f.check, "check", false, "hold the devices connected with numbered heartbeats ({\"seq\":N}) every --interval (default 100ms) and check every answer: once, in order, from a backend that saw the login; counts disconnects, backend switches and their pauses; exit status 1 if a check failed")
+	fs.DurationVar(&f.duration, "duration", 0, "with --check: stop after this long (0: at SIGINT/SIGTERM), then await the answers in flight and print the report")
 	return cmd
 }
 
@@ -51,11 +56,24 @@ type simFlags struct {
 	h      sim.HoldConfig
 	hold   optDuration
 	every  time.Duration
+
+	check    bool
+	duration time.Duration
 }
 
 func runSim(out io.Writer, c sim.Config, f *simFlags) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if f.duration != 0 && !f.check {
+		return usageError{"--duration is for --check"}
+	}
+	if f.check {
+		if f.hold.set {
+			return usageError{"--check and --hold are two modes: give one"}
+		}
+		return runCheck(ctx, out, sim.CheckConfig{Config: c, BackoffMin: f.h.BackoffMin, BackoffMax: f.h.BackoffMax},
+			f.duration, f.every, f.asJSON)
+	}
 	if f.hold.set {
 		f.h.Config = c
 		return runHold(ctx, out, f.h, f.hold.d, f.every, f.asJSON)

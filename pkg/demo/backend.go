@@ -42,6 +42,7 @@ type Backend struct {
 	initErr  error
 	cfg      frame.Config
 	key      frame.Extractor
+	seq      frame.Extractor // the JSON member "seq" of a heartbeat
 	log      *zap.Logger
 	prefix   []byte // `{"backend":"<ID>","devid":"`
 
@@ -52,7 +53,7 @@ type Backend struct {
 	conns     map[net.Conn]struct{}
 	wg        sync.WaitGroup // Serve loops and connection handlers
 
-	accepted, rejected, frames, logins, badFrames atomic.Uint64
+	accepted, rejected, frames, logins, seqs, badFrames atomic.Uint64
 }
 
 // Stats are counters since the Backend was made.
@@ -62,6 +63,7 @@ type Stats struct {
 	Active    int    // connections open now
 	Frames    uint64 // frames answered
 	Logins    uint64 // frames answered with the backend id (the key was found)
+	Seqs      uint64 // frames without a key answered with their "seq" (numbered heartbeats)
 	BadFrames uint64 // connections closed for a bad or oversized frame
 }
 
@@ -76,6 +78,7 @@ func (b *Backend) Stats() Stats {
 		Active:    active,
 		Frames:    b.frames.Load(),
 		Logins:    b.logins.Load(),
+		Seqs:      b.seqs.Load(),
 		BadFrames: b.badFrames.Load(),
 	}
 }
@@ -103,6 +106,9 @@ func (b *Backend) init() error {
 			if b.initErr != nil {
 				return
 			}
+		}
+		if b.seq, b.initErr = frame.NewJSONField("seq", b.cfg.HeaderLength); b.initErr != nil {
+			return
 		}
 		b.log = b.Logger
 		if b.log == nil {

@@ -3,6 +3,7 @@ package demo_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -306,4 +307,78 @@ func TestBadConfig(t *testing.T) {
 		t.Fatalf("Serve with a bad Config: %v", err)
 	}
 	b.Close()
+}
+
+// TestSeqReply: a numbered heartbeat is answered with the backend, the
+// device id this connection logged in with, and its seq.
+func TestSeqReply(t *testing.T) {
+	b := &demo.Backend{ID: "b1"}
+	addr := start(t, b)
+	c := dial(t, addr)
+	for _, tc := range []struct {
+		typ        byte
+		body, want string
+	}{
+		{sim.TypeHeartbeat, `{"seq":1}`, `{"backend":"b1","devid":"","seq":1}`}, // before any login
+		{sim.TypeLogin, login, `{"backend":"b1","devid":"dev-000001"}`},
+		{sim.TypeHeartbeat, `{"seq":2}`, `{"backend":"b1","devid":"dev-000001","seq":2}`},
+		{7, ` {"x":[1,{"seq":5}], "seq" : 9223372036854775807 } `, `{"backend":"b1","devid":"dev-000001","seq":9223372036854775807}`},
+		{sim.TypeHeartbeat, `{"seq":-3}`, `{"backend":"b1","devid":"dev-000001","seq":-3}`},
+		{sim.TypeHeartbeat, `{"seq":"0042"}`, `{"backend":"b1","devid":"dev-000001","seq":42}`}, // read as the key is
+		// Not an integer, or no seq: echoed.
+		{sim.TypeHeartbeat, `{"seq":1.5}`, `{"seq":1.5}`},
+		{sim.TypeHeartbeat, `{"seq":9223372036854775808}`, `{"seq":9223372036854775808}`},
+		{sim.TypeHeartbeat, `{"seq":true}`, `{"seq":true}`},
+		{sim.TypeHeartbeat, `{"seq":1,"seq":2}`, `{"seq":1,"seq":2}`},
+		{sim.TypeHeartbeat, `{"seq":1`, `{"seq":1`},
+		{sim.TypeHeartbeat, `{"hb":3}`, `{"hb":3}`},
+		// A key makes it a login, seq or not; the connection's devid follows the last login.
+		{sim.TypeLogin, `{"devid":"dev-2","seq":7}`, `{"backend":"b1","devid":"dev-2"}`},
+		{sim.TypeHeartbeat, `{"seq":8}`, `{"backend":"b1","devid":"dev-2","seq":8}`},
+	} {
+		typ, body := roundTrip(t, c, tc.typ, tc.body)
+		if typ != tc.typ || body != tc.want {
+			t.Errorf("sent type %d %s: got type %d %s, want %s", tc.typ, tc.body, typ, body, tc.want)
+		}
+	}
+	// Another connection has not logged in: its devid is its own.
+	if _, body := roundTrip(t, dial(t, addr), sim.TypeHeartbeat, `{"seq":1}`); body != `{"backend":"b1","devid":"","seq":1}` {
+		t.Errorf("fresh connection: %s", body)
+	}
+	if s := b.Stats(); s.Logins != 2 || s.Seqs != 7 || s.Frames != 15 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// TestHalfCloseAnswersThenCloses: a gateway moving a device half-closes the
+// old backend's connection after whole frames; the backend answers every
+// frame it read, then closes its side.
+func TestHalfCloseAnswersThenCloses(t *testing.T) {
+	b := &demo.Backend{ID: "b1"}
+	c := dial(t, start(t, b))
+	const n = 2000 // replies (~100 KB) overflow the socket buffers before we read
+	req := sim.AppendFrame(nil, sim.TypeLogin, 1, 0, []byte(login))
+	for i := range n {
+		req = sim.AppendFrame(req, sim.TypeHeartbeat, 1, 0, fmt.Appendf(nil, `{"seq":%d}`, i))
+	}
+	if _, err := c.Write(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if _, body, err := readFrame(c); err != nil || !strings.Contains(string(body), `"devid":"dev-000001"`) {
+		t.Fatalf("login reply %s, %v", body, err)
+	}
+	for i := range n {
+		_, body, err := readFrame(c)
+		want := fmt.Sprintf(`{"backend":"b1","devid":"dev-000001","seq":%d}`, i)
+		if err != nil || string(body) != want {
+			t.Fatalf("reply %d: %s, %v; want %s", i, body, err, want)
+		}
+	}
+	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("after the last answer: %d bytes, %v; want EOF", n, err)
+	}
+	waitFor(t, func() bool { return b.Stats().Active == 0 })
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -34,14 +35,17 @@ func (b *Backend) handle(c net.Conn) {
 		cfg: b.cfg,
 	}
 	idle := b.idleTimeout()
-	var out []byte
+	var (
+		out   []byte
+		devid []byte // the device id this connection logged in with, nil before a login
+	)
 	for {
 		if idle > 0 {
 			c.SetDeadline(time.Now().Add(idle))
 		}
 		f, err := fr.next()
 		if err == nil {
-			out, err = b.reply(out[:0], f)
+			out, devid, err = b.reply(out[:0], devid, f)
 		}
 		if err == nil {
 			b.frames.Add(1) // before the write, so a client that has its reply sees it counted
@@ -125,19 +129,41 @@ func (fr *frameReader) next() ([]byte, error) {
 var errUnframeable = errors.New("reply does not fit the length field")
 
 // reply appends the answer to frame f to out: f's header with the length
-// rewritten, then {"backend":…,"devid":…} if f carries a key, else f's body.
-func (b *Backend) reply(out, f []byte) ([]byte, error) {
+// rewritten, then {"backend":…,"devid":…} if f carries a key (a login, whose
+// key becomes the connection's devid), {"backend":…,"devid":…,"seq":N} if
+// it has an integer "seq" member, else f's body. devid is the connection's
+// device id so far; the returned one replaces it.
+func (b *Backend) reply(out, devid, f []byte) ([]byte, []byte, error) {
 	hl := b.cfg.HeaderLength
 	out = append(out, f[:hl]...)
 	if key, err := b.key.Extract(f); err == nil {
 		b.logins.Add(1)
+		devid = append(devid[:0], key...) // reuses the slice: a login a connection repeats costs nothing
 		out = append(out, b.prefix...)
 		out = appendJSONString(out, key)
 		out = append(out, '"', '}')
+	} else if seq, ok := b.seqOf(f); ok {
+		b.seqs.Add(1)
+		out = append(out, b.prefix...)
+		out = appendJSONString(out, devid)
+		out = append(out, `","seq":`...)
+		out = strconv.AppendInt(out, seq, 10)
+		out = append(out, '}')
 	} else {
 		out = append(out, f[hl:]...)
 	}
-	return out, putLength(out, b.cfg)
+	return out, devid, putLength(out, b.cfg)
+}
+
+// seqOf returns the integer in f's JSON member "seq" (a number, or a string
+// of digits, read as the device id is read), if any.
+func (b *Backend) seqOf(f []byte) (int64, bool) {
+	v, err := b.seq.Extract(f)
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(string(v), 10, 64) // a short string: no allocation
+	return n, err == nil
 }
 
 // putLength writes f's length into its length field, inverting the Netty

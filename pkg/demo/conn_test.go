@@ -39,7 +39,7 @@ func TestReplyOtherFraming(t *testing.T) {
 			if n, err := tc.cfg.FrameLen(req); err != nil || n != len(req) {
 				t.Fatalf("request FrameLen %d, %v; want %d", n, err, len(req))
 			}
-			out, err := b.reply(nil, req)
+			out, _, err := b.reply(nil, nil, req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,9 +90,24 @@ func BenchmarkReply(b *testing.B) {
 	req := []byte{1, 1, 0, 0, 0, 0}
 	req = append(req, `{"devid":"dev-000042","token":"0123456789abcdef0123456789abcdef","os":"android","ver":"1.0"}`...)
 	putLength(req, be.cfg)
-	out := make([]byte, 0, 256)
+	out, devid := make([]byte, 0, 256), make([]byte, 0, 32)
 	b.ReportAllocs()
 	for b.Loop() {
-		out, _ = be.reply(out[:0], req)
+		out, devid, _ = be.reply(out[:0], devid, req)
+	}
+}
+
+// BenchmarkReplySeq is a numbered heartbeat's answer: no allocation.
+func BenchmarkReplySeq(b *testing.B) {
+	be := &Backend{ID: "backend-1"}
+	if err := be.init(); err != nil {
+		b.Fatal(err)
+	}
+	req := append([]byte{2, 1, 0, 0, 0, 0}, `{"seq":123456789}`...)
+	putLength(req, be.cfg)
+	out, devid := make([]byte, 0, 256), []byte("dev-000042")
+	b.ReportAllocs()
+	for b.Loop() {
+		out, devid, _ = be.reply(out[:0], devid, req)
 	}
 }

@@ -24,13 +24,15 @@ func ExampleBackend() {
 	}
 	defer c.Close()
 
-	// A login is answered with the backend's id, a heartbeat is echoed;
-	// both keep their type.
+	// A login is answered with the backend's id, a numbered heartbeat with
+	// the id and the device this connection logged in as, any other frame
+	// is echoed; all keep their type.
 	var req []byte
 	req = sim.AppendFrame(req, sim.TypeLogin, 1, 0, []byte(`{"devid":"dev-000042","os":"android"}`))
+	req = sim.AppendFrame(req, sim.TypeHeartbeat, 1, 0, []byte(`{"seq":1}`))
 	req = sim.AppendFrame(req, sim.TypeHeartbeat, 1, 0, []byte(`{"hb":1}`))
 	c.Write(req)
-	for range 2 {
+	for range 3 {
 		hdr := make([]byte, 6)
 		io.ReadFull(c, hdr)
 		body := make([]byte, int(hdr[4])<<8|int(hdr[5]))
@@ -39,5 +41,6 @@ func ExampleBackend() {
 	}
 	// Output:
 	// type 1: {"backend":"b1","devid":"dev-000042"}
+	// type 2: {"backend":"b1","devid":"dev-000042","seq":1}
 	// type 2: {"hb":1}
 }

@@ -27,4 +27,26 @@
 //	}
 //	st := h.Run(ctx) // until ctx ends; h.Status() meanwhile
 //	fmt.Print(st)
+//
+// Check (devgate sim --check) proves that moving live devices between
+// backends is seamless. Each device logs in, then sends a numbered
+// heartbeat (type 2, body {"seq":N}) every Interval (100 ms by default);
+// a backend that opts in to moves answers {"backend":…,"devid":…,"seq":N},
+// as pkg/demo and the Java reference backend do. Every answer is checked:
+// each seq answered exactly once and in order, with the device's own devid
+// (so the answering backend saw its login on that connection), and, once a
+// device's answers switch to another backend, none from the old one.
+// CheckReport counts disconnects, missing, duplicate and out-of-order
+// answers, switches ("moves") with the pause of each (the gap between the
+// last answer of the old backend and the first of the new one), and is
+// Clean when no check failed. Senders are 16 goroutines each with one
+// ticker, whatever the number of devices: 1,000 devices at 100 ms (10,000
+// heartbeats a second) take about 30% of one core.
+//
+//	c, err := sim.NewChecker(sim.CheckConfig{Config: sim.Config{Target: "127.0.0.1:9000", Devices: 1000}})
+//	if err != nil {
+//		return err
+//	}
+//	r := c.Run(ctx) // until ctx ends, then the answers in flight; c.Status() meanwhile
+//	fmt.Print(r)    // r.Clean, r.Problems()
 package sim

@@ -49,8 +49,17 @@ type javaBackend struct {
 // says it registered.
 func startNetty(t *testing.T, jar, id, endpoint string, ttl int) *javaBackend {
 	t.Helper()
-	cmd := exec.Command("java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-jar", jar,
-		"--id", id, "--listen", "127.0.0.1:0", "--etcd", endpoint, "--ttl", strconv.Itoa(ttl))
+	b, _ := startNettyArgs(t, jar, id, endpoint, ttl)
+	return b
+}
+
+// startNettyArgs is startNetty with more flags; it also returns the
+// "registered" line.
+func startNettyArgs(t *testing.T, jar, id, endpoint string, ttl int, extra ...string) (*javaBackend, string) {
+	t.Helper()
+	args := append([]string{"-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-jar", jar,
+		"--id", id, "--listen", "127.0.0.1:0", "--etcd", endpoint, "--ttl", strconv.Itoa(ttl)}, extra...)
+	cmd := exec.Command("java", args...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -78,8 +87,7 @@ func startNetty(t *testing.T, jar, id, endpoint string, ttl int) *javaBackend {
 			cmd.Wait()
 		}
 	})
-	b.await(t, "registered ", 30*time.Second)
-	return b
+	return b, b.await(t, "registered ", 30*time.Second)
 }
 
 func (b *javaBackend) await(t *testing.T, prefix string, within time.Duration) string {

@@ -1,9 +1,12 @@
 package devgate.example;
 
 import io.netty.buffer.ByteBuf;
+import io.netty.buffer.Unpooled;
+import io.netty.channel.ChannelFutureListener;
 import io.netty.channel.ChannelHandler;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.SimpleChannelInboundHandler;
+import io.netty.channel.socket.ChannelInputShutdownEvent;
 import io.netty.handler.codec.DecoderException;
 import io.netty.handler.codec.TooLongFrameException;
 import io.netty.handler.timeout.IdleStateEvent;
@@ -15,11 +18,19 @@ import java.nio.charset.StandardCharsets;
 /**
  * Answers every whole frame (cut by LengthFieldBasedFrameDecoder) with a
  * frame of the same type, version and time, as the Go demo backend does
- * (pkg/demo): a frame whose JSON body has a "devid" gets
+ * (pkg/demo): a frame whose JSON body has a "devid" (a login) gets
  * {"backend":"&lt;id&gt;","devid":"&lt;devid&gt;"} (plus "client" when a
- * PROXY header named the device's address), any other frame is echoed.
+ * PROXY header named the device's address); a frame without one whose
+ * body has an integer "seq" (a numbered heartbeat) gets
+ * {"backend":"&lt;id&gt;","devid":"&lt;devid of this channel's login, or
+ * empty&gt;","seq":N}; any other frame is echoed.
  *
- * <p>Stateless, so one instance serves every channel.
+ * <p>When the gateway half-closes the channel (it does to move the device
+ * to another backend), every frame read is answered, then the channel is
+ * closed once those answers are written (needs ALLOW_HALF_CLOSURE).
+ *
+ * <p>The only state is the channel's device id, kept in a channel
+ * attribute, so one instance serves every channel.
  */
 @ChannelHandler.Sharable
 final class FrameHandler extends SimpleChannelInboundHandler<ByteBuf> {
@@ -30,6 +41,9 @@ final class FrameHandler extends SimpleChannelInboundHandler<ByteBuf> {
 
     /** The device's address from a PROXY protocol header, "ip:port". */
     static final AttributeKey<String> CLIENT = AttributeKey.valueOf("devgate.client");
+
+    /** The device id of the last login on this channel. */
+    static final AttributeKey<String> DEVID = AttributeKey.valueOf("devgate.devid");
 
     private final String backendId;
     private final Stats stats;
@@ -59,6 +73,16 @@ final class FrameHandler extends SimpleChannelInboundHandler<ByteBuf> {
             }
             reply = b.append('}').toString().getBytes(StandardCharsets.UTF_8);
             stats.logins.increment();
+            ctx.channel().attr(DEVID).set(devid);
+        } else {
+            Long seq = seqOf(body);
+            if (seq != null) {
+                String login = ctx.channel().attr(DEVID).get();
+                reply = ("{\"backend\":" + Json.quote(backendId)
+                        + ",\"devid\":" + Json.quote(login != null ? login : "")
+                        + ",\"seq\":" + seq + "}").getBytes(StandardCharsets.UTF_8);
+                stats.seqs.increment();
+            }
         }
         int replyLength = reply != null ? reply.length : bodyLength;
         if (replyLength > MAX_BODY_LENGTH) {
@@ -79,6 +103,22 @@ final class FrameHandler extends SimpleChannelInboundHandler<ByteBuf> {
         ctx.write(out); // flushed once per read burst, in channelReadComplete
     }
 
+    /**
+     * The integer in the body's "seq" member, read as the device id is (a
+     * number, or a string of digits), or null: the Go demo backend's rule.
+     */
+    static Long seqOf(String body) {
+        String v = Json.member(body, "seq");
+        if (v == null) {
+            return null;
+        }
+        try {
+            return Long.parseLong(v);
+        } catch (NumberFormatException e) {
+            return null; // 1.5, 1e3, out of range: echoed
+        }
+    }
+
     @Override
     public void channelReadComplete(ChannelHandlerContext ctx) {
         ctx.flush();
@@ -96,6 +136,14 @@ final class FrameHandler extends SimpleChannelInboundHandler<ByteBuf> {
     public void userEventTriggered(ChannelHandlerContext ctx, Object evt) throws Exception {
         if (evt instanceof IdleStateEvent) {
             ctx.close();
+            return;
+        }
+        if (evt instanceof ChannelInputShutdownEvent) {
+            // The gateway half-closed (a move): the frames before the EOF
+            // are answered (the decoder passed them on before this event);
+            // close once those answers are written, so the gateway can
+            // finish the move. Writes complete in order.
+            ctx.writeAndFlush(Unpooled.EMPTY_BUFFER).addListener(ChannelFutureListener.CLOSE);
             return;
         }
         super.userEventTriggered(ctx, evt);

@@ -39,8 +39,9 @@ final class Json {
      * extractor would fail and the demo backend would echo the frame.
      *
      * <p>The body (decoded byte-for-byte as ISO-8859-1) must be one
-     * well-formed JSON object. The first member whose raw name equals
-     * {@code name} wins. A string value counts when it is non-empty, has no
+     * well-formed JSON object. A member whose raw name equals {@code name}
+     * gives the value; a second one gives null (pkg/frame: ErrDupKey). A
+     * string value counts when it is non-empty, has no
      * backslash escape and is printable ASCII (0x21..0x7e); a number gives
      * its literal text. Anything else gives null.
      */
@@ -63,7 +64,10 @@ final class Json {
                     r.ws();
                     int vs = r.i;
                     r.value(1);
-                    if (!found && rawName.equals(name)) {
+                    if (rawName.equals(name)) {
+                        if (found) {
+                            return null; // readers disagree on which one counts
+                        }
                         found = true;
                         raw = body.substring(vs, r.i);
                     }

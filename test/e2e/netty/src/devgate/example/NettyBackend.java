@@ -28,7 +28,7 @@ import java.util.concurrent.TimeUnit;
  * <pre>
  * java -jar build/netty-backend.jar --id n1 --listen 127.0.0.1:9101 \
  *      [--etcd http://127.0.0.1:2379] [--prefix /devgate] [--cluster default] \
- *      [--ttl 10] [--weight 100] [--zone a] [--advertise HOST:PORT] [--proxy-protocol]
+ *      [--ttl 10] [--weight 100] [--zone a] [--advertise HOST:PORT] [--proxy-protocol] [--rehome=false]
  * </pre>
  *
  * stdout: "listening HOST:PORT id=ID" once bound, "registered KEY lease=HEX ..."
@@ -77,6 +77,10 @@ public final class NettyBackend {
                 .option(ChannelOption.SO_BACKLOG, 1024)
                 .childOption(ChannelOption.TCP_NODELAY, true)
                 .childOption(ChannelOption.SO_KEEPALIVE, true)
+                // Netty's default (false) closes the channel as soon as the
+                // peer's FIN is read, failing answers still queued. With
+                // it on, FrameHandler closes once they are written.
+                .childOption(ChannelOption.ALLOW_HALF_CLOSURE, true)
                 .childHandler(new ChannelInitializer<SocketChannel>() {
                     @Override
                     protected void initChannel(SocketChannel ch) {
@@ -122,8 +126,15 @@ public final class NettyBackend {
             value.put("addr", advertise);
             value.put("weight", o.weight);
             value.put("zone", o.zone);
-            // "proxy":"v2" asks gateways for a PROXY v2 header with the device's address.
-            value.put("meta", o.proxyProtocol ? Map.of("impl", "netty", "proxy", "v2") : Map.of("impl", "netty"));
+            Map<String, Object> meta = new LinkedHashMap<>();
+            meta.put("impl", "netty");
+            if (o.proxyProtocol) {
+                meta.put("proxy", "v2"); // asks gateways for a PROXY v2 header with the device's address
+            }
+            if (o.rehome) {
+                meta.put("rehome", "login"); // takes devices moved live: a replayed login resumes the device
+            }
+            value.put("meta", meta);
             registrar.start(Json.encode(value));
         }
 
@@ -164,6 +175,7 @@ public final class NettyBackend {
                 "  --max-frame-length N   LengthFieldBasedFrameDecoder maxFrameLength (default 4096)",
                 "  --idle-timeout S       close a connection silent for S seconds (default 300, 0: never)",
                 "  --proxy-protocol       expect a PROXY v1/v2 header first; login replies carry \"client\"",
+                "  --rehome=false         do not register meta rehome=login (default on: take devices moved live)",
                 "  --verbose              log connection events to stderr");
 
         String id;
@@ -180,6 +192,7 @@ public final class NettyBackend {
         int maxFrameLength = MAX_FRAME_LENGTH;
         int idleSeconds = 300;
         boolean proxyProtocol;
+        boolean rehome = true;
         boolean verbose;
         boolean help;
 
@@ -201,10 +214,12 @@ public final class NettyBackend {
                     val = name.substring(eq + 1);
                     name = name.substring(0, eq);
                 }
-                if (name.equals("proxy-protocol") || name.equals("verbose")) {
+                if (name.equals("proxy-protocol") || name.equals("verbose") || name.equals("rehome")) {
                     boolean on = val == null || Boolean.parseBoolean(val);
                     if (name.equals("verbose")) {
                         o.verbose = on;
+                    } else if (name.equals("rehome")) {
+                        o.rehome = on;
                     } else {
                         o.proxyProtocol = on;
                     }

@@ -7,11 +7,12 @@ final class Stats {
     final LongAdder accepted = new LongAdder();
     final LongAdder frames = new LongAdder();
     final LongAdder logins = new LongAdder();
+    final LongAdder seqs = new LongAdder();
     final LongAdder badFrames = new LongAdder();
 
     @Override
     public String toString() {
         return "accepted=" + accepted.sum() + " frames=" + frames.sum()
-                + " logins=" + logins.sum() + " badFrames=" + badFrames.sum();
+                + " logins=" + logins.sum() + " seqs=" + seqs.sum() + " badFrames=" + badFrames.sum();
     }
 }
