@@ -95,7 +95,8 @@ func (f *fleet) addGateway(id string) *gateway {
 	f.wg.Add(1)
 	go func() { defer f.wg.Done(); g.watcher.Run(f.ctx) }()
 	<-g.watcher.Ready()
-	g.proxy = &proxy.Proxy{Source: g.watcher, MaxConnsPerIP: -1, AcceptRatePerIP: -1} // all devices are 127.0.0.1
+	// All devices are 127.0.0.1. Moves are on; the backends do not opt in, so each is an eviction counted as a move.
+	g.proxy = &proxy.Proxy{Source: g.watcher, MaxConnsPerIP: -1, AcceptRatePerIP: -1, Rehome: proxy.Rehome{Enabled: true}}
 	dl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		f.t.Fatal(err)

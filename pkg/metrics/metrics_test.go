@@ -68,7 +68,7 @@ func startGateway(t *testing.T, hist prometheus.Histogram) *gateway {
 	}
 
 	p := &proxy.Proxy{Source: w, PrereadTimeout: 2 * time.Second, DialTimeout: time.Second,
-		OnPreread: ObserveSeconds(hist)}
+		OnPreread: ObserveSeconds(hist), Rehome: proxy.Rehome{Enabled: true}}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
