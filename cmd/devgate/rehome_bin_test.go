@@ -58,7 +58,7 @@ limits: {maxConnectionsPerIP: -1, acceptRatePerIP: -1}
 rehome: {enabled: true, timeout: 3s, maxBuffered: 32768, swallowReply: true, drainGrace: 500ms}
 rebalance: {auto: false, perSecond: 100}
 `, listen, etcd.Endpoint(), prefix, admin, httpAddr))
-	if out, code := runCheck(t, bin, cfg); code != 0 {
+	if out, code := runConfigCheck(t, bin, cfg); code != 0 {
 		t.Fatalf("config check: exit %d\n%s", code, out)
 	}
 	gw := startChild(t, bin, "serve", "--config", cfg, "--grace", "1s")
@@ -162,7 +162,7 @@ func TestConfigCheckRehome(t *testing.T) {
 	dir := t.TempDir()
 	const base = "backends: [{id: b1, addr: '127.0.0.1:9101'}]\n"
 	good := writeFile(t, dir, "good.yaml", base+"rehome: {enabled: true, replyFrame: {headerLength: 8, lengthFieldOffset: 6}}\nrebalance: {auto: true, perSecond: 20}\n")
-	if out, code := runCheck(t, bin, good); code != 0 || !strings.Contains(out, "OK") {
+	if out, code := runConfigCheck(t, bin, good); code != 0 || !strings.Contains(out, "OK") {
 		t.Fatalf("good: exit %d\n%s", code, out)
 	}
 	for doc, want := range map[string]string{
@@ -174,13 +174,13 @@ func TestConfigCheckRehome(t *testing.T) {
 		"rehome: {enable: true}":                      `unknown field "enable" in rehome (did you mean "enabled"?)`,
 	} {
 		bad := writeFile(t, dir, "bad.yaml", base+doc+"\n")
-		if out, code := runCheck(t, bin, bad); code != 1 || !strings.Contains(out, want) {
+		if out, code := runConfigCheck(t, bin, bad); code != 1 || !strings.Contains(out, want) {
 			t.Errorf("%s: exit %d, want 1 and %q:\n%s", doc, code, want, out)
 		}
 	}
 }
 
-func runCheck(t *testing.T, _, path string) (string, int) {
+func runConfigCheck(t *testing.T, _, path string) (string, int) {
 	t.Helper()
 	stdout, stderr, code := runBin(t, "config", "check", path)
 	return stdout + stderr, code

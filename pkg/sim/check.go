@@ -132,6 +132,7 @@ type checkDev struct {
 	backend string    // backend of the answers now
 	prev    string    // backend before the last switch on this connection
 	lastAt  time.Time // time of the last answer (or of the login answer)
+	movedAt time.Time // time of the last switch
 }
 
 // Run connects every device and checks its heartbeats until ctx ends; then
@@ -433,11 +434,11 @@ func (c *Checker) check(d *checkDev, a *answer, now time.Time) {
 		}
 	}
 
-	switch a.Backend {
-	case d.backend:
-	case d.prev:
+	switch {
+	case a.Backend == d.backend:
+	case a.Backend == d.prev && now.Sub(d.movedAt) < c.staleWindow():
 		c.n.stale.Add(1) // the backend it moved away from still answers
-	default:
+	default: // a move, or a move back a while later (a rebalance after an undrain)
 		c.n.switches.Add(1)
 		c.mu.Lock()
 		bump(c.moves, d.backend+">"+a.Backend, 1)
@@ -445,9 +446,15 @@ func (c *Checker) check(d *checkDev, a *answer, now time.Time) {
 		bump(c.perBackend, a.Backend, 1)
 		c.pauses.add(now.Sub(d.lastAt))
 		c.mu.Unlock()
-		d.prev, d.backend = d.backend, a.Backend
+		d.prev, d.backend, d.movedAt = d.backend, a.Backend, now
 	}
 	if a.Backend == d.backend {
 		d.lastAt = now
 	}
 }
+
+// staleWindow is how soon after a switch an answer from the backend left
+// counts as stale rather than as the device moving back: ten intervals,
+// at least a second. A gateway's move back takes longer (a drain, an
+// undrain, then a paced rebalance).
+func (c *Checker) staleWindow() time.Duration { return max(10*c.cfg.Interval, time.Second) }
