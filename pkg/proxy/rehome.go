@@ -3,6 +3,9 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"os"
 	"net"
 	"net/netip"
 	"sync"
@@ -392,12 +395,7 @@ func (ps *lostProbes) check(p *Proxy, c *conn, done func(gone bool)) {
 	p.wg.Add(1) // Shutdown waits for it, so the loops outlive its answer
 	go func() {
 		defer p.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout())
-		bc, err := p.probeDial(ctx, addr)
-		cancel()
-		if err == nil {
-			bc.Close()
-		}
+		err := p.probeBackend(addr)
 		ps.mu.Lock()
 		ws := pb.waiters
 		pb.running, pb.gone, pb.at, pb.waiters = false, err != nil, time.Now(), nil
@@ -412,14 +410,36 @@ func (ps *lostProbes) check(p *Proxy, c *conn, done func(gone bool)) {
 	}()
 }
 
-// probeDial opens a TCP connection to addr, with Dial when one is set:
-// reaching the backend is all a check needs (no TLS handshake).
-func (p *Proxy) probeDial(ctx context.Context, addr string) (net.Conn, error) {
+// lostProbeSettle is how long a check's connection must stay open for the
+// backend to count as alive. A process being killed closes its
+// connections before its listener: a dial in that moment still succeeds,
+// and the backlog's connection is reset a moment later.
+const lostProbeSettle = 250 * time.Millisecond
+
+// probeBackend says whether the backend at addr is reachable: a TCP
+// connection (with Dial when one is set; no TLS handshake) that is neither
+// refused nor reset within lostProbeSettle. Backends wait for the device to
+// speak first, so a live one sends nothing.
+func (p *Proxy) probeBackend(addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout())
+	defer cancel()
+	var bc net.Conn
+	var err error
 	if p.Dial != nil {
-		return p.Dial(ctx, "tcp", addr)
+		bc, err = p.Dial(ctx, "tcp", addr)
+	} else {
+		var d net.Dialer
+		bc, err = d.DialContext(ctx, "tcp", addr)
 	}
-	var d net.Dialer
-	return d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer bc.Close()
+	bc.SetReadDeadline(time.Now().Add(lostProbeSettle))
+	if _, err := bc.Read(make([]byte, 1)); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("connection ended at once: %w", err)
+	}
+	return nil
 }
 
 // addrPort is a's address and port (zero if a is not TCP).
