@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -193,5 +194,50 @@ func TestMoveOnBackendLoss(t *testing.T) {
 	}
 	if s.Moving != 0 {
 		t.Errorf("moving: %d", s.Moving)
+	}
+}
+
+// A lost backend's check: refused, or a connection reset at once (a
+// process being killed, its listener not closed yet) is gone; a
+// connection that stays open is alive.
+func TestProbeBackend(t *testing.T) {
+	p := &Proxy{DialTimeout: time.Second}
+	refused, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusedAddr := refused.Addr().String()
+	refused.Close()
+	if err := p.probeBackend(refusedAddr); err == nil {
+		t.Error("refused: alive")
+	}
+	for _, tc := range []struct {
+		name  string
+		reset bool
+	}{{"reset at once", true}, {"held open", false}} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if tc.reset {
+				c.(*net.TCPConn).SetLinger(0)
+			} else {
+				time.Sleep(2 * lostProbeSettle)
+			}
+			c.Close()
+		}()
+		err = p.probeBackend(l.Addr().String())
+		if gone := err != nil; gone != tc.reset {
+			t.Errorf("%s: probe says %v", tc.name, err)
+		}
+		<-done
+		l.Close()
 	}
 }
