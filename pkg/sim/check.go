@@ -454,7 +454,8 @@ func (c *Checker) check(d *checkDev, a *answer, now time.Time) {
 }
 
 // staleWindow is how soon after a switch an answer from the backend left
-// counts as stale rather than as the device moving back: ten intervals,
-// at least a second. A gateway's move back takes longer (a drain, an
-// undrain, then a paced rebalance).
-func (c *Checker) staleWindow() time.Duration { return max(10*c.cfg.Interval, time.Second) }
+// counts as stale rather than as the device moving back: three intervals,
+// at least 100 ms. A stale answer comes right after the switch (the old
+// backend answering frames sent before it); a move back takes longer (an
+// undrain, then a rebalance), though it may come within a second.
+func (c *Checker) staleWindow() time.Duration { return max(3*c.cfg.Interval, 100*time.Millisecond) }

@@ -49,6 +49,7 @@ type cluster struct {
 	backends map[string]*backendProc
 	cli      *clientv3.Client
 	keys     registry.Keys
+	rehome   bool // gateways move live devices; every backend opts in (rehome=login)
 }
 
 type etcdMember struct {
@@ -77,7 +78,11 @@ func (c *cluster) endpoints() []string {
 }
 
 // newCluster builds the binaries and starts the whole cluster.
-func newCluster(t *testing.T) *cluster {
+func newCluster(t *testing.T) *cluster { return newClusterWith(t, false) }
+
+// newClusterWith is newCluster with moves of live devices on the gateways
+// and opted in to by every backend (rehome).
+func newClusterWith(t *testing.T, rehome bool) *cluster {
 	if _, err := os.Stat("/usr/sbin/haproxy"); err != nil {
 		testenv.Missing(t, "/usr/sbin/haproxy missing: apt-get install -y haproxy (see .ci/run)")
 	}
@@ -86,7 +91,7 @@ func newCluster(t *testing.T) *cluster {
 		dir = d
 		os.MkdirAll(dir, 0o755)
 	}
-	c := &cluster{t: t, root: t, dir: dir, backends: map[string]*backendProc{}}
+	c := &cluster{t: t, root: t, dir: dir, backends: map[string]*backendProc{}, rehome: rehome}
 	start := time.Now()
 	c.devgate = filepath.Join(dir, "devgate")
 	c.etcdBin = filepath.Join(dir, "etcdnode")
@@ -203,8 +208,12 @@ func (c *cluster) leader() int {
 }
 
 func (c *cluster) startGoBackend(id string) *backendProc {
-	p := startProc(c.root, c.dir, id, c.devgate, "backend", "--id", id, "--listen", "127.0.0.1:0",
-		"--etcd", strings.Join(c.endpoints(), ","), "--ttl", backendTTL.String(), "--log-level", "warn")
+	args := []string{"backend", "--id", id, "--listen", "127.0.0.1:0",
+		"--etcd", strings.Join(c.endpoints(), ","), "--ttl", backendTTL.String(), "--log-level", "warn"}
+	if c.rehome {
+		args = append(args, "--rehome")
+	}
+	p := startProc(c.root, c.dir, id, c.devgate, args...)
 	line := p.await(c.t, "demo backend ", 10*time.Second)
 	p.await(c.t, "registered ", 10*time.Second)
 	b := &backendProc{id: id, kind: "go", p: p, addr: line[strings.LastIndex(line, " ")+1:]}
@@ -218,8 +227,12 @@ func (c *cluster) startSidecarBackend(id string) *backendProc {
 	addr := freeAddr(c.t)
 	p := startProc(c.root, c.dir, id, c.devgate, "backend", "--id", id, "--listen", addr, "--log-level", "warn")
 	p.await(c.t, "demo backend ", 10*time.Second)
-	sc := startProc(c.root, c.dir, id+"-sidecar", c.devgate, "register", "--etcd", strings.Join(c.endpoints(), ","),
-		"--id", id, "--addr", addr, "--ttl", backendTTL.String(), "--check-interval", "500ms", "--log-level", "warn")
+	args := []string{"register", "--etcd", strings.Join(c.endpoints(), ","),
+		"--id", id, "--addr", addr, "--ttl", backendTTL.String(), "--check-interval", "500ms", "--log-level", "warn"}
+	if c.rehome {
+		args = append(args, "--meta", "rehome=login")
+	}
+	sc := startProc(c.root, c.dir, id+"-sidecar", c.devgate, args...)
 	b := &backendProc{id: id, kind: "sidecar", p: p, sidecar: sc, addr: addr}
 	c.backends[id] = b
 	c.awaitKey(id, true)
@@ -304,6 +317,9 @@ limits:
 log:
   level: warn
 `, g.listen, strings.Join(eps, ", "), g.id, g.admin, g.http, prereadTimeout)
+	if c.rehome { // rebalances are the test's to start
+		yaml += "rehome:\n  enabled: true\nrebalance:\n  auto: false\n"
+	}
 	if err := os.WriteFile(g.config, []byte(yaml), 0o644); err != nil {
 		c.t.Fatal(err)
 	}
