@@ -11,8 +11,10 @@ import (
 // whose device side the gateway terminates TLS for, or with BackendTLS,
 // IdleTimeout or Proxy.Goroutines. With rehome on, a connection with a
 // session is copied by pipeMove instead of pipe: splice cannot tell where
-// frames end, so each direction reads into a pooled 4 KiB buffer and feeds
-// its frame tracker under goMove.mu, which also holds the move. The phases
+// frames end, so each direction reads into a pooled 4 KiB buffer
+// (idleReader: held only while bytes are in hand, except on a TLS
+// connection) and feeds its frame tracker under goMove.mu, which also
+// holds the move. The phases
 // are the loops' (loop_move_linux.go); who acts in each:
 //
 //   - copyUp (device to backend) is the only writer of device bytes to a
@@ -31,8 +33,9 @@ import (
 //   - timers fail a move past Rehome.Timeout, or an old owner still open
 //     DrainGrace after the cut.
 //
-// Cost: 2 x 4 KiB read buffers and a goMove (about 200 bytes) per
-// connection instead of 2 splice pipes (4 fds and their kernel buffers).
+// Cost of an idle device, besides the two goroutines: a goMove (about
+// 200 bytes) and the 4 KiB read buffer of a TLS side, instead of two
+// splice pipes (4 fds and their kernel buffers).
 
 // goMove is the state the two copying goroutines of a movable connection
 // share. Fields are guarded by mu.

@@ -12,7 +12,7 @@ import (
 // says who does what).
 
 // pipeMove is pipe for a connection that may be moved: it copies through
-// buffers that feed the frame trackers, honours half-close, FIN and idle
+// buffers (idleReader) that feed the frame trackers, honours half-close, FIN and idle
 // timeouts as pipe and pipeIdle do, and counts a move the close cut short.
 func (p *Proxy) pipeMove(c *conn) (in, out int64) {
 	g := c.gm
@@ -43,8 +43,8 @@ type closeWriter interface{ CloseWrite() error }
 // copyMoveUp copies device bytes to the backend (named for stack dumps).
 func copyMoveUp(g *goMove) {
 	c := g.c
-	bp := idleBufPool.Get().(*[]byte)
-	defer idleBufPool.Put(bp)
+	var rd idleReader
+	defer rd.release()
 	var b []byte   // read and not yet taken
 	var rerr error // the read's error, acted on once b is taken
 	for {
@@ -105,8 +105,7 @@ func copyMoveUp(g *goMove) {
 		g.woken = false // a wake from now on ends the read
 		g.armReadLocked(0, c.client)
 		g.mu.Unlock()
-		n, err := c.client.Read(*bp)
-		b, rerr = (*bp)[:n], err
+		b, rerr = rd.read(c.client)
 	}
 }
 
@@ -204,8 +203,8 @@ func (g *goMove) upReadFailed(err error) bool {
 // copyMoveDown copies backend bytes to the device (named for stack dumps).
 func copyMoveDown(g *goMove) {
 	c := g.c
-	bp := idleBufPool.Get().(*[]byte)
-	defer idleBufPool.Put(bp)
+	var rd idleReader
+	defer rd.release()
 	for {
 		g.mu.Lock()
 		src := g.cur
@@ -215,8 +214,8 @@ func copyMoveDown(g *goMove) {
 		}
 		g.armReadLocked(1, src)
 		g.mu.Unlock()
-		n, err := src.Read(*bp)
-		if n > 0 && !g.down((*bp)[:n]) {
+		b, err := rd.read(src)
+		if len(b) > 0 && !g.down(b) {
 			return
 		}
 		if err == nil {
