@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pires/go-proxyproto"
+
 	"github.com/devgate/devgate/internal/testkit"
 	"github.com/devgate/devgate/pkg/ring"
 )
@@ -34,12 +36,14 @@ type moveBackend struct {
 	id       string
 	optIn    bool
 	holdOpen bool // on the gateway's FIN keep the connection open (an old owner that never closes)
+	proxyV2  bool // asks for a PROXY v2 header (meta proxy=v2) and records its sources
 
 	l     net.Listener
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	conns map[net.Conn]string // the device that logged in on it ("" before)
 	seen  []string            // logins, in order
+	srcs  []string            // with proxyV2: the source of each connection's header
 	done  bool
 	quit  chan struct{} // closed by kill
 }
@@ -63,8 +67,12 @@ func newMoveBackend(t *testing.T, id string, optIn bool, configure func(*moveBac
 // ring is b's registration; with optIn it takes moved devices.
 func (b *moveBackend) ring() ring.Backend {
 	rb := ring.Backend{ID: b.id, Addr: b.l.Addr().String()}
+	rb.Meta = map[string]string{}
 	if b.optIn {
-		rb.Meta = map[string]string{MetaRehome: RehomeLogin}
+		rb.Meta[MetaRehome] = RehomeLogin
+	}
+	if b.proxyV2 {
+		rb.Meta["proxy"] = "v2"
 	}
 	return rb
 }
@@ -92,6 +100,16 @@ func (b *moveBackend) serve() {
 func (b *moveBackend) handle(c net.Conn) {
 	defer b.wg.Done()
 	r := bufio.NewReader(c)
+	if b.proxyV2 {
+		h, err := proxyproto.Read(r)
+		src := "none"
+		if err == nil {
+			src = h.SourceAddr.String()
+		}
+		b.mu.Lock()
+		b.srcs = append(b.srcs, src)
+		b.mu.Unlock()
+	}
 	for {
 		typ, body, err := testkit.ReadFrame(r)
 		if err != nil {
@@ -117,6 +135,13 @@ func (b *moveBackend) handle(c net.Conn) {
 	delete(b.conns, c)
 	b.mu.Unlock()
 	c.Close()
+}
+
+// sources are the device addresses of the PROXY headers b got, in order.
+func (b *moveBackend) sources() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.srcs...)
 }
 
 // logins are the devices that logged in, in order.
@@ -158,6 +183,7 @@ func (b *moveBackend) kill() {
 type moveEnv struct {
 	t     *testing.T
 	tlsOn bool
+	hdr   string // a PROXY header each device sends first (it comes through a trusted balancer)
 	ring  *AtomicRing
 	proxy *Proxy
 	addr  string
@@ -234,17 +260,24 @@ type moveDevice struct {
 // connect logs devid in and checks that backend want answered.
 func (e *moveEnv) connect(devid, want string) *moveDevice {
 	e.t.Helper()
-	var conn net.Conn
-	var err error
-	if e.tlsOn {
-		conn, err = tls.Dial("tcp", e.addr, &tls.Config{InsecureSkipVerify: true})
-	} else {
-		conn, err = net.Dial("tcp", e.addr)
-	}
+	conn, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { conn.Close() })
+	if e.hdr != "" {
+		if _, err := conn.Write([]byte(e.hdr)); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	if e.tlsOn {
+		tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true})
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			e.t.Fatal(err)
+		}
+		conn = tc
+	}
 	d := &moveDevice{t: e.t, id: devid, conn: conn, r: bufio.NewReader(conn)}
 	d.send(1, fmt.Sprintf(`{"devid":%q,"token":"t0k3n"}`, devid))
 	if from, _ := d.answer(1); from != want {

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -206,5 +207,30 @@ func TestGoMoveCopyEnds(t *testing.T) {
 				t.Fatal("something moved")
 			}
 		})
+	})
+}
+
+// A device behind a trusted balancer's PROXY header moves to a new owner
+// that asks for a PROXY v2 header: the header carries the device's address.
+func TestGoMoveProxyHeader(t *testing.T) {
+	goMovePaths(t, func(t *testing.T, tlsOn bool) {
+		checkNoLeak(t)
+		b1 := newMoveBackend(t, "b1", true, nil)
+		b2 := newMoveBackend(t, "b2", true, func(b *moveBackend) { b.proxyV2 = true })
+		e := newMoveEnv(t, tlsOn, []*moveBackend{b1, b2}, func(p *Proxy) {
+			p.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		})
+		e.hdr = "PROXY TCP4 203.0.113.7 127.0.0.1 4242 9000\r\n"
+		d := e.connect(e.deviceOn("b1"), "b1")
+		e.setRing(b2)
+		e.proxy.Relocate("b1", 0, CauseDrain, nil)
+		waitFor(t, "moved", func() bool { return e.rehomes(CauseDrain, MoveMoved) == 1 })
+		d.send(2, "hb")
+		if who, _ := d.answer(2); who != "b2" {
+			t.Fatalf("answered by %s", who)
+		}
+		if got := b2.sources(); len(got) != 1 || got[0] != "203.0.113.7:4242" {
+			t.Fatalf("b2 got PROXY sources %v", got)
+		}
 	})
 }
