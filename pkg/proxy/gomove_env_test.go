@@ -37,6 +37,8 @@ type moveBackend struct {
 	optIn    bool
 	holdOpen bool // on the gateway's FIN keep the connection open (an old owner that never closes)
 	proxyV2  bool // asks for a PROXY v2 header (meta proxy=v2) and records its sources
+	mute     bool // never answers a login
+	partial  bool // answers a frame with body "partial" with only its first 8 bytes
 
 	l     net.Listener
 	wg    sync.WaitGroup
@@ -124,7 +126,14 @@ func (b *moveBackend) handle(c net.Conn) {
 				b.mu.Unlock()
 			}
 		}
-		if _, err := c.Write(testkit.Frame(typ, b.id+"|"+string(body))); err != nil {
+		out := testkit.Frame(typ, b.id+"|"+string(body))
+		switch {
+		case typ == 1 && b.mute:
+			continue
+		case string(body) == "partial" && b.partial:
+			out = out[:8]
+		}
+		if _, err := c.Write(out); err != nil {
 			break
 		}
 	}
