@@ -35,10 +35,11 @@ func goMovePaths(t *testing.T, f func(t *testing.T, tlsOn bool)) {
 type moveBackend struct {
 	id       string
 	optIn    bool
-	holdOpen bool // on the gateway's FIN keep the connection open (an old owner that never closes)
-	proxyV2  bool // asks for a PROXY v2 header (meta proxy=v2) and records its sources
-	mute     bool // never answers a login
-	partial  bool // answers a frame with body "partial" with only its first 8 bytes
+	holdOpen bool             // on the gateway's FIN keep the connection open (an old owner that never closes)
+	proxyV2  bool             // asks for a PROXY v2 header (meta proxy=v2) and records its sources
+	mute     bool             // never answers a login
+	partial  bool             // answers a frame with body "partial" with only its first 8 bytes
+	tlsCert  *tls.Certificate // serves TLS with it
 
 	l     net.Listener
 	wg    sync.WaitGroup
@@ -59,6 +60,9 @@ func newMoveBackend(t *testing.T, id string, optIn bool, configure func(*moveBac
 	b := &moveBackend{id: id, optIn: optIn, l: l, conns: map[net.Conn]string{}, quit: make(chan struct{})}
 	if configure != nil {
 		configure(b)
+	}
+	if b.tlsCert != nil {
+		b.l = tls.NewListener(l, &tls.Config{Certificates: []tls.Certificate{*b.tlsCert}})
 	}
 	b.wg.Add(1)
 	go b.serve()

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/netip"
@@ -233,4 +234,35 @@ func TestGoMoveProxyHeader(t *testing.T) {
 			t.Fatalf("b2 got PROXY sources %v", got)
 		}
 	})
+}
+
+// Backends reached over TLS (BackendTLS, which copies with goroutines): the
+// cut half-closes the old owner with a close_notify, and the new owner is
+// dialled over TLS.
+func TestGoMoveBackendTLS(t *testing.T) {
+	cert := testkit.Issue(t, nil, "backend", nil, net.IPv4(127, 0, 0, 1))
+	pool := x509.NewCertPool()
+	pool.AddCert(cert.TLS.Leaf)
+	withTLS := func(b *moveBackend) { b.tlsCert = &cert.TLS }
+	checkNoLeak(t)
+	b1 := newMoveBackend(t, "b1", true, withTLS)
+	b2 := newMoveBackend(t, "b2", true, withTLS)
+	e := newMoveEnv(t, false, []*moveBackend{b1, b2}, func(p *Proxy) {
+		p.Goroutines = false // BackendTLS alone takes the goroutine path
+		p.BackendTLS = &tls.Config{RootCAs: pool}
+	})
+	dev := e.deviceOn("b1")
+	d := e.connect(dev, "b1")
+	d.send(2, "before")
+	d.answer(2)
+	e.setRing(b2)
+	e.proxy.Relocate("b1", 0, CauseDrain, nil)
+	waitFor(t, "moved", func() bool { return e.rehomes(CauseDrain, MoveMoved) == 1 })
+	d.send(2, "after")
+	if who, body := d.answer(2); who != "b2" || body != "after" {
+		t.Fatalf("after the move: %s %q", who, body)
+	}
+	if got := b2.logins(); len(got) != 1 || got[0] != dev {
+		t.Fatalf("b2 saw logins %v", got)
+	}
 }
