@@ -222,3 +222,26 @@ func TestGoMoveOldOwnerOpen(t *testing.T) {
 		}
 	})
 }
+
+// A backend lost while the device is in the middle of a frame: the rest of
+// that frame goes to no backend (the lost one had its start), and the next
+// frame reaches the new owner whole.
+func TestGoMoveBackendLostMidFrame(t *testing.T) {
+	goMovePaths(t, func(t *testing.T, tlsOn bool) {
+		checkNoLeak(t)
+		b1 := newMoveBackend(t, "b1", true, nil)
+		b2 := newMoveBackend(t, "b2", true, nil)
+		e := newMoveEnv(t, tlsOn, []*moveBackend{b1, b2}, nil)
+		d := e.connect(e.deviceOn("b1"), "b1")
+		half := testkit.Frame(2, "hb-1")
+		in := e.proxy.Stats().BytesIn
+		d.conn.Write(half[:8])
+		waitFor(t, "the half frame copied to b1", func() bool { return e.proxy.Stats().BytesIn == in+8 })
+		b1.kill()
+		waitFor(t, "moved", func() bool { return e.rehomes(CauseBackendLost, MoveMoved) == 1 })
+		d.conn.Write(append(half[8:], testkit.Frame(2, "hb-2")...))
+		if who, body := d.answer(2); who != "b2" || body != "hb-2" {
+			t.Fatalf("answered %s %q, want b2 hb-2", who, body)
+		}
+	})
+}

@@ -49,6 +49,7 @@ type goMove struct {
 	cur    net.Conn  // the backend copied to (nil while dialling the new owner)
 	out    []byte    // device bytes for cur not yet written: the held bytes after a switch
 	closed bool
+	skip   bool         // drop device bytes up to the next frame end: the rest of one a lost owner began
 	ended  [2]bool      // direction d read its EOF (0: device to backend)
 	woken  bool         // copyUp's read deadline was moved to wake it
 	dl     [2]time.Time // read deadline set, by direction

@@ -115,17 +115,17 @@ func copyMoveUp(g *goMove) {
 func (g *goMove) takeUpLocked(b []byte) (pass []byte, r MoveResult) {
 	lg, mv := g.c.lg, g.mv
 	first, _ := lg.feed(g.p, 0, b)
+	if g.skip { // outlives the move: the device may send the rest after it
+		if first < 0 || lg.broken {
+			return nil, ""
+		}
+		b, first, g.skip = b[first:], 0, false
+	}
 	if mv == nil {
 		return b, ""
 	}
 	if lg.broken {
 		return nil, MoveNotMovable
-	}
-	if mv.skip {
-		if first < 0 {
-			return nil, ""
-		}
-		b, first, mv.skip = b[first:], 0, false
 	}
 	if !mv.cutAt {
 		if first < 0 {
@@ -150,7 +150,7 @@ func (g *goMove) upWriteFailed(dst net.Conn, err error) bool {
 	}
 	if mv := g.mv; mv != nil {
 		if mv.phase == mvCut && !mv.cutAt { // the rest of the frame it had begun goes nowhere
-			mv.skip, mv.cutAt = true, true
+			g.skip, mv.cutAt = true, true
 		}
 		g.mu.Unlock()
 		return true // copyMoveDown sees the old owner go
@@ -376,7 +376,7 @@ func (g *goMove) backendEndedLocked(src net.Conn, err error) bool {
 			return false
 		}
 		mv.to, mv.cutAt = to, true
-		mv.skip = !c.lg.track[0].AtBoundary() // the lost owner had begun a frame: drop its rest
+		g.skip = !c.lg.track[0].AtBoundary() // the lost owner had begun a frame: drop its rest
 	case mvSwallow: // the new owner refused the login
 		g.mu.Unlock()
 		g.fail(mv, MoveDialFailed, "", -1)
@@ -388,7 +388,7 @@ func (g *goMove) backendEndedLocked(src net.Conn, err error) bool {
 			return false
 		}
 		if !mv.cutAt { // device bytes it took mid-frame: drop the rest of that frame
-			mv.skip, mv.cutAt = true, true
+			g.skip, mv.cutAt = true, true
 		}
 	}
 	g.out, mv.back, mv.phase, g.cur = nil, nil, mvDial, nil
