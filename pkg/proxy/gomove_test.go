@@ -245,3 +245,56 @@ func TestGoMoveBackendLostMidFrame(t *testing.T) {
 		}
 	})
 }
+
+// A backend killed while its device sends heartbeats without waiting for
+// answers: the device stays connected, gets only whole frames, answers in
+// order (only heartbeats in flight at the kill may go unanswered), first
+// from b1, then from b2 only.
+func TestGoMoveBackendKilledUnderLoad(t *testing.T) {
+	goMovePaths(t, func(t *testing.T, tlsOn bool) {
+		checkNoLeak(t)
+		b1 := newMoveBackend(t, "b1", true, nil)
+		b2 := newMoveBackend(t, "b2", true, nil)
+		e := newMoveEnv(t, tlsOn, []*moveBackend{b1, b2}, nil)
+		d := e.connect(e.deviceOn("b1"), "b1")
+		const n, killAt = 300, 60
+		werr := make(chan error, 1)
+		go func() {
+			for i := 1; i <= n; i++ {
+				if _, err := d.conn.Write(testkit.Frame(2, fmt.Sprintf("hb-%d", i))); err != nil {
+					werr <- err
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+			werr <- nil
+		}()
+		last, lost := 0, 0
+		from := "b1"
+		for last < n {
+			who, body := d.answer(2)
+			var seq int
+			if _, err := fmt.Sscanf(body, "hb-%d", &seq); err != nil || seq <= last {
+				t.Fatalf("answer %q after hb-%d", body, last)
+			}
+			if who != from && !(from == "b1" && who == "b2") {
+				t.Fatalf("answer %q from %s after %s", body, who, from)
+			}
+			lost += seq - last - 1
+			last, from = seq, who
+			if seq == killAt {
+				b1.kill()
+			}
+		}
+		if err := <-werr; err != nil {
+			t.Fatalf("device write: %v", err)
+		}
+		if from != "b2" || lost > n/2 {
+			t.Fatalf("last answer from %s, %d heartbeats unanswered", from, lost)
+		}
+		t.Logf("%d heartbeats in flight at the kill went unanswered", lost)
+		if e.rehomes(CauseBackendLost, MoveMoved) != 1 || e.proxy.Moving() != 0 {
+			t.Fatalf("rehomes %v", e.proxy.Stats().Rehomes)
+		}
+	})
+}
