@@ -39,6 +39,7 @@ type moveBackend struct {
 	proxyV2  bool             // asks for a PROXY v2 header (meta proxy=v2) and records its sources
 	mute     bool             // never answers a login
 	partial  bool             // answers a frame with body "partial" with only its first 8 bytes
+	split    bool             // answers a frame with body "split" in two writes 200 ms apart
 	tlsCert  *tls.Certificate // serves TLS with it
 
 	l     net.Listener
@@ -136,6 +137,10 @@ func (b *moveBackend) handle(c net.Conn) {
 			continue
 		case string(body) == "partial" && b.partial:
 			out = out[:8]
+		case string(body) == "split" && b.split:
+			c.Write(out[:8])
+			time.Sleep(200 * time.Millisecond)
+			out = out[8:]
 		}
 		if _, err := c.Write(out); err != nil {
 			break
