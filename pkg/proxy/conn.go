@@ -26,6 +26,7 @@ type conn struct {
 	closing atomic.Bool // set by the first close: Evict must not pick it again
 	moving  atomic.Bool // a move is under way (rehome.go)
 	lg      *session    // set before routing when moves are on; owned by whoever copies
+	gm      *goMove     // copied by goroutines with lg: the move state (goroutine_move.go)
 	mu      sync.Mutex
 	reason  Reason
 }
@@ -102,6 +103,10 @@ func (c *conn) close(reason Reason) bool {
 	c.setReason(reason)
 	if c.ev != nil {
 		c.ev.kill()
+		return first
+	}
+	if c.gm != nil { // its backend changes as it moves
+		c.once.Do(c.gm.closeAll)
 		return first
 	}
 	c.once.Do(func() {

@@ -60,6 +60,9 @@ func (p *Proxy) serveConn(c net.Conn, inheritsKeepAlive bool) {
 			p.badLog.Warn("copying with goroutines", zap.Error(err))
 		}
 	}
+	if pc.ev == nil && lg != nil { // before the table can hand pc to close
+		pc.gm = p.newGoMove(pc, backend)
+	}
 	p.routedConn(pc)
 	// The backend's first bytes reach the device only once the connection
 	// is in the table, where Shutdown and Evict find it.
@@ -147,6 +150,9 @@ func (p *Proxy) setKeepAlive(c net.Conn) {
 // when one side stops sending, the other side's write half is shut and the
 // opposite direction goes on. It returns bytes client->backend and back.
 func (p *Proxy) pipe(c *conn) (in, out int64) {
+	if c.gm != nil {
+		return p.pipeMove(c)
+	}
 	if p.IdleTimeout > 0 {
 		return p.pipeIdle(c)
 	}

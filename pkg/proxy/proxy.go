@@ -297,7 +297,7 @@ func (p *Proxy) cutAll(reason Reason) {
 	}
 	p.mu.Unlock()
 	p.loops.refuseUnrouted()
-	for _, c := range p.table.byID("", 0) {
+	for _, c := range p.table.all() { // moving ones too: byID leaves them out
 		c.close(reason)
 	}
 }

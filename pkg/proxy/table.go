@@ -85,6 +85,19 @@ func (t *connTable) byID(id string, n int) []*conn {
 	return out
 }
 
+// all returns every connection, moving and closing ones too.
+func (t *connTable) all() []*conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []*conn
+	for _, set := range t.byBackend {
+		for c := range set {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // filter returns up to n connections (n <= 0: no bound) for which keep holds.
 func (t *connTable) filter(n int, keep func(*conn) bool) []*conn {
 	t.mu.Lock()
