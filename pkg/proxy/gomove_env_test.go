@@ -24,7 +24,7 @@ import (
 // ("goroutines"): both copy with goroutines.
 func goMovePaths(t *testing.T, f func(t *testing.T, tlsOn bool)) {
 	t.Helper()
-	for _, v := range []string{"tls", "goroutines"} {
+	for _, v := range []string{"tls", "goroutines", "loop"} {
 		t.Run(v, func(t *testing.T) { f(t, v == "tls") })
 	}
 }
@@ -212,7 +212,7 @@ func newMoveEnv(t *testing.T, tlsOn bool, bs []*moveBackend, configure func(*Pro
 	e := &moveEnv{t: t, tlsOn: tlsOn}
 	e.setRing(bs...)
 	e.proxy = &Proxy{Source: e.ring, PrereadTimeout: 2 * time.Second, DialTimeout: time.Second,
-		MaxConnsPerIP: -1, AcceptRatePerIP: -1, Goroutines: !tlsOn,
+		MaxConnsPerIP: -1, AcceptRatePerIP: -1, Goroutines: !tlsOn && !strings.HasSuffix(t.Name(), "/loop"),
 		Rehome: Rehome{Enabled: true, Timeout: 3 * time.Second, DrainGrace: time.Second}}
 	if tlsOn {
 		cert := testkit.Issue(t, nil, "gateway", nil, net.IPv4(127, 0, 0, 1))

@@ -41,10 +41,24 @@ func (l *evLoop) loopRead(pr *evPair, d int) {
 		if pr.replay != nil { // a byte moved: the pair stays with this backend
 			l.loopDropReplay(pr)
 		}
+		b := l.buf[:n]
 		if lg := pr.pc.lg; lg != nil {
-			lg.feed(l.p, d, l.buf[:n])
+			first, _ := lg.feed(l.p, d, b)
+			if d == 0 && lg.skip { // the rest of a frame a lost owner had begun
+				switch {
+				case lg.broken:
+					lg.skip = false
+				case first < 0:
+					return
+				default:
+					b, lg.skip = b[first:], false
+				}
+				if len(b) == 0 {
+					return
+				}
+			}
 		}
-		if rest, ok := l.loopWrite(pr, d, l.buf[:n]); !ok {
+		if rest, ok := l.loopWrite(pr, d, b); !ok {
 			return
 		} else if len(rest) > 0 { // the peer is full: keep the rest, stop reading
 			bp := evPendingPool.Get().(*[]byte)

@@ -37,6 +37,9 @@ func (pr *evPair) postMove(mv *move) { pr.loop.send(evMsg{pr: pr, move: mv}) }
 // loopMoveStart begins a move that startMove posted.
 func (l *evLoop) loopMoveStart(pr *evPair, mv *move) {
 	p := l.p
+	if mv.begun != nil {
+		defer func() { mv.begun <- struct{}{} }() // buffered for every move of the batch
+	}
 	switch {
 	case pr.done || pr.pc != mv.c: // closed, or fell back to another backend before its first byte
 		p.finishMove(mv.c, mv, MoveClosed)
@@ -145,11 +148,11 @@ func (l *evLoop) loopMoveRead(pr *evPair, d int, b []byte) {
 		return
 	}
 	if d == 0 {
-		if mv.skip { // the rest of a frame the lost owner had begun
+		if lg.skip { // the rest of a frame the lost owner had begun
 			if first < 0 {
 				return
 			}
-			b, mv.skip = b[first:], false
+			b, lg.skip = b[first:], false
 		}
 		if !mv.cutAt {
 			if first < 0 {
@@ -221,7 +224,8 @@ func (l *evLoop) loopMoveOldGone(pr *evPair) {
 		return
 	}
 	if !mv.cutAt { // device bytes it took mid-frame: drop the rest of that frame
-		mv.skip, mv.cutAt = true, true
+		lg := pr.pc.lg
+		lg.skip, mv.cutAt = true, true
 	}
 	l.loopDropPending(pr, 0)
 	mv.back = nil
@@ -432,7 +436,7 @@ func (l *evLoop) loopLostResult(pr *evPair, id uint32, gone bool) {
 	}
 	mv.to = to
 	mv.cutAt = true
-	mv.skip = !pc.lg.track[0].AtBoundary() // the lost owner had begun a frame: drop its rest
+	pc.lg.skip = !pc.lg.track[0].AtBoundary() // the lost owner had begun a frame: drop its rest
 	l.loopMoveOldGone(pr)
 	if !pr.done {
 		l.loopRearm(pr)

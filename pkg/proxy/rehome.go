@@ -128,9 +128,27 @@ func (t *MoveTally) add(r MoveResult) {
 // relocate moves or evicts cs for cause (see Relocate).
 func (p *Proxy) relocate(cs []*conn, cause Cause, tally *MoveTally) int {
 	n := 0
+	begun := make(chan struct{}, len(cs))
+	posted := 0
 	for _, c := range cs {
-		if p.startMove(c, cause, tally) {
+		ok, onLoop := p.startMove(c, cause, tally, begun)
+		if ok {
 			n++
+		}
+		if onLoop {
+			posted++
+		}
+	}
+	// A loop begins a move when it reads its message: wait for that (it is
+	// prompt), so that device bytes sent after Relocate returns are cut as
+	// the move's, on either data path. Bounded: a stopping loop drops it.
+	timeout := time.NewTimer(time.Second)
+	defer timeout.Stop()
+	for ; posted > 0; posted-- {
+		select {
+		case <-begun:
+		case <-timeout.C:
+			return n
 		}
 	}
 	return n
@@ -140,16 +158,18 @@ func (p *Proxy) relocate(cs []*conn, cause Cause, tally *MoveTally) int {
 // evicts it where it cannot move; false if c was already closing or moving.
 // The move itself runs where c's sockets are: on its loop, or in its
 // copying goroutines.
-func (p *Proxy) startMove(c *conn, cause Cause, tally *MoveTally) bool {
+//
+// A move posted to a loop sends to begun once the loop has begun it.
+func (p *Proxy) startMove(c *conn, cause Cause, tally *MoveTally, begun chan<- struct{}) (ok, onLoop bool) {
 	if c.closing.Load() || c.moving.Load() || (c.ev != nil && !c.ev.onLoop()) {
-		return false // (not yet on its loop: the goroutine handing it over still owns it)
+		return false, false // (not yet on its loop: the goroutine handing it over still owns it)
 	}
 	if !p.Rehome.Enabled {
 		if !c.close(Evicted(cause)) {
-			return false
+			return false, false
 		}
 		tally.add(MoveNotMovable) // an eviction; not a move, so not counted as one
-		return true
+		return true, false
 	}
 	from := p.table.backendOf(c)
 	to, res := p.moveTarget(c.device, from, false)
@@ -158,28 +178,29 @@ func (p *Proxy) startMove(c *conn, cause Cause, tally *MoveTally) bool {
 	}
 	if res != "" {
 		if !c.close(Evicted(cause)) {
-			return false
+			return false, false
 		}
 		p.moveEnded(cause, res, 0, tally)
-		return true
+		return true, false
 	}
 	if !c.moving.CompareAndSwap(false, true) {
-		return false
+		return false, false
 	}
 	p.stats.moving.Add(1)
-	mv := &move{cause: cause, tally: tally, c: c, to: to, start: time.Now()}
+	mv := &move{cause: cause, tally: tally, c: c, to: to, start: time.Now(), begun: begun}
 	if c.ev != nil {
 		c.ev.postMove(mv)
-	} else {
-		p.startMoveGo(c, mv)
+		return true, true
 	}
-	return true
+	p.startMoveGo(c, mv)
+	return true, false
 }
 
 // move is one move of a live device.
 type move struct {
 	cause Cause
 	c     *conn
+	begun chan<- struct{} // told when a loop begins the move (relocate waits)
 	tally *MoveTally
 	to    ring.Backend // the new owner
 	start time.Time
@@ -218,7 +239,6 @@ type moveState struct {
 	phase   uint8
 	id      uint32 // on a loop: tells this move's deadlines from a later one's
 	cutAt   bool   // the device's bytes to the old owner end at a frame boundary
-	skip    bool   // drop device bytes up to the next boundary (a frame the lost owner began)
 	partOut bool   // the device holds the start of a frame from the old owner not yet ended
 	held    []byte // device bytes for the new owner
 	back    []byte // the old owner's partial frame, not forwarded
@@ -268,6 +288,10 @@ type session struct {
 	remote netip.AddrPort // the device's address, for a PROXY header to the new owner
 	track  [2]frame.Tracker
 	broken bool // a direction's framing could not be followed: not movable
+	// skip drops device bytes up to the next frame boundary: the rest of a
+	// frame a lost owner had begun. It outlives the move, as the device may
+	// send that rest after it.
+	skip bool
 }
 
 // newLogin keeps the login from the preread bytes buf (every byte sent to
