@@ -61,6 +61,22 @@ func (t *Tracker) Feed(c *Config, b []byte) (first, last int, err error) {
 			}
 			continue
 		}
+		if t.hdrN == 0 && len(b)-i >= end { // the common case: the length field is in b
+			n, err := c.frameLen(b[i:])
+			if err != nil {
+				return first, last, err
+			}
+			if n > len(b)-i {
+				t.left = uint32(n - (len(b) - i))
+				break
+			}
+			i += n
+			if first < 0 {
+				first = i
+			}
+			last = i
+			continue
+		}
 		k := copy(t.hdr[t.hdrN:end], b[i:])
 		i += k
 		t.hdrN += uint8(k)

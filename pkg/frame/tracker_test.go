@@ -2,6 +2,7 @@ package frame
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -105,4 +106,26 @@ func FuzzTracker(f *testing.F) {
 		c.LittleEndian = little
 		checkTracker(t, c, stream, []int{int(a), int(a) + int(b)})
 	})
+}
+
+// BenchmarkTracker follows 64 KiB reads of 6-byte empty frames (the worst
+// case: a boundary every 6 bytes) and of 1 KiB frames.
+func BenchmarkTracker(b *testing.B) {
+	for _, body := range []int{0, 1018} {
+		var buf []byte
+		for len(buf) < 64<<10 {
+			buf = append(buf, frameOf(string(make([]byte, body)))...)
+		}
+		buf = buf[:64<<10]
+		b.Run(fmt.Sprintf("frame=%dB", body+6), func(b *testing.B) {
+			c := DefaultConfig()
+			var t Tracker
+			b.SetBytes(int64(len(buf)))
+			for b.Loop() {
+				if _, _, err := t.Feed(&c, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
