@@ -168,8 +168,15 @@ func renderMarkdown(t table, o options, skipped, versions []string, loads []floa
 			p(" %s / direct |", tg)
 		}
 	}
-	p(" devgate / haproxy | target | met |\n|")
-	for range 2 + len(t.targets) + len(proxies) + 3 {
+	rehome := slices.Contains(t.targets, "devgate-rehome")
+	p(" devgate / haproxy |")
+	extra := 0
+	if rehome { // what moves cost when nothing moves: the login kept and frames followed
+		p(" devgate-rehome / devgate |")
+		extra = 1
+	}
+	p(" target | met |\n|")
+	for range 2 + len(t.targets) + len(proxies) + 3 + extra {
 		p("---|")
 	}
 	p("\n")
@@ -190,6 +197,10 @@ func renderMarkdown(t table, o options, skipped, versions []string, loads []floa
 		dv, ok1 := r.med["devgate"]
 		hv, ok2 := r.med["haproxy"]
 		p(" %s |", ratio(dv, hv, ok1, ok2))
+		if rehome {
+			rv, ok := r.med["devgate-rehome"]
+			p(" %s |", ratio(rv, dv, ok, ok1))
+		}
 		verdict := ""
 		if r.met != nil {
 			if met, known := r.met(r.med); known {
@@ -197,6 +208,9 @@ func renderMarkdown(t table, o options, skipped, versions []string, loads []floa
 			}
 		}
 		p(" %s | %s |\n", r.target, verdict)
+	}
+	if rehome {
+		p("\ndevgate-rehome is devgate with `rehome: {enabled: true}`: each routed connection keeps its login frame and follows the frames of both directions, so that it can be moved; its targets (issue 15): RSS per idle device <= 1.5 KB, and the bulk and pingpong rows within 5%% of devgate.\n")
 	}
 	p("\nRatios to direct: for rates above 1 is impossible, below 1 is the proxy's cost; for latencies above 1 is the added delay. ")
 	p("Proxy CPU rows: user + system CPU time of the proxy's processes (all threads, nginx workers included) during the run, divided by the connections, exchanges or MB (sent + received) the load completed: what each proxy pays for the same work. ")
