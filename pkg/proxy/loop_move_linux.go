@@ -95,6 +95,9 @@ func (l *evLoop) loopMoveEvent(pr *evPair, fd int, events uint32) {
 	} else if pr.side[0].Fd != fd {
 		return // stale
 	}
+	if i == 1 && mv.phase == mvCheck {
+		return // the lost owner's events still in this batch: its end is known already
+	}
 	if i == 1 && mv.phase == mvDial {
 		if err := netpoll.ConnectError(fd, events); err != nil {
 			l.loopMoveFail(pr, mv, MoveDialFailed)
