@@ -58,6 +58,16 @@
 // The goroutine path is goroutine.go; internal/netpoll holds the epoll set
 // and the socket system calls.
 //
+// # Moving live devices
+//
+// With Rehome, a drain, a rebalance or a lost backend moves a device to
+// its new owner instead of closing it (docs/DESIGN.md, "Moving a live
+// device"). rehome.go has the contract, Relocate and the shared check of a
+// lost backend; loop_move_linux.go the state machine on the loops;
+// goroutine_move.go, goroutine_movecopy.go and goroutine_movedown.go the
+// same on the goroutine path, whose copy then reads into buffers
+// (idleread*.go: no buffer while idle) instead of splicing.
+//
 // # Close reasons
 //
 // Every accepted connection ends counted exactly once in Stats.Closed under
@@ -67,5 +77,8 @@
 // frame package's bad-input reasons, ReasonNoBackends, ReasonDialFailed,
 // ReasonBackendWrite) and closed after (ReasonClientClosed,
 // ReasonBackendClosed, the FIN and idle timeouts, ReasonReplaced,
-// ReasonEvicted with its Cause); ReasonShutdown can be either.
+// ReasonEvicted with its Cause); ReasonShutdown can be either. A move that
+// fails closes the device as without rehome (evicted_<cause>, or
+// backend_closed for a lost backend); how each move ended is counted apart
+// (Stats.Rehomes).
 package proxy
