@@ -62,7 +62,7 @@ const (
 	// paceBurst is the most tokens a backend saves up, in seconds of its
 	// pace (at least one): small, so a quiet backend does not take a
 	// burst over its pace when the herd comes.
-	paceBurst = 0.05
+	paceBurst = 0.02
 	// paceTick is the shortest wait between two hand-outs, so high paces
 	// hand out in small batches rather than a timer per token.
 	paceTick = 5 * time.Millisecond
