@@ -69,8 +69,8 @@ func TestStormThroughBinary(t *testing.T) {
 type backendRates struct {
 	n                      int
 	mean, peak100, peak500 float64
-	peak1s          int
-	perSecondWindow []int
+	peak1s                 int
+	perSecondWindow        []int
 }
 
 type stormResult struct {
@@ -235,7 +235,7 @@ log: {level: warn}
 		ts := logs[id].Since(kill)
 		r := backendRates{n: len(ts), mean: testkit.Rate(ts), peak500: float64(peakIn(ts, 500*time.Millisecond)) * 2,
 			peak100: float64(peakIn(ts, 100*time.Millisecond)) * 10,
-			peak1s: peakIn(ts, time.Second)}
+			peak1s:  peakIn(ts, time.Second)}
 		if len(ts) > 0 {
 			r.perSecondWindow = testkit.PerWindow(ts, ts[0], time.Second)
 		}
