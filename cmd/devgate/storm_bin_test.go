@@ -59,7 +59,7 @@ func TestStormThroughBinary(t *testing.T) {
 	}
 	peak := 0.0
 	for _, s := range unpaced.survivors {
-		peak = max(peak, s.peak500)
+		peak = max(peak, s.peak100)
 	}
 	if peak <= 110 {
 		t.Errorf("unpaced peak %.0f/s: the storm is too small to tell pacing from none", peak)
@@ -269,6 +269,23 @@ log: {level: warn}
 	}
 	if refused.Load() != 0 {
 		t.Errorf("%d device logins refused, want 0", refused.Load())
+	}
+	// /metrics: the backends' logins are the pacing's, some waited, none
+	// timed out.
+	var admitted, waited, timedOut, waiting float64
+	for _, h := range https {
+		m := testkit.Scrape(t, "http://"+h+"/metrics")
+		for _, id := range []string{"b2", "b3", "b4"} {
+			admitted += m[`devgate_admission_admitted_total{backend="`+id+`"}`]
+			waiting += m[`devgate_admission_waiting{backend="`+id+`"}`]
+		}
+		waited += m[`devgate_admission_wait_seconds_count`]
+		timedOut += m[`devgate_connections_closed_total{reason="admission_timeout"}`]
+	}
+	took := len(logs["b2"].Times()) + len(logs["b3"].Times()) + len(logs["b4"].Times())
+	t.Logf("metrics: admitted %v (backends took %d), waited %v, timed out %v, waiting %v", admitted, took, waited, timedOut, waiting)
+	if int(admitted) != took || waited == 0 || timedOut != 0 || waiting != 0 {
+		t.Errorf("metrics: admitted %v for %d logins at the backends, %v waited, %v timed out, %v waiting", admitted, took, waited, timedOut, waiting)
 	}
 	return res
 }
