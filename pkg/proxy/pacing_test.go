@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"runtime"
 	"sort"
 	"sync"
 	"testing"
@@ -322,5 +323,50 @@ func TestPacingSlowStart(t *testing.T) {
 	}
 	if w[4] < 43 || w[4] > 57 {
 		t.Errorf("after the ramp %d logins per 500ms, want 50 +-10%%", w[4])
+	}
+}
+
+// On the loops a waiting device costs its one socket in the gateway: no
+// goroutine, no backend socket.
+func TestPacingWaitCostsNoGoroutineNorBackendFD(t *testing.T) {
+	c := newPacedCluster(t, []ring.Backend{{ID: "b1"}}, func(p *Proxy) {
+		p.Admission = Admission{LoginsPerSecond: 0.1, MaxWait: time.Minute}
+	})
+	first, _, err := loginOnce(c.addr, "first", 5*time.Second) // takes the token; starts the loops
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	const n = 200
+	fds, gs := openFDs(t), runtime.NumGoroutine()
+	conns := make([]net.Conn, 0, n)
+	defer func() {
+		for _, cn := range conns {
+			cn.Close()
+		}
+	}()
+	for i := range n {
+		cn, err := net.Dial("tcp", c.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, cn)
+		cn.Write(login(fmt.Sprintf("dev-%d", i)))
+	}
+	waitFor(t, "all waiting", func() bool { return c.proxy.AdmissionStats()["b1"].Waiting == n })
+	dfd, dg := openFDs(t)-fds, runtime.NumGoroutine()-gs
+	t.Logf("%d waiting devices: %d more fds (the test's and the gateway's socket of each), %d more goroutines", n, dfd, dg)
+	if dfd > 2*n+10 || dg > 10 {
+		t.Errorf("%d waiting devices took %d fds and %d goroutines; want 2 fds each (device and gateway side), no goroutine", n, dfd, dg)
+	}
+	for _, cn := range conns {
+		cn.Close()
+	}
+	conns = nil
+	waitFor(t, "all gone", func() bool {
+		return c.proxy.AdmissionStats()["b1"].Waiting == 0 && c.proxy.Stats().Closed[ReasonClientGone] == n
+	})
+	if got := len(c.logs["b1"].Times()); got != 1 {
+		t.Errorf("backend took %d logins, want 1", got)
 	}
 }
