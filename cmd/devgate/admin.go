@@ -50,13 +50,16 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(metrics.NewProxyCollector(p), metrics.NewBuildInfo(version, revision))
+	reg.MustRegister(metrics.NewProxyCollector(p), metrics.NewBuildInfo(version, revision), metrics.NewAdmissionCollector(p))
 	hist := metrics.NewPrereadHistogram()
 	reg.MustRegister(hist)
 	p.OnPreread = metrics.ObserveSeconds(hist)
 	pause := metrics.NewRehomePauseHistogram()
 	reg.MustRegister(pause)
 	p.OnMove = metrics.ObserveMove(pause)
+	wait := metrics.NewAdmissionWaitHistogram()
+	reg.MustRegister(wait)
+	p.OnAdmissionWait = metrics.ObserveSeconds(wait)
 	a.ready = func() (bool, string) {
 		if p.Draining() {
 			return false, "draining"
@@ -89,6 +92,10 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 	log.Info("admin http serving", zap.Stringer("addr", l.Addr()), zap.Bool("pprof", cfg.Admin.Pprof))
 	if cfg.Admin.Pprof && !loopback(cfg.Admin.HTTPAddr()) {
 		log.Warn("INSECURE: pprof served without authentication on a non-loopback address (admin.insecure)", zap.String("addr", cfg.Admin.HTTPAddr()))
+	}
+	if m != nil { // login pacing: the replicas' split and slow start follow etcd
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); admin.FollowAdmission(ctx, m.watcher, p) }()
 	}
 	return a, nil
 }

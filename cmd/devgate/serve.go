@@ -148,6 +148,7 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 	if p.Rehome, err = rehomeOptions(cfg); err != nil {
 		return nil, err
 	}
+	p.Admission = admissionOptions(cfg.Admission)
 	if cfg.TLS != nil {
 		certs, err := proxy.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {
@@ -175,6 +176,15 @@ func rehomeOptions(cfg *config.Config) (proxy.Rehome, error) {
 	}
 	return proxy.Rehome{Enabled: r.On(), Timeout: r.TimeoutOr(), MaxBuffered: r.MaxBufferedOr(),
 		KeepReply: !r.SwallowOn(), DrainGrace: r.DrainGraceOr(), ReplyFrame: rf}, nil
+}
+
+// admissionOptions turns the admission section into the proxy's pacing.
+func admissionOptions(a config.Admission) proxy.Admission {
+	slow := a.SlowStartOr()
+	if slow == 0 {
+		slow = -1 // the proxy's "none"
+	}
+	return proxy.Admission{LoginsPerSecond: a.LoginsPerSecond, MaxWait: a.MaxWaitOr(), SlowStart: slow}
 }
 
 // serveUntilSignal serves until SIGINT or SIGTERM, then stops accepting and

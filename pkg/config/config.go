@@ -55,6 +55,7 @@ type Config struct {
 	Log        Log         `yaml:"log"`
 	Rehome     Rehome      `yaml:"rehome"`    // move live devices instead of closing them
 	Rebalance  Rebalance   `yaml:"rebalance"` // automatic rebalance after a backend joins
+	Admission  Admission   `yaml:"admission"` // login pacing per backend (admission.go)
 }
 
 // Frame mirrors Netty's LengthFieldBasedFrameDecoder parameters; unset
@@ -341,6 +342,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("log.format %q: want json or console", c.Log.Format)
 	}
 	if err := c.validateRehome(); err != nil {
+		return err
+	}
+	if err := c.validateAdmission(); err != nil {
 		return err
 	}
 	if c.Etcd == nil && len(c.Backends) == 0 {

@@ -94,6 +94,19 @@
 //	devgate_preread_seconds               histogram  time a client took to send its key frame (or fail to);
 //	                                                 buckets 100us .. 10s
 //
+// From the proxy's login pacing (NewAdmissionCollector; only backends that
+// have a pace; refusals are devgate_connections_closed_total{reason="admission_timeout"}):
+//
+//	devgate_admission_waiting{backend}        gauge    connections waiting here for the backend's turn
+//	devgate_admission_admitted_total{backend} counter  connections let through to dial the backend
+//	devgate_admission_rate{backend}           gauge    this replica's share of the pace now, per second
+//	                                                   (slow start included)
+//
+// Fed by the proxy through Proxy.OnAdmissionWait (NewAdmissionWaitHistogram):
+//
+//	devgate_admission_wait_seconds        histogram  time a connection waited for its backend's turn;
+//	                                                 buckets 10ms .. 60s
+//
 // Fed by the proxy through Proxy.OnMove (NewRehomePauseHistogram):
 //
 //	devgate_rehome_pause_seconds{cause}   histogram  pause of each device that moved to its new backend;

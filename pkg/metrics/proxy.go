@@ -36,6 +36,7 @@ func closedReasons() []proxy.Reason {
 		proxy.ReasonMaxConnsPerIP, proxy.ReasonRateLimited, proxy.ReasonProxyUntrusted,
 		proxy.ReasonProxyHeader, proxy.ReasonTLSHandshake, proxy.ReasonIdleTimeout,
 		proxy.ReasonClientFinTimeout, proxy.ReasonServerFinTimeout,
+		proxy.ReasonAdmissionTimeout,
 	}
 	for _, err := range []error{
 		frame.ErrBadHeader, frame.ErrTooLarge, frame.ErrNoKey, frame.ErrKeyTooLong, frame.ErrNotJSON,

@@ -38,7 +38,8 @@
 // # Life of a connection
 //
 // accepted -> admitted (connection cap, per-address limits) -> preread
-// (key frame under PrereadTimeout) -> routed (ring lookup, dial, the
+// (key frame under PrereadTimeout) -> [waiting for the owner's turn, when
+// Admission paces it] -> routed (ring lookup, dial, the
 // preread bytes sent; a backend that resets before its first byte is a
 // failed dial) -> proxied (in the connection table, where Evict and
 // Shutdown find it; copying; FIN timeouts bound a half-closed pair) ->
@@ -51,7 +52,8 @@
 // resuming accepting), loop_linux.go
 // (the loops: wait, dispatch, messages), loop_timer_linux.go (deadlines),
 // loop_accept_linux.go, admit.go (admission shared by both paths),
-// loop_preread_linux.go (key frame, route, dial),
+// loop_preread_linux.go (key frame, route, dial), pacing.go and
+// loop_pace_linux.go (login pacing: waiting for the backend's turn),
 // conn.go, table.go, devices.go (a routed connection and where it is
 // kept), loop_copy_linux.go (copy, FIN timeouts, fallback, loopClose) and
 // end.go (end, the one teardown and count of both paths).
@@ -74,8 +76,9 @@
 // a Reason. A connection is refused before it is routed (ReasonMaxConns,
 // ReasonMaxConnsPerIP, ReasonRateLimited, the PROXY and TLS reasons,
 // ReasonEmpty, ReasonClientGone, ReasonPrereadTimeout, ReasonReadError, the
-// frame package's bad-input reasons, ReasonNoBackends, ReasonDialFailed,
-// ReasonBackendWrite) and closed after (ReasonClientClosed,
+// frame package's bad-input reasons, ReasonNoBackends,
+// ReasonAdmissionTimeout, ReasonDialFailed, ReasonBackendWrite) and closed
+// after (ReasonClientClosed,
 // ReasonBackendClosed, the FIN and idle timeouts, ReasonReplaced,
 // ReasonEvicted with its Cause); ReasonShutdown can be either. A move that
 // fails closes the device as without rehome (evicted_<cause>, or

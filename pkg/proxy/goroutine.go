@@ -93,8 +93,13 @@ func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.
 	var stack [8]int
 	owners := r.Owners(key, p.maxTries(), stack[:0])
 	backends := r.Backends()
+	var waitUntil time.Time
 	for i, idx := range owners {
 		b := backends[idx]
+		pc, reason := p.waitTurn(b, &waitUntil) // pacing.go
+		if reason != "" {
+			return ring.Backend{}, nil, nil, reason
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout())
 		bc, err := p.dialer(ctx, "tcp", b.Addr)
 		cancel()
@@ -113,6 +118,7 @@ func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.
 				return b, nil, nil, reason
 			}
 		}
+		pc.giveBack()
 		p.countDialFailure(b, i+1, err)
 	}
 	return ring.Backend{}, nil, nil, ReasonDialFailed

@@ -288,6 +288,7 @@ func (pr *evPair) kill() {
 // preread failed.
 func (l *evLoop) loopClose(pr *evPair, reason Reason, err error) {
 	pr.done = true
+	l.loopLeaveTurn(pr)
 	l.loopDropSide(pr, 1)
 	l.loopDropSide(pr, 0)
 	l.loopDropPending(pr, 0)

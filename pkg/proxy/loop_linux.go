@@ -178,7 +178,7 @@ type evPair struct {
 	side     [2]evSide
 	killed   atomic.Bool
 	attached atomic.Bool // on its loop: a kill is posted there
-	stage    uint8       // evPreread, evDial, evCopy
+	stage    uint8       // evPreread, evDial, evCopy, evWait
 	adm      *evPre      // state of the steps before evCopy; nil after
 	replay   *evPre      // in evCopy until a byte moves: to fall back (loop_copy_linux.go)
 	mv       *move       // a move under way (loop_move_linux.go); the loop's
@@ -219,6 +219,9 @@ type evLoop struct {
 	moveTimers [2]evQueue // moves: Rehome.Timeout from the start, DrainGrace from the half-close
 	moveDue    []evTimer  // the loop's list of expired move deadlines
 	moveSeq    uint32     // the loop's; only the loop touches it
+
+	waits   evQueue   // MaxWait of pairs waiting for a turn (loop_pace_linux.go)
+	waitDue []evTimer // the loop's list of expired waits
 }
 
 func newEvLoop(p *Proxy) (*evLoop, error) {
@@ -285,6 +288,9 @@ func (l *evLoop) loopEvent(pr *evPair, fd int, events uint32) {
 	case evDial:
 		l.loopConnectEvent(pr, fd, events)
 		return
+	case evWait:
+		l.loopWaitEvent(pr, fd, events)
+		return
 	}
 	if pr.mv != nil {
 		l.loopMoveEvent(pr, fd, events)
@@ -319,6 +325,8 @@ type evMsg struct {
 	gen       uint32
 	bc        net.Conn
 	err       error
+
+	turn *waiter // pr's turn to dial came (loop_pace_linux.go)
 }
 
 // post queues pr for the loop to close.
@@ -350,6 +358,8 @@ func (l *evLoop) loopMsgs() {
 			l.loopDialled(m)
 		case m.move != nil:
 			l.loopMoveStart(m.pr, m.move)
+		case m.turn != nil:
+			l.loopTurn(m.pr, m.turn)
 		case m.lostCheck:
 			l.loopLostResult(m.pr, m.gen, m.gone)
 		case !m.pr.done:

@@ -46,6 +46,12 @@ type evPre struct {
 	moved  bool         // and counted the device as moved then
 	sent   time.Time    // when the preread bytes went to the backend
 	b      ring.Backend // the owner being dialled
+
+	// Pacing (loop_pace_linux.go).
+	wait      *waiter   // in the queue of paced: waiting for a turn
+	paced     *pacer    // whose token the dial holds (given back if it fails)
+	waitUntil time.Time // MaxWait from the first wait; zero before
+	turn      bool      // the token for a.b came: dial
 }
 
 // loopPreread reads what the client sent and routes it once the key is in.
@@ -102,6 +108,9 @@ func (l *evLoop) loopDial(pr *evPair) {
 	a, p := pr.adm, l.p
 	for a.try < len(a.owners) {
 		a.b = a.ring.Backends()[a.owners[a.try]]
+		if l.loopWaitTurn(pr) {
+			return
+		}
 		a.try++
 		a.gen++
 		pr.stage = evDial
@@ -211,6 +220,7 @@ func (l *evLoop) loopDialFailed(pr *evPair, err error) {
 }
 
 func (l *evLoop) loopCountDialFailure(pr *evPair, err error) {
+	l.loopTurnUnused(pr)
 	l.p.countDialFailure(pr.adm.b, pr.adm.try, err)
 }
 

@@ -77,9 +77,13 @@ func (l *evLoop) loopExpire() {
 	if next := l.loopDueMoves(now); !next.IsZero() && next.Before(bound) {
 		bound = next
 	}
+	if next := l.loopDueWaits(now); !next.IsZero() && next.Before(bound) {
+		bound = next
+	}
 	l.mu.Unlock()
 	l.loopRunFins()
 	l.loopRunMoveDeadlines()
+	l.loopRunWaitDeadlines()
 	for i, t := range l.due {
 		if !t.pr.done && t.pr.adm != nil && t.pr.adm.gen == t.gen {
 			if t.pr.stage == evPreread {

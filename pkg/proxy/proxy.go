@@ -140,6 +140,15 @@ type Proxy struct {
 	// loop: it must not block.
 	OnMove func(cause Cause, result MoveResult, pause time.Duration)
 
+	// Admission paces new connections per backend, fleet-wide, with slow
+	// start (pacing.go). Off by default.
+	Admission Admission
+
+	// OnAdmissionWait, if set, is called with how long each connection
+	// that had to wait for its backend's turn waited (turn or timeout).
+	// It may run on an event loop: it must not block.
+	OnAdmissionWait func(time.Duration)
+
 	// Dial opens a connection to a backend. If nil, a net.Dialer is used.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -155,6 +164,7 @@ type Proxy struct {
 
 	rehomeFraming [2]frame.Config // by direction, when moves are on (initRehome)
 	probes        lostProbes
+	pace          pacers
 	acceptLog
 
 	mu       sync.Mutex

@@ -52,3 +52,7 @@ const (
 
 // Evicted is the reason a connection evicted for cause is closed with.
 func Evicted(cause Cause) Reason { return ReasonEvicted + "_" + Reason(cause) }
+
+// ReasonAdmissionTimeout: refused after waiting Admission.MaxWait for its
+// backend's turn (login pacing, pacing.go).
+const ReasonAdmissionTimeout Reason = "admission_timeout"
