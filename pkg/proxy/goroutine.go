@@ -95,6 +95,9 @@ func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.
 	backends := r.Backends()
 	for i, idx := range owners {
 		b := backends[idx]
+		if p.ejectSkip(b, i == len(owners)-1) {
+			continue
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout())
 		bc, err := p.dialer(ctx, "tcp", b.Addr)
 		cancel()
@@ -105,6 +108,7 @@ func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.
 				if i > 0 {
 					p.stats.fallbacks.Add(1)
 				}
+				p.ejectSucceeded(b.ID, true)
 				return b, bc, first, ""
 			}
 			bc.Close()
@@ -121,6 +125,7 @@ func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.
 // countDialFailure counts and logs a failed dial, the try-th of a connection.
 func (p *Proxy) countDialFailure(b ring.Backend, try int, err error) {
 	p.stats.dialFailures.Add(1)
+	p.ejectFailed(b)
 	p.badLog.Warn("dial backend failed", zap.String("backend", b.ID), zap.String("addr", b.Addr),
 		zap.Int("try", try), zap.Error(err))
 }

@@ -40,6 +40,7 @@ func (l *evLoop) loopRead(pr *evPair, d int) {
 	default:
 		if pr.replay != nil { // a byte moved: the pair stays with this backend
 			l.loopDropReplay(pr)
+			l.p.ejectSucceeded(pr.pc.backendID, true)
 		}
 		b := l.buf[:n]
 		if lg := pr.pc.lg; lg != nil {

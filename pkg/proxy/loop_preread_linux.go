@@ -103,6 +103,9 @@ func (l *evLoop) loopDial(pr *evPair) {
 	for a.try < len(a.owners) {
 		a.b = a.ring.Backends()[a.owners[a.try]]
 		a.try++
+		if p.ejectSkip(a.b, a.try == len(a.owners)) {
+			continue
+		}
 		a.gen++
 		pr.stage = evDial
 		ap, err := netip.ParseAddrPort(a.b.Addr)
@@ -238,6 +241,7 @@ func (l *evLoop) loopConnected(pr *evPair) {
 		l.loopClose(pr, ReasonBackendWrite, nil)
 		return
 	}
+	p.ejectSucceeded(a.b.ID, false)
 	if len(rest) > 0 { // a fresh socket takes a key frame; keep the rest anyway
 		bp := evPendingPool.Get().(*[]byte)
 		pr.pbuf[0], pr.pending[0] = bp, append((*bp)[:0], rest...)

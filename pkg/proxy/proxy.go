@@ -140,6 +140,9 @@ type Proxy struct {
 	// loop: it must not block.
 	OnMove func(cause Cause, result MoveResult, pause time.Duration)
 
+	// Eject skips a backend whose dials keep failing (eject.go).
+	Eject Eject
+
 	// Dial opens a connection to a backend. If nil, a net.Dialer is used.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -155,6 +158,7 @@ type Proxy struct {
 
 	rehomeFraming [2]frame.Config // by direction, when moves are on (initRehome)
 	probes        lostProbes
+	ejects        ejector
 	acceptLog
 
 	mu       sync.Mutex

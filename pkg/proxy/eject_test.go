@@ -1,0 +1,160 @@
+//go:build linux
+
+package proxy
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/devgate/devgate/pkg/demo"
+	"github.com/devgate/devgate/pkg/ring"
+)
+
+// blackhole is a listening socket with a full accept queue (SYNs to it are
+// dropped) that can later start answering.
+type blackhole struct {
+	addr string
+	fd   int
+	b    *demo.Backend
+	wg   sync.WaitGroup
+}
+
+func newBlackhole(t *testing.T, id string) *blackhole {
+	t.Helper()
+	addr := fullBacklogListener(t) // closes its fd and queued conns at cleanup
+	h := &blackhole{addr: addr, b: &demo.Backend{ID: id}}
+	// Find the listening fd fullBacklogListener made: the one bound to addr.
+	for fd := 3; fd < 4096 && h.fd == 0; fd++ {
+		sa, err := syscall.Getsockname(fd)
+		if in, ok := sa.(*syscall.SockaddrInet4); err == nil && ok &&
+			fmt.Sprintf("127.0.0.1:%d", in.Port) == addr {
+			if v, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN); err == nil && v == 1 {
+				h.fd = fd
+			}
+		}
+	}
+	if h.fd == 0 {
+		t.Fatal("blackhole: listening fd not found")
+	}
+	t.Cleanup(func() { h.b.Close(); h.wg.Wait() })
+	return h
+}
+
+// answer makes the blackholed backend accept and serve from now on.
+func (h *blackhole) answer(t *testing.T) {
+	t.Helper()
+	nfd, err := syscall.Dup(h.fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(nfd), "blackhole")
+	l, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.wg.Add(1)
+	go func() { defer h.wg.Done(); h.b.Serve(l) }()
+}
+
+// setupTimes logs each device in (one at a time) and returns how long each
+// took from dial to the login's answer, and the backends that answered.
+func setupTimes(t *testing.T, c *cluster, devs []string) ([]time.Duration, []string) {
+	t.Helper()
+	var ds []time.Duration
+	var got []string
+	for _, d := range devs {
+		start := time.Now()
+		conn, b := c.connect(d)
+		ds = append(ds, time.Since(start))
+		got = append(got, b)
+		conn.Close()
+	}
+	return ds, got
+}
+
+func p99(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[(len(s)*99+99)/100-1]
+}
+
+// devicesOwnedBy returns n devices whose ring owner is id, with their next owner.
+func devicesOwnedBy(r ring.Ring, id string, n int) (devs, next []string) {
+	for i := 0; len(devs) < n && i < 100000; i++ {
+		d := fmt.Sprintf("dev-%d", i)
+		o := r.Owners([]byte(d), 2, nil)
+		if r.Backends()[o[0]].ID == id {
+			devs, next = append(devs, d), append(next, r.Backends()[o[1]].ID)
+		}
+	}
+	return devs, next
+}
+
+// A blackholed backend costs its devices the dial timeout until it is
+// ejected; then they reach their next owner at once; when it answers
+// again a trial dial ends the ejection and its devices come back to it.
+func TestEjectBlackholedBackend(t *testing.T) {
+	bothPaths(t, func(t *testing.T) {
+		const dialTimeout = 500 * time.Millisecond
+		h := newBlackhole(t, "b0")
+		c := newCluster(t, 2, func(p *Proxy) {
+			p.DialTimeout = dialTimeout
+			p.Eject = Eject{Failures: 3, MinBackoff: 3 * time.Second, MaxBackoff: 6 * time.Second}
+		})
+		bs := append([]ring.Backend{{ID: "b0", Addr: h.addr}}, c.ring.Ring().Backends()...)
+		r, err := ring.New(ring.ModeConsistent, bs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.ring.Store(r)
+		devs, next := devicesOwnedBy(r, "b0", 43)
+
+		before, got := setupTimes(t, c, devs[:3])
+		if !slices.Equal(got, next[:3]) {
+			t.Fatalf("before ejection: devices reached %v, want their next owners %v", got, next[:3])
+		}
+		ej := c.proxy.Ejections()
+		if len(ej) != 1 || ej[0].Backend != "b0" || !ej[0].Ejected || ej[0].Ejections != 1 {
+			t.Fatalf("after 3 timeouts: ejections %+v, want b0 ejected once", ej)
+		}
+		after, got := setupTimes(t, c, devs[3:])
+		if !slices.Equal(got, next[3:]) {
+			t.Fatalf("ejected: devices reached %v, want their next owners %v", got, next[3:])
+		}
+		t.Logf("%s: p99 setup of b0's devices: %v before ejection, %v while ejected (%d devices)",
+			pathOf(t), p99(before), p99(after), len(after))
+		if p99(before) < dialTimeout || p99(after) >= dialTimeout/2 {
+			t.Fatalf("p99 setup %v before, %v after ejection; want >= %v, then well under it",
+				p99(before), p99(after), dialTimeout)
+		}
+
+		h.answer(t)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			conn, b := c.connect(devs[0])
+			conn.Close()
+			if b == "b0" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("b0 answers again but %s still reaches %s; ejections %+v", devs[0], b, c.proxy.Ejections())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		waitFor(t, "b0 no longer ejected", func() bool {
+			for _, e := range c.proxy.Ejections() {
+				if e.Backend == "b0" && e.Ejected {
+					return false
+				}
+			}
+			return true
+		})
+	})
+}
