@@ -55,6 +55,7 @@ type Ejection struct {
 // succeed again leaves the map, so it holds at most the failing ones.
 type ejector struct {
 	n     atomic.Int32 // entries in m: the fast path of every success
+	skips atomic.Uint64
 	mu    sync.Mutex
 	m     map[string]*ejectState
 	total map[string]uint64 // ejections per backend id, for the metric
@@ -91,10 +92,12 @@ func (p *Proxy) ejectSkip(b ring.Backend, last bool) bool {
 	switch {
 	case s == nil || s.until.IsZero() || s.addr != b.Addr:
 		return false
-	case now.Before(s.until):
-		return !last
-	case !s.trial.IsZero() && now.Sub(s.trial) < p.dialTimeout()+p.firstByteWait():
-		return !last // a trial is under way
+	case last:
+		return false
+	case now.Before(s.until),
+		!s.trial.IsZero() && now.Sub(s.trial) < p.dialTimeout()+p.firstByteWait(): // a trial is under way
+		e.skips.Add(1)
+		return true
 	}
 	s.trial = now
 	return false

@@ -38,6 +38,12 @@ func (p *Proxy) serveConn(c net.Conn, inheritsKeepAlive bool) {
 		return
 	}
 	device := string(key) // key aliases buf, which goes back to the pool
+	if reason := p.flapWait(device); reason != "" {
+		client.Close()
+		p.end(ending{reason: reason, device: device, client: src, release: release})
+		p.putBuf(bp, buf)
+		return
+	}
 
 	r := p.Source.Ring()
 	b, backend, first, reason := p.dial(r, key, sendPreread{buf: buf, src: src, local: c.LocalAddr()})

@@ -87,6 +87,15 @@ func (l *evLoop) loopRoute(pr *evPair, key []byte) {
 		p.OnPreread(time.Since(a.start))
 	}
 	a.device = string(key) // key aliases buf, which goes back to the pool
+	if l.loopHold(pr) {    // a flapping device (flap_linux.go)
+		return
+	}
+	l.loopLookup(pr, key)
+}
+
+// loopLookup routes key on the ring and dials its first owner.
+func (l *evLoop) loopLookup(pr *evPair, key []byte) {
+	a, p := pr.adm, l.p
 	a.ring = p.Source.Ring()
 	if a.ring == nil || a.ring.Len() == 0 {
 		l.loopClose(pr, ReasonNoBackends, nil)

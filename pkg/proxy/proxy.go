@@ -143,6 +143,9 @@ type Proxy struct {
 	// Eject skips a backend whose dials keep failing (eject.go).
 	Eject Eject
 
+	// Flap holds, then refuses, devices that log in too often (flap.go).
+	Flap Flap
+
 	// Dial opens a connection to a backend. If nil, a net.Dialer is used.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -159,6 +162,7 @@ type Proxy struct {
 	rehomeFraming [2]frame.Config // by direction, when moves are on (initRehome)
 	probes        lostProbes
 	ejects        ejector
+	flaps         flapCounter
 	acceptLog
 
 	mu       sync.Mutex
