@@ -142,10 +142,13 @@ type GuardStats struct {
 	FlapHolding  int64  // logins held now
 	FlapRefused  uint64 // logins refused as flapping (also in Stats.Closed)
 	EjectedSkips uint64 // dials skipped because the owner was ejected
+	NoticeSent    uint64 // evict notices written (notice.go)
+	NoticeSkipped uint64 // evictions without the notice: not at a frame boundary, or not on a loop
 }
 
 // GuardStats returns the counters of ejection and flapping devices.
 func (p *Proxy) GuardStats() GuardStats {
 	return GuardStats{FlapHeld: p.flaps.held.Load(), FlapHolding: p.flaps.holding.Load(),
-		FlapRefused: p.flaps.refusals.Load(), EjectedSkips: p.ejects.skips.Load()}
+		FlapRefused: p.flaps.refusals.Load(), EjectedSkips: p.ejects.skips.Load(),
+		NoticeSent: p.notices.sent.Load(), NoticeSkipped: p.notices.skipped.Load()}
 }

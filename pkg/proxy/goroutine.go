@@ -67,7 +67,11 @@ func (p *Proxy) serveConn(c net.Conn, inheritsKeepAlive bool) {
 		}
 	}
 	if pc.ev == nil && lg != nil { // before the table can hand pc to close
-		pc.gm = p.newGoMove(pc, backend)
+		if p.rehomeOn() {
+			pc.gm = p.newGoMove(pc, backend)
+		} else {
+			pc.lg = nil // tracked only for the notice, which goroutines do not write (notice.go)
+		}
 	}
 	p.routedConn(pc)
 	// The backend's first bytes reach the device only once the connection

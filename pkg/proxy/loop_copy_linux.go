@@ -288,6 +288,9 @@ func (pr *evPair) kill() {
 // was set); an unrouted one is refused for reason, or for err when its
 // preread failed.
 func (l *evLoop) loopClose(pr *evPair, reason Reason, err error) {
+	if pr.stage == evCopy && !pr.done {
+		l.loopNotice(pr, reason) // notice_linux.go
+	}
 	pr.done = true
 	l.loopDropSide(pr, 1)
 	l.loopDropSide(pr, 0)

@@ -146,6 +146,10 @@ type Proxy struct {
 	// Flap holds, then refuses, devices that log in too often (flap.go).
 	Flap Flap
 
+	// EvictNotice, if set, is written to a device before it is evicted
+	// (notice.go).
+	EvictNotice EvictNotice
+
 	// Dial opens a connection to a backend. If nil, a net.Dialer is used.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -163,6 +167,7 @@ type Proxy struct {
 	probes        lostProbes
 	ejects        ejector
 	flaps         flapCounter
+	notices       noticeCounts
 	acceptLog
 
 	mu       sync.Mutex
