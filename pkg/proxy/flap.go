@@ -138,10 +138,10 @@ func (p *Proxy) flapRelease(v flapVerdict) Reason {
 
 // GuardStats counts what ejection and the hold of flapping devices did.
 type GuardStats struct {
-	FlapHeld     uint64 // logins held so far
-	FlapHolding  int64  // logins held now
-	FlapRefused  uint64 // logins refused as flapping (also in Stats.Closed)
-	EjectedSkips uint64 // dials skipped because the owner was ejected
+	FlapHeld      uint64 // logins held so far
+	FlapHolding   int64  // logins held now
+	FlapRefused   uint64 // logins refused as flapping (also in Stats.Closed)
+	EjectedSkips  uint64 // dials skipped because the owner was ejected
 	NoticeSent    uint64 // evict notices written (notice.go)
 	NoticeSkipped uint64 // evictions without the notice: not at a frame boundary, or not on a loop
 }
