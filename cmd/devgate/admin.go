@@ -50,7 +50,7 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(metrics.NewProxyCollector(p), metrics.NewBuildInfo(version, revision))
+	reg.MustRegister(metrics.NewProxyCollector(p), metrics.NewGuardCollector(p), metrics.NewBuildInfo(version, revision))
 	hist := metrics.NewPrereadHistogram()
 	reg.MustRegister(hist)
 	p.OnPreread = metrics.ObserveSeconds(hist)

@@ -148,6 +148,7 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 	if p.Rehome, err = rehomeOptions(cfg); err != nil {
 		return nil, err
 	}
+	guardOptions(cfg, p)
 	if cfg.TLS != nil {
 		certs, err := proxy.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {

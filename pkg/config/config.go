@@ -55,6 +55,9 @@ type Config struct {
 	Log        Log         `yaml:"log"`
 	Rehome     Rehome      `yaml:"rehome"`    // move live devices instead of closing them
 	Rebalance  Rebalance   `yaml:"rebalance"` // automatic rebalance after a backend joins
+	// Admission guards backends against reconnect storms (admission_eject.go).
+	Admission   AdmissionGuard `yaml:"admission"`
+	EvictNotice *EvictNotice   `yaml:"evictNotice"` // a frame written to a device before its eviction
 }
 
 // Frame mirrors Netty's LengthFieldBasedFrameDecoder parameters; unset
@@ -341,6 +344,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("log.format %q: want json or console", c.Log.Format)
 	}
 	if err := c.validateRehome(); err != nil {
+		return err
+	}
+	if err := c.validateGuard(); err != nil {
 		return err
 	}
 	if c.Etcd == nil && len(c.Backends) == 0 {

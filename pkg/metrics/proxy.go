@@ -35,7 +35,7 @@ func closedReasons() []proxy.Reason {
 		proxy.ReasonBackendClosed, proxy.ReasonReplaced,
 		proxy.ReasonMaxConnsPerIP, proxy.ReasonRateLimited, proxy.ReasonProxyUntrusted,
 		proxy.ReasonProxyHeader, proxy.ReasonTLSHandshake, proxy.ReasonIdleTimeout,
-		proxy.ReasonClientFinTimeout, proxy.ReasonServerFinTimeout,
+		proxy.ReasonClientFinTimeout, proxy.ReasonServerFinTimeout, proxy.ReasonFlapping,
 	}
 	for _, err := range []error{
 		frame.ErrBadHeader, frame.ErrTooLarge, frame.ErrNoKey, frame.ErrKeyTooLong, frame.ErrNotJSON,

@@ -70,28 +70,9 @@ func (n EvictNotice) Build(c frame.Config, after int64) ([]byte, error) {
 	if strings.Contains(body, "{{") {
 		return nil, fmt.Errorf("%w: body: only %s may be substituted", ErrNotice, NoticeAfter)
 	}
-	if c.TypeOffset >= c.HeaderLength {
-		return nil, fmt.Errorf("%w: type offset %d outside the %d-byte header", ErrNotice, c.TypeOffset, c.HeaderLength)
-	}
-	f := make([]byte, c.HeaderLength, c.HeaderLength+len(body))
-	f[c.TypeOffset] = n.Type
-	f = append(f, body...)
-	end := c.LengthFieldOffset + c.LengthFieldLength
-	v := int64(len(f)) - int64(end) - int64(c.LengthAdjustment)
-	bits := 8 * c.LengthFieldLength
-	if v < 0 || (bits < 64 && v >= 1<<bits) {
-		return nil, fmt.Errorf("%w: a %d-byte frame does not fit the length field", ErrNotice, len(f))
-	}
-	field := f[c.LengthFieldOffset:end]
-	for i := range field {
-		shift := 8 * i
-		if !c.LittleEndian {
-			shift = 8 * (len(field) - 1 - i)
-		}
-		field[i] = byte(v >> shift)
-	}
-	if got, err := c.FrameLen(f); err != nil || got != len(f) {
-		return nil, fmt.Errorf("%w: framing reads %d bytes of %d (%v)", ErrNotice, got, len(f), err)
+	f, err := c.Build(n.Type, []byte(body))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNotice, err)
 	}
 	return f, nil
 }
