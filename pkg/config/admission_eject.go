@@ -122,3 +122,11 @@ func (c *Config) validateNotice() error {
 func (n EvictNotice) AfterRange() (lo, hi time.Duration) {
 	return orDuration(n.AfterMin, DefaultNoticeAfterMin), orDuration(n.AfterMax, DefaultNoticeAfterMax)
 }
+
+// MaxOr is Max or its default; -1 when the hold is off.
+func (f Flap) MaxOr() int {
+	if f.Max == 0 {
+		return DefaultFlapMax
+	}
+	return f.Max
+}

@@ -158,3 +158,134 @@ func TestEjectBlackholedBackend(t *testing.T) {
 		})
 	})
 }
+
+// Two replicas on the same ring, one with the owner ejected and one not
+// (yet): a device lands on the same backend through either.
+func TestEjectSameBackendOnEveryReplica(t *testing.T) {
+	h := newBlackhole(t, "b0")
+	c := newCluster(t, 3, func(p *Proxy) {
+		p.DialTimeout = 300 * time.Millisecond
+		p.Eject = Eject{Failures: 1, MinBackoff: time.Minute}
+	})
+	bs := append([]ring.Backend{{ID: "b0", Addr: h.addr}}, c.ring.Ring().Backends()...)
+	r, err := ring.New(ring.ModeConsistent, bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ring.Store(r)
+	other := &Proxy{Source: c.ring, DialTimeout: 300 * time.Millisecond, Eject: Eject{Failures: -1},
+		MaxConnsPerIP: -1, AcceptRatePerIP: -1}
+	otherAddr := startProxy(t, other)
+	devs, next := devicesOwnedBy(r, "b0", 6)
+	viaOther := &cluster{t: t, addr: otherAddr}
+	for i, d := range devs {
+		conn, b1 := c.connect(d)
+		conn.Close()
+		conn, b2 := viaOther.connect(d)
+		conn.Close()
+		if b1 != next[i] || b2 != next[i] {
+			t.Fatalf("%s: replica with ejection -> %s, without -> %s; want both %s", d, b1, b2, next[i])
+		}
+	}
+	if ej := other.Ejections(); len(ej) != 0 {
+		t.Fatalf("ejection off, yet %+v", ej)
+	}
+}
+
+// A trial dial that fails doubles the backoff, up to MaxBackoff.
+func TestEjectBackoffDoubles(t *testing.T) {
+	bothPaths(t, func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused := l.Addr().String()
+		l.Close() // dials to it are refused at once
+		c := newCluster(t, 1, func(p *Proxy) {
+			p.Eject = Eject{Failures: 2, MinBackoff: 100 * time.Millisecond, MaxBackoff: 300 * time.Millisecond}
+		})
+		r, err := ring.New(ring.ModeConsistent, append([]ring.Backend{{ID: "b0", Addr: refused}}, c.ring.Ring().Backends()...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.ring.Store(r)
+		devs, _ := devicesOwnedBy(r, "b0", 1)
+		backoff := func() time.Duration {
+			for _, e := range c.proxy.Ejections() {
+				if e.Backend == "b0" && e.Ejected {
+					return e.Backoff
+				}
+			}
+			return 0
+		}
+		for _, want := range []time.Duration{0, 100 * time.Millisecond, 200 * time.Millisecond, 300 * time.Millisecond, 300 * time.Millisecond} {
+			conn, _ := c.connect(devs[0])
+			conn.Close()
+			if got := backoff(); got != want {
+				t.Fatalf("backoff %v, want %v; %+v", got, want, c.proxy.Ejections())
+			}
+			if want > 0 {
+				time.Sleep(want + 20*time.Millisecond) // the next login is the trial
+			}
+		}
+		if g := c.proxy.GuardStats(); g.EjectedSkips != 0 {
+			t.Fatalf("skips %d: every login after a backoff is a trial", g.EjectedSkips)
+		}
+	})
+}
+
+// The last owner a device may try is dialled even when ejected: ejection
+// alone never refuses a device.
+func TestEjectLastOwnerStillDialled(t *testing.T) {
+	bothPaths(t, func(t *testing.T) {
+		h := newBlackhole(t, "b0")
+		p := &Proxy{Source: ringOf(t, ring.Backend{ID: "b0", Addr: h.addr}), DialTimeout: 300 * time.Millisecond,
+			Eject: Eject{Failures: 1, MinBackoff: time.Minute}, MaxConnsPerIP: -1, AcceptRatePerIP: -1,
+			Goroutines: onGoroutines(t)}
+		c := &cluster{t: t, addr: startProxy(t, p)}
+		conn, err := net.Dial("tcp", c.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write(login("d"))
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Read(make([]byte, 1)); err == nil {
+			t.Fatal("answered by a blackholed backend")
+		}
+		conn.Close()
+		waitFor(t, "ejected", func() bool { ej := p.Ejections(); return len(ej) == 1 && ej[0].Ejected })
+		h.answer(t)
+		conn, b := c.connect("d")
+		conn.Close()
+		if b != "b0" {
+			t.Fatalf("reached %s", b)
+		}
+		waitFor(t, "ejection ended", func() bool { ej := p.Ejections(); return len(ej) == 1 && !ej[0].Ejected })
+	})
+}
+
+// A backend that accepts and resets before its first byte fails dials as a
+// refusal does: it is ejected, and later devices skip it.
+func TestEjectResetBeforeFirstByte(t *testing.T) {
+	bothPaths(t, func(t *testing.T) {
+		c := newCluster(t, 1, func(p *Proxy) { p.Eject = Eject{Failures: 3, MinBackoff: time.Minute} })
+		dying, accepted := resetBackend(t)
+		r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "b0", Addr: dying}, {ID: "b1", Addr: c.addrs[0]}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.ring.Store(r)
+		devs, _ := devicesOwnedBy(r, "b0", 10)
+		for _, d := range devs {
+			conn, got := c.connect(d)
+			conn.Close()
+			if got != "b1" {
+				t.Fatalf("%s answered by %s", d, got)
+			}
+		}
+		g := c.proxy.GuardStats()
+		if n := accepted.Load(); n != 3 || g.EjectedSkips != 7 {
+			t.Fatalf("dying backend accepted %d, skips %d; want 3 then 7 skipped", n, g.EjectedSkips)
+		}
+	})
+}

@@ -23,10 +23,11 @@ import (
 // ids (about 150 bytes each with a 32-byte id), so memory is bounded; a
 // device pushed out simply starts counting again.
 
-// Flap configures the hold of flapping devices.
+// Flap configures the hold of flapping devices. The zero value is off
+// (the config's admission.flap.max defaults to DefaultFlapMax).
 type Flap struct {
 	// Max is how many logins of one device a window lets through at once.
-	// If zero, 10. If negative, devices are never held.
+	// If zero or negative, devices are never held.
 	Max int
 	// Window is the counting window; if zero, 60s.
 	Window time.Duration
@@ -38,7 +39,7 @@ type Flap struct {
 
 // Defaults of Flap.
 const (
-	DefaultFlapMax     = 10
+	DefaultFlapMax     = 10 // the config's default for Max
 	DefaultFlapWindow  = time.Minute
 	DefaultFlapDelay   = 5 * time.Second
 	DefaultFlapDevices = 100000
@@ -74,14 +75,14 @@ func (p *Proxy) flapDelay() time.Duration { return opt.Or(p.Flap.Delay, DefaultF
 
 // flapCheck counts a login of device and says what it gets.
 func (p *Proxy) flapCheck(device string) flapVerdict {
-	if p.Flap.Max < 0 {
+	if p.Flap.Max <= 0 {
 		return flapPass
 	}
 	f := &p.flaps
 	f.once.Do(func() {
 		f.lru, _ = simplelru.NewLRU[string, flapEntry](opt.Or(p.Flap.Devices, DefaultFlapDevices), nil)
 	})
-	max := int32(opt.Or(p.Flap.Max, DefaultFlapMax))
+	max := int32(p.Flap.Max)
 	now := time.Now().UnixNano()
 	f.mu.Lock()
 	e, ok := f.lru.Get(device)

@@ -121,9 +121,9 @@ func TestFlappingHeldDeviceLeaves(t *testing.T) {
 	})
 }
 
-// Max -1 turns the hold off.
+// The zero Max (the zero Flap) is off.
 func TestFlapOff(t *testing.T) {
-	c := newCluster(t, 1, func(p *Proxy) { p.Flap = Flap{Max: -1, Delay: time.Minute} })
+	c := newCluster(t, 1, func(p *Proxy) { p.Flap = Flap{Max: 0, Delay: time.Minute} })
 	for range 20 {
 		conn, _ := c.connect("d")
 		conn.Close()
