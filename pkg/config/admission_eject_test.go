@@ -1,6 +1,9 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -45,4 +48,56 @@ func TestGuardRefused(t *testing.T) {
 			t.Errorf("%s: %v, want an error with %q", tc.yaml, err, tc.want)
 		}
 	}
+}
+
+// The commented admission and evictNotice blocks of the example file parse
+// once uncommented, with the defaults they show.
+func TestGuardExampleBlocks(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "devgate.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc []string
+	on := false
+	for _, line := range strings.Split(string(b), "\n") {
+		switch {
+		case line == "# admission:" || line == "# evictNotice:":
+			on = true
+		case line == "" || !strings.HasPrefix(line, "#  ") && !strings.HasPrefix(line, "#   "):
+			on = false
+		}
+		if on {
+			doc = append(doc, strings.TrimPrefix(line, "# "))
+		}
+	}
+	c, err := Parse([]byte(oneBackend + strings.Join(doc, "\n") + "\n"))
+	if err != nil {
+		t.Fatalf("%v in:\n%s", err, strings.Join(doc, "\n"))
+	}
+	e, f := c.Admission.Eject, c.Admission.Flap
+	if e.Failures != DefaultEjectFailures || time.Duration(e.MaxBackoff) != DefaultEjectMaxBackoff ||
+		f.Max != DefaultFlapMax || time.Duration(f.Delay) != DefaultFlapDelay || c.EvictNotice == nil {
+		t.Fatalf("example: %+v %+v %+v", e, f, c.EvictNotice)
+	}
+}
+
+func FuzzParseGuard(f *testing.F) {
+	f.Add([]byte(oneBackend + "admission: {eject: {failures: 2}, flap: {max: 3, delay: 1s}}\nevictNotice: {type: 9, body: '{{.After}}'}\n"))
+	f.Add([]byte(oneBackend + "frame: {lengthFieldLength: 1, maxFrameLength: 200}\nevictNotice: {type: 1, body: 'x{{.After}}y', afterMax: 99999s}\n"))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		c, err := Parse(doc)
+		if err != nil || c.EvictNotice == nil {
+			return
+		}
+		// A notice that validated must frame with any wait in its range.
+		fc, err := c.ReplyFrameConfig()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, hi := c.EvictNotice.AfterRange()
+		body := strings.ReplaceAll(c.EvictNotice.Body, "{{.After}}", strconv.FormatInt(int64(hi/time.Second), 10))
+		if _, err := fc.Build(byte(*c.EvictNotice.Type), []byte(body)); err != nil {
+			t.Fatalf("validated notice does not frame: %v", err)
+		}
+	})
 }
