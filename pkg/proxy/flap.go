@@ -18,7 +18,8 @@ import (
 // then dialled (a device a little too eager is only slowed down); every
 // later one in the same window is held, then refused with ReasonFlapping
 // (the device goes on). Holding costs no goroutine and no backend socket on
-// the loops, and paces a tight loop to one login per Delay without a
+// the loops (on the goroutine path it is a timer in the connection's own
+// goroutine, which Shutdown ends), and paces a tight loop to one login per Delay without a
 // backend ever seeing it. The devices counted are an LRU of Flap.Devices
 // ids (about 150 bytes each with a 32-byte id), so memory is bounded; a
 // device pushed out simply starts counting again.

@@ -103,7 +103,8 @@ func TestFlappingDeviceHeldThenRefused(t *testing.T) {
 	})
 }
 
-// A device that hangs up while held ends as client_gone and is no longer held.
+// A device that hangs up while held is let go once the hold ends: nothing
+// stays held or open.
 func TestFlappingHeldDeviceLeaves(t *testing.T) {
 	bothPaths(t, func(t *testing.T) {
 		c := newCluster(t, 1, func(p *Proxy) { p.Flap = Flap{Max: 1, Delay: 300 * time.Millisecond} })

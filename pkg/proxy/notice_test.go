@@ -50,6 +50,7 @@ func TestEvictNoticeBeforeEviction(t *testing.T) {
 			"drain":     func(b string) { c.proxy.Evict(b, 0, CauseDrain) },
 			"rebalance": func(b string) { c.proxy.Relocate(b, 0, CauseRebalance, nil) },
 			"gateway":   func(string) { c.proxy.Relocate("", 0, CauseGatewayDrain, nil) },
+			"shutdown":  func(b string) { c.proxy.Evict(b, 0, CauseShutdown) },
 		}
 		for name, f := range evict {
 			conn, b := c.connect("dev-" + name)
@@ -70,9 +71,9 @@ func TestEvictNoticeBeforeEviction(t *testing.T) {
 				t.Fatalf("%s: notice says %d s, want 2..4", name, after)
 			}
 		}
-		g, want := c.proxy.GuardStats(), GuardStats{NoticeSent: 3}
+		g, want := c.proxy.GuardStats(), GuardStats{NoticeSent: 4}
 		if onGoroutines(t) {
-			want = GuardStats{NoticeSkipped: 3}
+			want = GuardStats{NoticeSkipped: 4}
 		}
 		if g != want {
 			t.Fatalf("guard stats %+v, want %+v", g, want)
