@@ -160,11 +160,28 @@ func (p *Proxy) ejectSucceeded(id string, answered bool) {
 }
 
 // Ejections lists the backends with failed dials on this replica (ejected
-// or counting failures), by id, and those ever ejected.
+// or counting failures), by id, and those ever ejected. Backends no longer
+// in the ring (gone, drained, or at another address) are forgotten here:
+// no connection dials them.
 func (p *Proxy) Ejections() []Ejection {
 	e := &p.ejects
 	now := time.Now()
+	var in map[string]string
+	if p.Source != nil {
+		if r := p.Source.Ring(); r != nil {
+			in = make(map[string]string, r.Len())
+			for _, b := range r.Backends() {
+				in[b.ID] = b.Addr
+			}
+		}
+	}
 	e.mu.Lock()
+	for id, s := range e.m {
+		if addr, ok := in[id]; in != nil && (!ok || addr != s.addr) {
+			delete(e.m, id)
+		}
+	}
+	e.n.Store(int32(len(e.m)))
 	out := make([]Ejection, 0, len(e.total)+len(e.m))
 	for id, s := range e.m {
 		j := Ejection{Backend: id, Addr: s.addr, Ejected: !s.until.IsZero(), Failures: s.fails,

@@ -289,3 +289,30 @@ func TestEjectResetBeforeFirstByte(t *testing.T) {
 		}
 	})
 }
+
+// A backend that leaves the ring is forgotten: no longer listed as ejected.
+func TestEjectForgottenWhenGone(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := l.Addr().String()
+	l.Close()
+	c := newCluster(t, 1, func(p *Proxy) { p.Eject = Eject{Failures: 1, MinBackoff: time.Minute} })
+	live := c.ring.Ring()
+	r, err := ring.New(ring.ModeConsistent, append([]ring.Backend{{ID: "b0", Addr: refused}}, live.Backends()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ring.Store(r)
+	devs, _ := devicesOwnedBy(r, "b0", 1)
+	conn, _ := c.connect(devs[0])
+	conn.Close()
+	if ej := c.proxy.Ejections(); len(ej) != 1 || !ej[0].Ejected {
+		t.Fatalf("ejections %+v, want b0 ejected", ej)
+	}
+	c.ring.Store(live)
+	if ej := c.proxy.Ejections(); len(ej) != 1 || ej[0].Ejected || ej[0].Ejections != 1 {
+		t.Fatalf("after b0 left the ring: %+v, want only its count of ejections", ej)
+	}
+}

@@ -21,7 +21,7 @@ import (
 // the loops (on the goroutine path it is a timer in the connection's own
 // goroutine, which Shutdown ends), and paces a tight loop to one login per Delay without a
 // backend ever seeing it. The devices counted are an LRU of Flap.Devices
-// ids (about 150 bytes each with a 32-byte id), so memory is bounded; a
+// ids (about 170 bytes each with a 32-byte id), so memory is bounded; a
 // device pushed out simply starts counting again.
 
 // Flap configures the hold of flapping devices. The zero value is off
