@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -104,10 +106,12 @@ func (p *Proxy) ejectSkip(b ring.Backend, last bool) bool {
 }
 
 // ejectFailed counts a failed dial to b; the Failures-th in a row ejects it,
-// and a failure once the backoff has run out (the trial) doubles it.
-func (p *Proxy) ejectFailed(b ring.Backend) {
+// and a failure once the backoff has run out (the trial) doubles it. A
+// dial that failed for want of a local resource (file descriptors, ports,
+// memory) says nothing about b.
+func (p *Proxy) ejectFailed(b ring.Backend, err error) {
 	limit := p.ejectFailures()
-	if limit < 0 {
+	if limit < 0 || localDialError(err) {
 		return
 	}
 	e := &p.ejects
@@ -207,4 +211,14 @@ func (p *Proxy) Ejections() []Ejection {
 		return 0
 	})
 	return out
+}
+
+// localDialError: the dial failed on this host, not at the backend.
+func localDialError(err error) bool {
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -316,3 +316,19 @@ func TestEjectForgottenWhenGone(t *testing.T) {
 		t.Fatalf("after b0 left the ring: %+v, want only its count of ejections", ej)
 	}
 }
+
+// A dial that failed for want of a local resource does not count against
+// the backend.
+func TestEjectIgnoresLocalErrors(t *testing.T) {
+	p := &Proxy{Eject: Eject{Failures: 1}}
+	p.init()
+	b := ring.Backend{ID: "b", Addr: "127.0.0.1:1"}
+	p.ejectFailed(b, &net.OpError{Op: "dial", Err: os.NewSyscallError("socket", syscall.EMFILE)})
+	if ej := p.Ejections(); len(ej) != 0 {
+		t.Fatalf("ejected for EMFILE: %+v", ej)
+	}
+	p.ejectFailed(b, syscall.ECONNREFUSED)
+	if ej := p.Ejections(); len(ej) != 1 || !ej[0].Ejected {
+		t.Fatalf("not ejected for a refusal: %+v", ej)
+	}
+}

@@ -135,7 +135,7 @@ func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.
 // countDialFailure counts and logs a failed dial, the try-th of a connection.
 func (p *Proxy) countDialFailure(b ring.Backend, try int, err error) {
 	p.stats.dialFailures.Add(1)
-	p.ejectFailed(b)
+	p.ejectFailed(b, err)
 	p.badLog.Warn("dial backend failed", zap.String("backend", b.ID), zap.String("addr", b.Addr),
 		zap.Int("try", try), zap.Error(err))
 }
