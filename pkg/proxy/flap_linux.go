@@ -67,7 +67,11 @@ func (l *evLoop) loopDueHolds(now time.Time) time.Time {
 		if t.refuse {
 			v = flapRefuse
 		}
-		if reason := l.p.flapRelease(v); reason != "" {
+		reason := l.p.flapRelease(v)
+		if reason == "" && l.p.isClosing() { // no dial for a connection Shutdown would cut
+			reason = ReasonShutdown
+		}
+		if reason != "" {
 			l.loopClose(pr, reason, nil)
 			continue
 		}
