@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -132,4 +133,37 @@ func TestFlapOff(t *testing.T) {
 	if g := c.proxy.GuardStats(); g.FlapHeld != 0 {
 		t.Fatalf("held %d with flap.max -1", g.FlapHeld)
 	}
+}
+
+// Shutdown during a hold: the held device is closed (shutdown), never dialled.
+func TestFlapHoldEndsAtShutdown(t *testing.T) {
+	bothPaths(t, func(t *testing.T) {
+		c := newCluster(t, 1, func(p *Proxy) { p.Flap = Flap{Max: 1, Delay: 500 * time.Millisecond} })
+		conn, _ := c.connect("d")
+		conn.Close()
+		waitFor(t, "first login ended", func() bool { return c.proxy.Proxied() == 0 })
+		acc := backendsAccepted(c)
+		conn, err := net.Dial("tcp", c.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write(login("d"))
+		waitFor(t, "held", func() bool { return c.proxy.GuardStats().FlapHolding == 1 })
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.proxy.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := conn.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("held device: read %v, want EOF", err)
+		}
+		if n := backendsAccepted(c); n != acc {
+			t.Fatalf("the held device was dialled during shutdown")
+		}
+		if s := c.proxy.Stats(); s.Closed[ReasonShutdown] != 1 {
+			t.Fatalf("closed %v, want one shutdown", s.Closed)
+		}
+	})
 }
