@@ -50,7 +50,8 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(metrics.NewProxyCollector(p), metrics.NewBuildInfo(version, revision), metrics.NewAdmissionCollector(p))
+	reg.MustRegister(metrics.NewProxyCollector(p), metrics.NewBuildInfo(version, revision), metrics.NewAdmissionCollector(p),
+		metrics.NewGuardCollector(p))
 	hist := metrics.NewPrereadHistogram()
 	reg.MustRegister(hist)
 	p.OnPreread = metrics.ObserveSeconds(hist)

@@ -123,6 +123,7 @@ func renderBackends(w io.Writer, resp *adminv1.ListBackendsResponse, now time.Ti
 			fmt.Fprintln(w, line)
 		}
 	}
+	writeEjections(w, resp.GetBackends())
 	if p := partialLine(resp.GetPartial()); p != "" {
 		fmt.Fprintln(w, p)
 	}

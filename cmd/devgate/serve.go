@@ -149,6 +149,7 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 		return nil, err
 	}
 	p.Admission = admissionOptions(cfg.Admission)
+	guardOptions(cfg, p)
 	if cfg.TLS != nil {
 		certs, err := proxy.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile)
 		if err != nil {

@@ -14,9 +14,10 @@ import (
 //
 //	admission: {loginsPerSecond: 100, maxWait: 30s, slowStart: 60s}
 type Admission struct {
-	LoginsPerSecond float64   `yaml:"loginsPerSecond"` // fleet-wide, per backend; default 0: none (unpaced)
-	MaxWait         Duration  `yaml:"maxWait"`         // default 30s
-	SlowStart       *Duration `yaml:"slowStart"`       // default 60s; 0s: none
+	LoginsPerSecond float64          `yaml:"loginsPerSecond"` // fleet-wide, per backend; default 0: none (unpaced)
+	MaxWait         Duration         `yaml:"maxWait"`         // default 30s
+	SlowStart       *Duration        `yaml:"slowStart"`       // default 60s; 0s: none
+	AdmissionGuard  `yaml:",inline"` // eject, flap (admission_eject.go)
 }
 
 // Defaults and bounds of the admission section (the proxy's defaults).

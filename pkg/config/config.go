@@ -55,7 +55,10 @@ type Config struct {
 	Log        Log         `yaml:"log"`
 	Rehome     Rehome      `yaml:"rehome"`    // move live devices instead of closing them
 	Rebalance  Rebalance   `yaml:"rebalance"` // automatic rebalance after a backend joins
-	Admission  Admission   `yaml:"admission"` // login pacing per backend (admission.go)
+	// Admission guards backends against reconnect storms: login pacing
+	// (admission.go), ejection and flapping devices (admission_eject.go).
+	Admission   Admission    `yaml:"admission"`
+	EvictNotice *EvictNotice `yaml:"evictNotice"` // a frame written to a device before its eviction
 }
 
 // Frame mirrors Netty's LengthFieldBasedFrameDecoder parameters; unset
@@ -345,6 +348,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateAdmission(); err != nil {
+		return err
+	}
+	if err := c.validateGuard(); err != nil {
 		return err
 	}
 	if c.Etcd == nil && len(c.Backends) == 0 {

@@ -35,6 +35,12 @@
 //	                                                   backend_lost; result moved, evicted_<reason>, device_gone
 //	devgate_rehome_in_progress                gauge    moves of live devices in progress
 //
+// From the proxy's guards (NewGuardCollector; see its comment):
+// devgate_backend_ejections_total{backend}, devgate_backend_ejected{backend},
+// devgate_backend_eject_skips_total, devgate_flap_held_total,
+// devgate_flap_holding, devgate_flap_refused_total and
+// devgate_evict_notices_total{result}.
+//
 // Reasons of devgate_connections_closed_total are the proxy's Reason*
 // constants (max_conns, shutdown, empty, client_gone, preread_timeout,
 // read_error, no_backends, dial_failed, backend_write, client_closed,

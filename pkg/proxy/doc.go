@@ -45,6 +45,13 @@
 // Shutdown find it; copying; FIN timeouts bound a half-closed pair) ->
 // ended (both sockets closed, counted once under a Reason).
 //
+// # Reconnect storms
+//
+// eject.go skips a backend whose dials keep failing (passive ejection, per
+// replica, in ring fallback order so every replica agrees); flap.go holds,
+// then refuses, a device that logs in too often; notice.go writes a
+// configured frame to a device before its eviction, at a frame boundary.
+//
 // # Reading order
 //
 // The files follow a connection on the default path: proxy.go (options,
@@ -76,7 +83,7 @@
 // a Reason. A connection is refused before it is routed (ReasonMaxConns,
 // ReasonMaxConnsPerIP, ReasonRateLimited, the PROXY and TLS reasons,
 // ReasonEmpty, ReasonClientGone, ReasonPrereadTimeout, ReasonReadError, the
-// frame package's bad-input reasons, ReasonNoBackends,
+// frame package's bad-input reasons, ReasonFlapping, ReasonNoBackends,
 // ReasonAdmissionTimeout, ReasonDialFailed, ReasonBackendWrite) and closed
 // after (ReasonClientClosed,
 // ReasonBackendClosed, the FIN and idle timeouts, ReasonReplaced,

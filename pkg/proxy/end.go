@@ -34,6 +34,9 @@ func (p *Proxy) end(e ending) {
 		p.table.remove(e.pc)
 		p.stats.proxied.Add(-1)
 		reason = e.pc.endReason()
+		if e.pc.ev == nil && p.EvictNotice.on() && noticeFor(reason) {
+			p.notices.skipped.Add(1) // goroutines write no notice (notice.go)
+		}
 	case e.err != nil:
 		reason = prereadReason(e.err, e.n)
 		if reason != ReasonEmpty && reason != ReasonShutdown {

@@ -38,6 +38,12 @@ func (p *Proxy) serveConn(c net.Conn, inheritsKeepAlive bool) {
 		return
 	}
 	device := string(key) // key aliases buf, which goes back to the pool
+	if reason := p.flapWait(device); reason != "" {
+		client.Close()
+		p.end(ending{reason: reason, device: device, client: src, release: release})
+		p.putBuf(bp, buf)
+		return
+	}
 
 	r := p.Source.Ring()
 	b, backend, first, reason := p.dial(r, key, sendPreread{buf: buf, src: src, local: c.LocalAddr()})
@@ -61,7 +67,11 @@ func (p *Proxy) serveConn(c net.Conn, inheritsKeepAlive bool) {
 		}
 	}
 	if pc.ev == nil && lg != nil { // before the table can hand pc to close
-		pc.gm = p.newGoMove(pc, backend)
+		if p.rehomeOn() {
+			pc.gm = p.newGoMove(pc, backend)
+		} else {
+			pc.lg = nil // tracked only for the notice, which goroutines do not write (notice.go)
+		}
 	}
 	p.routedConn(pc)
 	// The backend's first bytes reach the device only once the connection
@@ -96,7 +106,10 @@ func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.
 	var waitUntil time.Time
 	for i, idx := range owners {
 		b := backends[idx]
-		pc, reason := p.waitTurn(b, &waitUntil) // pacing.go
+		if p.ejectSkip(b, i == len(owners)-1) {
+			continue
+		}
+		pc, reason := p.waitTurn(b, &waitUntil) // pacing.go: the owner dialled waits its turn
 		if reason != "" {
 			return ring.Backend{}, nil, nil, reason
 		}
@@ -110,6 +123,7 @@ func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.
 				if i > 0 {
 					p.stats.fallbacks.Add(1)
 				}
+				p.ejectSucceeded(b.ID, true)
 				return b, bc, first, ""
 			}
 			bc.Close()
@@ -127,6 +141,7 @@ func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.
 // countDialFailure counts and logs a failed dial, the try-th of a connection.
 func (p *Proxy) countDialFailure(b ring.Backend, try int, err error) {
 	p.stats.dialFailures.Add(1)
+	p.ejectFailed(b, err)
 	p.badLog.Warn("dial backend failed", zap.String("backend", b.ID), zap.String("addr", b.Addr),
 		zap.Int("try", try), zap.Error(err))
 }

@@ -40,6 +40,7 @@ func (l *evLoop) loopRead(pr *evPair, d int) {
 	default:
 		if pr.replay != nil { // a byte moved: the pair stays with this backend
 			l.loopDropReplay(pr)
+			l.p.ejectSucceeded(pr.pc.backendID, true)
 		}
 		b := l.buf[:n]
 		if lg := pr.pc.lg; lg != nil {
@@ -287,6 +288,9 @@ func (pr *evPair) kill() {
 // was set); an unrouted one is refused for reason, or for err when its
 // preread failed.
 func (l *evLoop) loopClose(pr *evPair, reason Reason, err error) {
+	if pr.stage == evCopy && !pr.done {
+		l.loopNotice(pr, reason) // notice_linux.go
+	}
 	pr.done = true
 	l.loopLeaveTurn(pr)
 	l.loopDropSide(pr, 1)

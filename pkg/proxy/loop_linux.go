@@ -219,6 +219,7 @@ type evLoop struct {
 	moveTimers [2]evQueue // moves: Rehome.Timeout from the start, DrainGrace from the half-close
 	moveDue    []evTimer  // the loop's list of expired move deadlines
 	moveSeq    uint32     // the loop's; only the loop touches it
+	holds      evHolds    // flapping devices held (flap_linux.go); the loop's
 
 	waits   evQueue   // MaxWait of pairs waiting for a turn (loop_pace_linux.go)
 	waitDue []evTimer // the loop's list of expired waits

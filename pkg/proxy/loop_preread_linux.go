@@ -93,6 +93,15 @@ func (l *evLoop) loopRoute(pr *evPair, key []byte) {
 		p.OnPreread(time.Since(a.start))
 	}
 	a.device = string(key) // key aliases buf, which goes back to the pool
+	if l.loopHold(pr) {    // a flapping device (flap_linux.go)
+		return
+	}
+	l.loopLookup(pr, key)
+}
+
+// loopLookup routes key on the ring and dials its first owner.
+func (l *evLoop) loopLookup(pr *evPair, key []byte) {
+	a, p := pr.adm, l.p
 	a.ring = p.Source.Ring()
 	if a.ring == nil || a.ring.Len() == 0 {
 		l.loopClose(pr, ReasonNoBackends, nil)
@@ -112,6 +121,9 @@ func (l *evLoop) loopDial(pr *evPair) {
 			return
 		}
 		a.try++
+		if p.ejectSkip(a.b, a.try == len(a.owners)) {
+			continue
+		}
 		a.gen++
 		pr.stage = evDial
 		ap, err := netip.ParseAddrPort(a.b.Addr)
@@ -248,6 +260,7 @@ func (l *evLoop) loopConnected(pr *evPair) {
 		l.loopClose(pr, ReasonBackendWrite, nil)
 		return
 	}
+	p.ejectSucceeded(a.b.ID, false)
 	if len(rest) > 0 { // a fresh socket takes a key frame; keep the rest anyway
 		bp := evPendingPool.Get().(*[]byte)
 		pr.pbuf[0], pr.pending[0] = bp, append((*bp)[:0], rest...)

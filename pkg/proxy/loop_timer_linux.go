@@ -95,5 +95,8 @@ func (l *evLoop) loopExpire() {
 		l.due[i] = evTimer{}
 	}
 	l.due = l.due[:0]
+	if next := l.loopDueHolds(now); !next.IsZero() && next.Before(bound) {
+		bound = next
+	}
 	l.poll.SetDeadline(now, bound)
 }

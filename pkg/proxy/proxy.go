@@ -149,6 +149,16 @@ type Proxy struct {
 	// It may run on an event loop: it must not block.
 	OnAdmissionWait func(time.Duration)
 
+	// Eject skips a backend whose dials keep failing (eject.go).
+	Eject Eject
+
+	// Flap holds, then refuses, devices that log in too often (flap.go).
+	Flap Flap
+
+	// EvictNotice, if set, is written to a device before it is evicted
+	// (notice.go).
+	EvictNotice EvictNotice
+
 	// Dial opens a connection to a backend. If nil, a net.Dialer is used.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
@@ -165,6 +175,9 @@ type Proxy struct {
 	rehomeFraming [2]frame.Config // by direction, when moves are on (initRehome)
 	probes        lostProbes
 	pace          pacers
+	ejects        ejector
+	flaps         flapCounter
+	notices       noticeCounts
 	acceptLog
 
 	mu       sync.Mutex

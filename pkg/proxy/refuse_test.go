@@ -127,7 +127,7 @@ func resetBackend(t *testing.T) (addr string, accepted *atomic.Int64) {
 // login replayed, counted as a fallback.
 func TestResetBeforeFirstByteFallsBack(t *testing.T) {
 	bothPaths(t, func(t *testing.T) {
-		c := newCluster(t, 1, nil) // b1: serves
+		c := newCluster(t, 1, func(p *Proxy) { p.Eject.Failures = -1 }) // b1: serves; every device tries b0
 		dying, accepted := resetBackend(t)
 		r, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "b0", Addr: dying}, {ID: "b1", Addr: c.addrs[0]}})
 		if err != nil {

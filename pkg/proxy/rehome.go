@@ -262,7 +262,7 @@ func (p *Proxy) rehomeOn() bool { return p.Rehome.Enabled && p.rehomeFraming[0].
 // initRehome checks that both directions' framing can be tracked. A
 // framing that cannot leaves moves off (every move is an eviction).
 func (p *Proxy) initRehome() {
-	if !p.Rehome.Enabled {
+	if !p.Rehome.Enabled && !p.EvictNotice.on() { // the notice needs tracking too (notice.go)
 		return
 	}
 	f := [2]frame.Config{p.Matcher.Frame, p.Rehome.ReplyFrame}
@@ -298,7 +298,7 @@ type session struct {
 // the backend so far) and first (the backend's first bytes already sent
 // to the device); nil when rehome is off or buf cannot be followed.
 func (p *Proxy) newLogin(buf, first []byte, remote netip.AddrPort) *session {
-	if !p.rehomeOn() {
+	if !p.trackOn() {
 		return nil
 	}
 	_, end, err := p.Matcher.FindEnd(buf)

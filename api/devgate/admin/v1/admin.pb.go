@@ -152,6 +152,7 @@ type Backend struct {
 	ConnectionsByGateway map[string]int64       `protobuf:"bytes,9,rep,name=connections_by_gateway,json=connectionsByGateway,proto3" json:"connections_by_gateway,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"` // gateway id -> connections
 	Drain                *Drain                 `protobuf:"bytes,10,opt,name=drain,proto3" json:"drain,omitempty"`                                                                                                                                       // set while draining
 	DrainProgress        *MoveProgress          `protobuf:"bytes,11,opt,name=drain_progress,json=drainProgress,proto3" json:"drain_progress,omitempty"`                                                                                                  // since the drain's deadline, over the gateways that answered
+	EjectionsByGateway   map[string]*Ejection   `protobuf:"bytes,20,rep,name=ejections_by_gateway,json=ejectionsByGateway,proto3" json:"ejections_by_gateway,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`       // gateway id -> its passive ejection state of this backend (when a dial failed there)
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -263,6 +264,91 @@ func (x *Backend) GetDrainProgress() *MoveProgress {
 	return nil
 }
 
+func (x *Backend) GetEjectionsByGateway() map[string]*Ejection {
+	if x != nil {
+		return x.EjectionsByGateway
+	}
+	return nil
+}
+
+// Ejection is a backend's passive ejection state on one replica: after
+// consecutive failed dials the replica skips it for a backoff (docs/limits.md).
+type Ejection struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ejected       bool                   `protobuf:"varint,1,opt,name=ejected,proto3" json:"ejected,omitempty"`     // skipped by new connections now
+	Failures      uint32                 `protobuf:"varint,2,opt,name=failures,proto3" json:"failures,omitempty"`   // consecutive failed dials
+	Backoff       *durationpb.Duration   `protobuf:"bytes,3,opt,name=backoff,proto3" json:"backoff,omitempty"`      // the current backoff, while ejected
+	Remaining     *durationpb.Duration   `protobuf:"bytes,4,opt,name=remaining,proto3" json:"remaining,omitempty"`  // until the next trial dial, while ejected
+	Ejections     uint64                 `protobuf:"varint,5,opt,name=ejections,proto3" json:"ejections,omitempty"` // times ejected since the replica started
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Ejection) Reset() {
+	*x = Ejection{}
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Ejection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Ejection) ProtoMessage() {}
+
+func (x *Ejection) ProtoReflect() protoreflect.Message {
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Ejection.ProtoReflect.Descriptor instead.
+func (*Ejection) Descriptor() ([]byte, []int) {
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Ejection) GetEjected() bool {
+	if x != nil {
+		return x.Ejected
+	}
+	return false
+}
+
+func (x *Ejection) GetFailures() uint32 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *Ejection) GetBackoff() *durationpb.Duration {
+	if x != nil {
+		return x.Backoff
+	}
+	return nil
+}
+
+func (x *Ejection) GetRemaining() *durationpb.Duration {
+	if x != nil {
+		return x.Remaining
+	}
+	return nil
+}
+
+func (x *Ejection) GetEjections() uint64 {
+	if x != nil {
+		return x.Ejections
+	}
+	return 0
+}
+
 // MoveProgress counts how the connections a drain or rebalance relocated
 // ended: moved live to their new owner (rehome), evicted (closed; the
 // device reconnects), or gone (the device left mid-move).
@@ -277,7 +363,7 @@ type MoveProgress struct {
 
 func (x *MoveProgress) Reset() {
 	*x = MoveProgress{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +375,7 @@ func (x *MoveProgress) String() string {
 func (*MoveProgress) ProtoMessage() {}
 
 func (x *MoveProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +388,7 @@ func (x *MoveProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveProgress.ProtoReflect.Descriptor instead.
 func (*MoveProgress) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *MoveProgress) GetMoved() int64 {
@@ -337,7 +423,7 @@ type Partial struct {
 
 func (x *Partial) Reset() {
 	*x = Partial{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +435,7 @@ func (x *Partial) String() string {
 func (*Partial) ProtoMessage() {}
 
 func (x *Partial) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +448,7 @@ func (x *Partial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Partial.ProtoReflect.Descriptor instead.
 func (*Partial) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Partial) GetPartial() bool {
@@ -387,7 +473,7 @@ type ListBackendsRequest struct {
 
 func (x *ListBackendsRequest) Reset() {
 	*x = ListBackendsRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +485,7 @@ func (x *ListBackendsRequest) String() string {
 func (*ListBackendsRequest) ProtoMessage() {}
 
 func (x *ListBackendsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +498,7 @@ func (x *ListBackendsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackendsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackendsRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 type ListBackendsResponse struct {
@@ -426,7 +512,7 @@ type ListBackendsResponse struct {
 
 func (x *ListBackendsResponse) Reset() {
 	*x = ListBackendsResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -438,7 +524,7 @@ func (x *ListBackendsResponse) String() string {
 func (*ListBackendsResponse) ProtoMessage() {}
 
 func (x *ListBackendsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -451,7 +537,7 @@ func (x *ListBackendsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackendsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackendsResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListBackendsResponse) GetBackends() []*Backend {
@@ -487,7 +573,7 @@ type DrainBackendRequest struct {
 
 func (x *DrainBackendRequest) Reset() {
 	*x = DrainBackendRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +585,7 @@ func (x *DrainBackendRequest) String() string {
 func (*DrainBackendRequest) ProtoMessage() {}
 
 func (x *DrainBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +598,7 @@ func (x *DrainBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainBackendRequest.ProtoReflect.Descriptor instead.
 func (*DrainBackendRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DrainBackendRequest) GetId() string {
@@ -556,7 +642,7 @@ type DrainBackendResponse struct {
 
 func (x *DrainBackendResponse) Reset() {
 	*x = DrainBackendResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -568,7 +654,7 @@ func (x *DrainBackendResponse) String() string {
 func (*DrainBackendResponse) ProtoMessage() {}
 
 func (x *DrainBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -581,7 +667,7 @@ func (x *DrainBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainBackendResponse.ProtoReflect.Descriptor instead.
 func (*DrainBackendResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DrainBackendResponse) GetDrain() *Drain {
@@ -607,7 +693,7 @@ type UndrainBackendRequest struct {
 
 func (x *UndrainBackendRequest) Reset() {
 	*x = UndrainBackendRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +705,7 @@ func (x *UndrainBackendRequest) String() string {
 func (*UndrainBackendRequest) ProtoMessage() {}
 
 func (x *UndrainBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +718,7 @@ func (x *UndrainBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainBackendRequest.ProtoReflect.Descriptor instead.
 func (*UndrainBackendRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UndrainBackendRequest) GetId() string {
@@ -652,7 +738,7 @@ type UndrainBackendResponse struct {
 
 func (x *UndrainBackendResponse) Reset() {
 	*x = UndrainBackendResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +750,7 @@ func (x *UndrainBackendResponse) String() string {
 func (*UndrainBackendResponse) ProtoMessage() {}
 
 func (x *UndrainBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +763,7 @@ func (x *UndrainBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainBackendResponse.ProtoReflect.Descriptor instead.
 func (*UndrainBackendResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UndrainBackendResponse) GetWasDraining() bool {
@@ -704,7 +790,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +802,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +815,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LookupRequest) GetDevid() string {
@@ -758,7 +844,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -770,7 +856,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -783,7 +869,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LookupResponse) GetOwner() string {
@@ -824,7 +910,7 @@ type RebalanceRequest struct {
 
 func (x *RebalanceRequest) Reset() {
 	*x = RebalanceRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +922,7 @@ func (x *RebalanceRequest) String() string {
 func (*RebalanceRequest) ProtoMessage() {}
 
 func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +935,7 @@ func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RebalanceRequest) GetEvictPerSecond() float64 {
@@ -881,7 +967,7 @@ type GatewayProgress struct {
 
 func (x *GatewayProgress) Reset() {
 	*x = GatewayProgress{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +979,7 @@ func (x *GatewayProgress) String() string {
 func (*GatewayProgress) ProtoMessage() {}
 
 func (x *GatewayProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +992,7 @@ func (x *GatewayProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayProgress.ProtoReflect.Descriptor instead.
 func (*GatewayProgress) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GatewayProgress) GetGateway() string {
@@ -973,7 +1059,7 @@ type RebalanceProgress struct {
 
 func (x *RebalanceProgress) Reset() {
 	*x = RebalanceProgress{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1071,7 @@ func (x *RebalanceProgress) String() string {
 func (*RebalanceProgress) ProtoMessage() {}
 
 func (x *RebalanceProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1084,7 @@ func (x *RebalanceProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceProgress.ProtoReflect.Descriptor instead.
 func (*RebalanceProgress) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RebalanceProgress) GetMisplaced() int64 {
@@ -1058,7 +1144,7 @@ type ListGatewaysRequest struct {
 
 func (x *ListGatewaysRequest) Reset() {
 	*x = ListGatewaysRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1156,7 @@ func (x *ListGatewaysRequest) String() string {
 func (*ListGatewaysRequest) ProtoMessage() {}
 
 func (x *ListGatewaysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1169,7 @@ func (x *ListGatewaysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGatewaysRequest.ProtoReflect.Descriptor instead.
 func (*ListGatewaysRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type Gateway struct {
@@ -1100,14 +1186,15 @@ type Gateway struct {
 	Ready                bool                     `protobuf:"varint,10,opt,name=ready,proto3" json:"ready,omitempty"`
 	Draining             bool                     `protobuf:"varint,11,opt,name=draining,proto3" json:"draining,omitempty"`
 	ConnectionsByBackend map[string]int64         `protobuf:"bytes,12,rep,name=connections_by_backend,json=connectionsByBackend,proto3" json:"connections_by_backend,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	Drains               map[string]*MoveProgress `protobuf:"bytes,13,rep,name=drains,proto3" json:"drains,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // backend id -> this replica's drain progress since the deadline
+	Drains               map[string]*MoveProgress `protobuf:"bytes,13,rep,name=drains,proto3" json:"drains,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`       // backend id -> this replica's drain progress since the deadline
+	Ejections            map[string]*Ejection     `protobuf:"bytes,20,rep,name=ejections,proto3" json:"ejections,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // backend id -> this replica's passive ejection state (backends whose dials failed)
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Gateway) Reset() {
 	*x = Gateway{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1206,7 @@ func (x *Gateway) String() string {
 func (*Gateway) ProtoMessage() {}
 
 func (x *Gateway) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1219,7 @@ func (x *Gateway) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gateway.ProtoReflect.Descriptor instead.
 func (*Gateway) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Gateway) GetId() string {
@@ -1226,6 +1313,13 @@ func (x *Gateway) GetDrains() map[string]*MoveProgress {
 	return nil
 }
 
+func (x *Gateway) GetEjections() map[string]*Ejection {
+	if x != nil {
+		return x.Ejections
+	}
+	return nil
+}
+
 type ListGatewaysResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Gateways      []*Gateway             `protobuf:"bytes,1,rep,name=gateways,proto3" json:"gateways,omitempty"`
@@ -1237,7 +1331,7 @@ type ListGatewaysResponse struct {
 
 func (x *ListGatewaysResponse) Reset() {
 	*x = ListGatewaysResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1249,7 +1343,7 @@ func (x *ListGatewaysResponse) String() string {
 func (*ListGatewaysResponse) ProtoMessage() {}
 
 func (x *ListGatewaysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1262,7 +1356,7 @@ func (x *ListGatewaysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGatewaysResponse.ProtoReflect.Descriptor instead.
 func (*ListGatewaysResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListGatewaysResponse) GetGateways() []*Gateway {
@@ -1296,7 +1390,7 @@ type DrainGatewayRequest struct {
 
 func (x *DrainGatewayRequest) Reset() {
 	*x = DrainGatewayRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1402,7 @@ func (x *DrainGatewayRequest) String() string {
 func (*DrainGatewayRequest) ProtoMessage() {}
 
 func (x *DrainGatewayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1415,7 @@ func (x *DrainGatewayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainGatewayRequest.ProtoReflect.Descriptor instead.
 func (*DrainGatewayRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DrainGatewayRequest) GetId() string {
@@ -1347,7 +1441,7 @@ type DrainGatewayResponse struct {
 
 func (x *DrainGatewayResponse) Reset() {
 	*x = DrainGatewayResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1453,7 @@ func (x *DrainGatewayResponse) String() string {
 func (*DrainGatewayResponse) ProtoMessage() {}
 
 func (x *DrainGatewayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1466,7 @@ func (x *DrainGatewayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainGatewayResponse.ProtoReflect.Descriptor instead.
 func (*DrainGatewayResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DrainGatewayResponse) GetGateway() *Gateway {
@@ -1391,7 +1485,7 @@ type UndrainGatewayRequest struct {
 
 func (x *UndrainGatewayRequest) Reset() {
 	*x = UndrainGatewayRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1497,7 @@ func (x *UndrainGatewayRequest) String() string {
 func (*UndrainGatewayRequest) ProtoMessage() {}
 
 func (x *UndrainGatewayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1510,7 @@ func (x *UndrainGatewayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainGatewayRequest.ProtoReflect.Descriptor instead.
 func (*UndrainGatewayRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UndrainGatewayRequest) GetId() string {
@@ -1436,7 +1530,7 @@ type UndrainGatewayResponse struct {
 
 func (x *UndrainGatewayResponse) Reset() {
 	*x = UndrainGatewayResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1542,7 @@ func (x *UndrainGatewayResponse) String() string {
 func (*UndrainGatewayResponse) ProtoMessage() {}
 
 func (x *UndrainGatewayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1555,7 @@ func (x *UndrainGatewayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainGatewayResponse.ProtoReflect.Descriptor instead.
 func (*UndrainGatewayResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UndrainGatewayResponse) GetWasDraining() bool {
@@ -1486,7 +1580,7 @@ type LocalStatusRequest struct {
 
 func (x *LocalStatusRequest) Reset() {
 	*x = LocalStatusRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1592,7 @@ func (x *LocalStatusRequest) String() string {
 func (*LocalStatusRequest) ProtoMessage() {}
 
 func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1605,7 @@ func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalStatusRequest.ProtoReflect.Descriptor instead.
 func (*LocalStatusRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 var File_devgate_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -1522,7 +1616,7 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x05Drain\x126\n" +
 	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12(\n" +
 	"\x10evict_per_second\x18\x02 \x01(\x01R\x0eevictPerSecond\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xec\x04\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xb4\x06\n" +
 	"\aBackend\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x16\n" +
@@ -1536,13 +1630,23 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x16connections_by_gateway\x18\t \x03(\v23.devgate.admin.v1.Backend.ConnectionsByGatewayEntryR\x14connectionsByGateway\x12-\n" +
 	"\x05drain\x18\n" +
 	" \x01(\v2\x17.devgate.admin.v1.DrainR\x05drain\x12E\n" +
-	"\x0edrain_progress\x18\v \x01(\v2\x1e.devgate.admin.v1.MoveProgressR\rdrainProgress\x1a7\n" +
+	"\x0edrain_progress\x18\v \x01(\v2\x1e.devgate.admin.v1.MoveProgressR\rdrainProgress\x12c\n" +
+	"\x14ejections_by_gateway\x18\x14 \x03(\v21.devgate.admin.v1.Backend.EjectionsByGatewayEntryR\x12ejectionsByGateway\x1a7\n" +
 	"\tMetaEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aG\n" +
 	"\x19ConnectionsByGatewayEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"R\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1aa\n" +
+	"\x17EjectionsByGatewayEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.devgate.admin.v1.EjectionR\x05value:\x028\x01\"\xcc\x01\n" +
+	"\bEjection\x12\x18\n" +
+	"\aejected\x18\x01 \x01(\bR\aejected\x12\x1a\n" +
+	"\bfailures\x18\x02 \x01(\rR\bfailures\x123\n" +
+	"\abackoff\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\abackoff\x127\n" +
+	"\tremaining\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\tremaining\x12\x1c\n" +
+	"\tejections\x18\x05 \x01(\x04R\tejections\"R\n" +
 	"\fMoveProgress\x12\x14\n" +
 	"\x05moved\x18\x01 \x01(\x03R\x05moved\x12\x18\n" +
 	"\aevicted\x18\x02 \x01(\x03R\aevicted\x12\x12\n" +
@@ -1604,7 +1708,7 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\apartial\x18\x05 \x01(\v2\x19.devgate.admin.v1.PartialR\apartial\x12\x14\n" +
 	"\x05moved\x18\x06 \x01(\x03R\x05moved\x12\x12\n" +
 	"\x04gone\x18\a \x01(\x03R\x04gone\"\x15\n" +
-	"\x13ListGatewaysRequest\"\xc9\x05\n" +
+	"\x13ListGatewaysRequest\"\xeb\x06\n" +
 	"\aGateway\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05admin\x18\x02 \x01(\tR\x05admin\x12\x18\n" +
@@ -1619,13 +1723,17 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	" \x01(\bR\x05ready\x12\x1a\n" +
 	"\bdraining\x18\v \x01(\bR\bdraining\x12i\n" +
 	"\x16connections_by_backend\x18\f \x03(\v23.devgate.admin.v1.Gateway.ConnectionsByBackendEntryR\x14connectionsByBackend\x12=\n" +
-	"\x06drains\x18\r \x03(\v2%.devgate.admin.v1.Gateway.DrainsEntryR\x06drains\x1aG\n" +
+	"\x06drains\x18\r \x03(\v2%.devgate.admin.v1.Gateway.DrainsEntryR\x06drains\x12F\n" +
+	"\tejections\x18\x14 \x03(\v2(.devgate.admin.v1.Gateway.EjectionsEntryR\tejections\x1aG\n" +
 	"\x19ConnectionsByBackendEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1aY\n" +
 	"\vDrainsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x124\n" +
-	"\x05value\x18\x02 \x01(\v2\x1e.devgate.admin.v1.MoveProgressR\x05value:\x028\x01\"\xa2\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x1e.devgate.admin.v1.MoveProgressR\x05value:\x028\x01\x1aX\n" +
+	"\x0eEjectionsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.devgate.admin.v1.EjectionR\x05value:\x028\x01\"\xa2\x01\n" +
 	"\x14ListGatewaysResponse\x125\n" +
 	"\bgateways\x18\x01 \x03(\v2\x19.devgate.admin.v1.GatewayR\bgateways\x12\x1e\n" +
 	"\n" +
@@ -1673,92 +1781,101 @@ func file_devgate_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_devgate_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_devgate_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_devgate_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_devgate_admin_v1_admin_proto_goTypes = []any{
 	(BackendState)(0),              // 0: devgate.admin.v1.BackendState
 	(*Drain)(nil),                  // 1: devgate.admin.v1.Drain
 	(*Backend)(nil),                // 2: devgate.admin.v1.Backend
-	(*MoveProgress)(nil),           // 3: devgate.admin.v1.MoveProgress
-	(*Partial)(nil),                // 4: devgate.admin.v1.Partial
-	(*ListBackendsRequest)(nil),    // 5: devgate.admin.v1.ListBackendsRequest
-	(*ListBackendsResponse)(nil),   // 6: devgate.admin.v1.ListBackendsResponse
-	(*DrainBackendRequest)(nil),    // 7: devgate.admin.v1.DrainBackendRequest
-	(*DrainBackendResponse)(nil),   // 8: devgate.admin.v1.DrainBackendResponse
-	(*UndrainBackendRequest)(nil),  // 9: devgate.admin.v1.UndrainBackendRequest
-	(*UndrainBackendResponse)(nil), // 10: devgate.admin.v1.UndrainBackendResponse
-	(*LookupRequest)(nil),          // 11: devgate.admin.v1.LookupRequest
-	(*LookupResponse)(nil),         // 12: devgate.admin.v1.LookupResponse
-	(*RebalanceRequest)(nil),       // 13: devgate.admin.v1.RebalanceRequest
-	(*GatewayProgress)(nil),        // 14: devgate.admin.v1.GatewayProgress
-	(*RebalanceProgress)(nil),      // 15: devgate.admin.v1.RebalanceProgress
-	(*ListGatewaysRequest)(nil),    // 16: devgate.admin.v1.ListGatewaysRequest
-	(*Gateway)(nil),                // 17: devgate.admin.v1.Gateway
-	(*ListGatewaysResponse)(nil),   // 18: devgate.admin.v1.ListGatewaysResponse
-	(*DrainGatewayRequest)(nil),    // 19: devgate.admin.v1.DrainGatewayRequest
-	(*DrainGatewayResponse)(nil),   // 20: devgate.admin.v1.DrainGatewayResponse
-	(*UndrainGatewayRequest)(nil),  // 21: devgate.admin.v1.UndrainGatewayRequest
-	(*UndrainGatewayResponse)(nil), // 22: devgate.admin.v1.UndrainGatewayResponse
-	(*LocalStatusRequest)(nil),     // 23: devgate.admin.v1.LocalStatusRequest
-	nil,                            // 24: devgate.admin.v1.Backend.MetaEntry
-	nil,                            // 25: devgate.admin.v1.Backend.ConnectionsByGatewayEntry
-	nil,                            // 26: devgate.admin.v1.Partial.ErrorsEntry
-	nil,                            // 27: devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
-	nil,                            // 28: devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
-	nil,                            // 29: devgate.admin.v1.Gateway.ConnectionsByBackendEntry
-	nil,                            // 30: devgate.admin.v1.Gateway.DrainsEntry
-	(*timestamppb.Timestamp)(nil),  // 31: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 32: google.protobuf.Duration
+	(*Ejection)(nil),               // 3: devgate.admin.v1.Ejection
+	(*MoveProgress)(nil),           // 4: devgate.admin.v1.MoveProgress
+	(*Partial)(nil),                // 5: devgate.admin.v1.Partial
+	(*ListBackendsRequest)(nil),    // 6: devgate.admin.v1.ListBackendsRequest
+	(*ListBackendsResponse)(nil),   // 7: devgate.admin.v1.ListBackendsResponse
+	(*DrainBackendRequest)(nil),    // 8: devgate.admin.v1.DrainBackendRequest
+	(*DrainBackendResponse)(nil),   // 9: devgate.admin.v1.DrainBackendResponse
+	(*UndrainBackendRequest)(nil),  // 10: devgate.admin.v1.UndrainBackendRequest
+	(*UndrainBackendResponse)(nil), // 11: devgate.admin.v1.UndrainBackendResponse
+	(*LookupRequest)(nil),          // 12: devgate.admin.v1.LookupRequest
+	(*LookupResponse)(nil),         // 13: devgate.admin.v1.LookupResponse
+	(*RebalanceRequest)(nil),       // 14: devgate.admin.v1.RebalanceRequest
+	(*GatewayProgress)(nil),        // 15: devgate.admin.v1.GatewayProgress
+	(*RebalanceProgress)(nil),      // 16: devgate.admin.v1.RebalanceProgress
+	(*ListGatewaysRequest)(nil),    // 17: devgate.admin.v1.ListGatewaysRequest
+	(*Gateway)(nil),                // 18: devgate.admin.v1.Gateway
+	(*ListGatewaysResponse)(nil),   // 19: devgate.admin.v1.ListGatewaysResponse
+	(*DrainGatewayRequest)(nil),    // 20: devgate.admin.v1.DrainGatewayRequest
+	(*DrainGatewayResponse)(nil),   // 21: devgate.admin.v1.DrainGatewayResponse
+	(*UndrainGatewayRequest)(nil),  // 22: devgate.admin.v1.UndrainGatewayRequest
+	(*UndrainGatewayResponse)(nil), // 23: devgate.admin.v1.UndrainGatewayResponse
+	(*LocalStatusRequest)(nil),     // 24: devgate.admin.v1.LocalStatusRequest
+	nil,                            // 25: devgate.admin.v1.Backend.MetaEntry
+	nil,                            // 26: devgate.admin.v1.Backend.ConnectionsByGatewayEntry
+	nil,                            // 27: devgate.admin.v1.Backend.EjectionsByGatewayEntry
+	nil,                            // 28: devgate.admin.v1.Partial.ErrorsEntry
+	nil,                            // 29: devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
+	nil,                            // 30: devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
+	nil,                            // 31: devgate.admin.v1.Gateway.ConnectionsByBackendEntry
+	nil,                            // 32: devgate.admin.v1.Gateway.DrainsEntry
+	nil,                            // 33: devgate.admin.v1.Gateway.EjectionsEntry
+	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 35: google.protobuf.Duration
 }
 var file_devgate_admin_v1_admin_proto_depIdxs = []int32{
-	31, // 0: devgate.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
-	24, // 1: devgate.admin.v1.Backend.meta:type_name -> devgate.admin.v1.Backend.MetaEntry
+	34, // 0: devgate.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	25, // 1: devgate.admin.v1.Backend.meta:type_name -> devgate.admin.v1.Backend.MetaEntry
 	0,  // 2: devgate.admin.v1.Backend.state:type_name -> devgate.admin.v1.BackendState
-	25, // 3: devgate.admin.v1.Backend.connections_by_gateway:type_name -> devgate.admin.v1.Backend.ConnectionsByGatewayEntry
+	26, // 3: devgate.admin.v1.Backend.connections_by_gateway:type_name -> devgate.admin.v1.Backend.ConnectionsByGatewayEntry
 	1,  // 4: devgate.admin.v1.Backend.drain:type_name -> devgate.admin.v1.Drain
-	3,  // 5: devgate.admin.v1.Backend.drain_progress:type_name -> devgate.admin.v1.MoveProgress
-	26, // 6: devgate.admin.v1.Partial.errors:type_name -> devgate.admin.v1.Partial.ErrorsEntry
-	2,  // 7: devgate.admin.v1.ListBackendsResponse.backends:type_name -> devgate.admin.v1.Backend
-	4,  // 8: devgate.admin.v1.ListBackendsResponse.partial:type_name -> devgate.admin.v1.Partial
-	32, // 9: devgate.admin.v1.DrainBackendRequest.deadline:type_name -> google.protobuf.Duration
-	1,  // 10: devgate.admin.v1.DrainBackendResponse.drain:type_name -> devgate.admin.v1.Drain
-	27, // 11: devgate.admin.v1.DrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
-	28, // 12: devgate.admin.v1.UndrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
-	14, // 13: devgate.admin.v1.RebalanceProgress.gateways:type_name -> devgate.admin.v1.GatewayProgress
-	4,  // 14: devgate.admin.v1.RebalanceProgress.partial:type_name -> devgate.admin.v1.Partial
-	32, // 15: devgate.admin.v1.Gateway.uptime:type_name -> google.protobuf.Duration
-	32, // 16: devgate.admin.v1.Gateway.etcd_staleness:type_name -> google.protobuf.Duration
-	29, // 17: devgate.admin.v1.Gateway.connections_by_backend:type_name -> devgate.admin.v1.Gateway.ConnectionsByBackendEntry
-	30, // 18: devgate.admin.v1.Gateway.drains:type_name -> devgate.admin.v1.Gateway.DrainsEntry
-	17, // 19: devgate.admin.v1.ListGatewaysResponse.gateways:type_name -> devgate.admin.v1.Gateway
-	4,  // 20: devgate.admin.v1.ListGatewaysResponse.partial:type_name -> devgate.admin.v1.Partial
-	17, // 21: devgate.admin.v1.DrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
-	17, // 22: devgate.admin.v1.UndrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
-	3,  // 23: devgate.admin.v1.Gateway.DrainsEntry.value:type_name -> devgate.admin.v1.MoveProgress
-	5,  // 24: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
-	7,  // 25: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
-	9,  // 26: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
-	11, // 27: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
-	13, // 28: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	16, // 29: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
-	19, // 30: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
-	21, // 31: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
-	23, // 32: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
-	13, // 33: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	6,  // 34: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
-	8,  // 35: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
-	10, // 36: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
-	12, // 37: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
-	15, // 38: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	18, // 39: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
-	20, // 40: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
-	22, // 41: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
-	17, // 42: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
-	15, // 43: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	34, // [34:44] is the sub-list for method output_type
-	24, // [24:34] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	4,  // 5: devgate.admin.v1.Backend.drain_progress:type_name -> devgate.admin.v1.MoveProgress
+	27, // 6: devgate.admin.v1.Backend.ejections_by_gateway:type_name -> devgate.admin.v1.Backend.EjectionsByGatewayEntry
+	35, // 7: devgate.admin.v1.Ejection.backoff:type_name -> google.protobuf.Duration
+	35, // 8: devgate.admin.v1.Ejection.remaining:type_name -> google.protobuf.Duration
+	28, // 9: devgate.admin.v1.Partial.errors:type_name -> devgate.admin.v1.Partial.ErrorsEntry
+	2,  // 10: devgate.admin.v1.ListBackendsResponse.backends:type_name -> devgate.admin.v1.Backend
+	5,  // 11: devgate.admin.v1.ListBackendsResponse.partial:type_name -> devgate.admin.v1.Partial
+	35, // 12: devgate.admin.v1.DrainBackendRequest.deadline:type_name -> google.protobuf.Duration
+	1,  // 13: devgate.admin.v1.DrainBackendResponse.drain:type_name -> devgate.admin.v1.Drain
+	29, // 14: devgate.admin.v1.DrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
+	30, // 15: devgate.admin.v1.UndrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
+	15, // 16: devgate.admin.v1.RebalanceProgress.gateways:type_name -> devgate.admin.v1.GatewayProgress
+	5,  // 17: devgate.admin.v1.RebalanceProgress.partial:type_name -> devgate.admin.v1.Partial
+	35, // 18: devgate.admin.v1.Gateway.uptime:type_name -> google.protobuf.Duration
+	35, // 19: devgate.admin.v1.Gateway.etcd_staleness:type_name -> google.protobuf.Duration
+	31, // 20: devgate.admin.v1.Gateway.connections_by_backend:type_name -> devgate.admin.v1.Gateway.ConnectionsByBackendEntry
+	32, // 21: devgate.admin.v1.Gateway.drains:type_name -> devgate.admin.v1.Gateway.DrainsEntry
+	33, // 22: devgate.admin.v1.Gateway.ejections:type_name -> devgate.admin.v1.Gateway.EjectionsEntry
+	18, // 23: devgate.admin.v1.ListGatewaysResponse.gateways:type_name -> devgate.admin.v1.Gateway
+	5,  // 24: devgate.admin.v1.ListGatewaysResponse.partial:type_name -> devgate.admin.v1.Partial
+	18, // 25: devgate.admin.v1.DrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
+	18, // 26: devgate.admin.v1.UndrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
+	3,  // 27: devgate.admin.v1.Backend.EjectionsByGatewayEntry.value:type_name -> devgate.admin.v1.Ejection
+	4,  // 28: devgate.admin.v1.Gateway.DrainsEntry.value:type_name -> devgate.admin.v1.MoveProgress
+	3,  // 29: devgate.admin.v1.Gateway.EjectionsEntry.value:type_name -> devgate.admin.v1.Ejection
+	6,  // 30: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
+	8,  // 31: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
+	10, // 32: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
+	12, // 33: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
+	14, // 34: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	17, // 35: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
+	20, // 36: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
+	22, // 37: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
+	24, // 38: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
+	14, // 39: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	7,  // 40: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
+	9,  // 41: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
+	11, // 42: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
+	13, // 43: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
+	16, // 44: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	19, // 45: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
+	21, // 46: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
+	23, // 47: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
+	18, // 48: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
+	16, // 49: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	40, // [40:50] is the sub-list for method output_type
+	30, // [30:40] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_devgate_admin_v1_admin_proto_init() }
@@ -1772,7 +1889,7 @@ func file_devgate_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devgate_admin_v1_admin_proto_rawDesc), len(file_devgate_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
