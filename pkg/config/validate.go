@@ -151,14 +151,22 @@ var sections = sync.OnceValue(func() map[string]section {
 			return
 		}
 		sec := section{path: path}
-		for i := range t.NumField() {
-			key, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
-			if key == "" || key == "-" {
-				continue
+		var fields func(t reflect.Type)
+		fields = func(t reflect.Type) {
+			for i := range t.NumField() {
+				key, opts, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+				if key == "" && opts == "inline" { // its keys are this section's
+					fields(t.Field(i).Type)
+					continue
+				}
+				if key == "" || key == "-" {
+					continue
+				}
+				sec.keys = append(sec.keys, key)
+				walk(t.Field(i).Type, strings.TrimPrefix(path+"."+key, "."))
 			}
-			sec.keys = append(sec.keys, key)
-			walk(t.Field(i).Type, strings.TrimPrefix(path+"."+key, "."))
 		}
+		fields(t)
 		out[t.String()] = sec
 	}
 	walk(reflect.TypeFor[Config](), "")

@@ -117,13 +117,16 @@ func (l *evLoop) loopDial(pr *evPair) {
 	a, p := pr.adm, l.p
 	for a.try < len(a.owners) {
 		a.b = a.ring.Backends()[a.owners[a.try]]
+		// An ejected owner is skipped before its pace is asked for: the
+		// pace of the owner dialled applies (not when a turn came: decided).
+		if !a.turn && p.ejectSkip(a.b, a.try+1 == len(a.owners)) {
+			a.try++
+			continue
+		}
 		if l.loopWaitTurn(pr) {
 			return
 		}
 		a.try++
-		if p.ejectSkip(a.b, a.try == len(a.owners)) {
-			continue
-		}
 		a.gen++
 		pr.stage = evDial
 		ap, err := netip.ParseAddrPort(a.b.Addr)
