@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -130,37 +129,13 @@ func runHold(ctx context.Context, out io.Writer, cfg sim.HoldConfig, d, every ti
 	if err != nil {
 		return err
 	}
-	if d > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d)
-		defer cancel()
-	}
-	live := out
-	if asJSON {
-		live = os.Stderr
-	}
-	printed := make(chan struct{})
-	go func() {
-		defer close(printed)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				fmt.Fprintln(live, h.Status().Line())
-			}
-		}
-	}()
+	ctx, cancel := withBound(ctx, d)
+	defer cancel()
+	stop := printLive(ctx, out, asJSON, every, func() string { return h.Status().Line() })
 	st := h.Run(ctx)
-	<-printed
-	if asJSON {
-		if err := json.NewEncoder(out).Encode(st); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprint(out, st.String())
+	stop()
+	if err := printReport(out, asJSON, st); err != nil {
+		return err
 	}
 	if st.Logins == 0 {
 		return fmt.Errorf("no device logged in to %s", cfg.Target)

@@ -27,11 +27,31 @@ func runCheck(ctx context.Context, out io.Writer, cfg sim.CheckConfig, d, every 
 	if err != nil {
 		return err
 	}
-	if d > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d)
-		defer cancel()
+	ctx, cancel := withBound(ctx, d)
+	defer cancel()
+	stop := printLive(ctx, out, asJSON, every, func() string { return c.Status().Line() })
+	r := c.Run(ctx)
+	stop()
+	if err := printReport(out, asJSON, r); err != nil {
+		return err
 	}
+	if p := r.Problems(); len(p) > 0 {
+		return fmt.Errorf("check failed: %s", strings.Join(p, ", "))
+	}
+	return nil
+}
+
+// withBound bounds ctx by d (0: no bound).
+func withBound(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d > 0 {
+		return context.WithTimeout(ctx, d)
+	}
+	return context.WithCancel(ctx)
+}
+
+// printLive prints line() every period until ctx ends: to out, or to stderr
+// when out carries the JSON report. The returned func waits for it to stop.
+func printLive(ctx context.Context, out io.Writer, asJSON bool, every time.Duration, line func() string) (wait func()) {
 	live := out
 	if asJSON {
 		live = os.Stderr
@@ -46,21 +66,18 @@ func runCheck(ctx context.Context, out io.Writer, cfg sim.CheckConfig, d, every 
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				fmt.Fprintln(live, c.Status().Line())
+				fmt.Fprintln(live, line())
 			}
 		}
 	}()
-	r := c.Run(ctx)
-	<-printed
+	return func() { <-printed }
+}
+
+// printReport writes r as one JSON object, or as its text.
+func printReport(out io.Writer, asJSON bool, r fmt.Stringer) error {
 	if asJSON {
-		if err := json.NewEncoder(out).Encode(r); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprint(out, r.String())
+		return json.NewEncoder(out).Encode(r)
 	}
-	if p := r.Problems(); len(p) > 0 {
-		return fmt.Errorf("check failed: %s", strings.Join(p, ", "))
-	}
-	return nil
+	_, err := fmt.Fprint(out, r.String())
+	return err
 }

@@ -261,24 +261,10 @@ func (c *Checker) device(stop, conns context.Context, i int, d *checkDev, sem ch
 		wait  time.Duration
 		timer *time.Timer
 	)
+	defer stopTimer(&timer)
 	for stop.Err() == nil {
-		if wait > 0 {
-			if timer == nil {
-				timer = time.NewTimer(wait)
-				defer timer.Stop()
-			} else {
-				timer.Reset(wait)
-			}
-			select {
-			case <-stop.Done():
-				return
-			case <-timer.C:
-			}
-		}
-		select {
-		case <-stop.Done():
+		if !sleepThenAcquire(stop, &timer, wait, sem) {
 			return
-		case sem <- struct{}{}:
 		}
 		conn, backend, reason := d.hc.dialLogin(conns, d.id)
 		<-sem

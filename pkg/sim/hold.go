@@ -224,24 +224,10 @@ func (h *Holder) device(ctx context.Context, i int, sem chan struct{}) {
 		wait  time.Duration
 		timer *time.Timer
 	)
+	defer stopTimer(&timer)
 	for {
-		if wait > 0 {
-			if timer == nil {
-				timer = time.NewTimer(wait)
-				defer timer.Stop()
-			} else {
-				timer.Reset(wait)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-timer.C:
-			}
-		}
-		select {
-		case <-ctx.Done():
+		if !sleepThenAcquire(ctx, &timer, wait, sem) {
 			return
-		case sem <- struct{}{}:
 		}
 		conn, backend, reason := d.dialLogin(ctx, id)
 		<-sem
@@ -455,5 +441,35 @@ func (r *frameReader) next(c net.Conn) (byte, []byte, error) {
 			}
 			return 0, nil, err
 		}
+	}
+}
+
+// sleepThenAcquire waits wait (reusing *timer) and then a slot of sem, the
+// cap on devices logging in at once; false if ctx ended first.
+func sleepThenAcquire(ctx context.Context, timer **time.Timer, wait time.Duration, sem chan struct{}) bool {
+	if wait > 0 {
+		if *timer == nil {
+			*timer = time.NewTimer(wait)
+		} else {
+			(*timer).Reset(wait)
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-(*timer).C:
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case sem <- struct{}{}:
+		return true
+	}
+}
+
+// stopTimer stops *timer if sleepThenAcquire made one.
+func stopTimer(timer **time.Timer) {
+	if *timer != nil {
+		(*timer).Stop()
 	}
 }
