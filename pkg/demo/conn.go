@@ -166,22 +166,10 @@ func (b *Backend) seqOf(f []byte) (int64, bool) {
 	return n, err == nil
 }
 
-// putLength writes f's length into its length field, inverting the Netty
-// rule len(f) = offset + fieldLength + value + adjustment.
+// putLength writes f's length into its length field (frame.Config.PutLength).
 func putLength(f []byte, c frame.Config) error {
-	end := c.LengthFieldOffset + c.LengthFieldLength
-	v := int64(len(f)) - int64(end) - int64(c.LengthAdjustment)
-	bits := 8 * c.LengthFieldLength
-	if v < 0 || (bits < 64 && v >= 1<<bits) {
-		return fmt.Errorf("%w: frame of %d bytes", errUnframeable, len(f))
-	}
-	field := f[c.LengthFieldOffset:end]
-	for i := range field {
-		shift := 8 * i // little-endian: least significant byte first
-		if !c.LittleEndian {
-			shift = 8 * (len(field) - 1 - i)
-		}
-		field[i] = byte(v >> shift)
+	if err := c.PutLength(f); err != nil {
+		return fmt.Errorf("%w: %w", errUnframeable, err)
 	}
 	return nil
 }

@@ -21,11 +21,23 @@ func (c Config) Build(typ byte, body []byte) ([]byte, error) {
 	f := make([]byte, c.HeaderLength, c.HeaderLength+len(body))
 	f[c.TypeOffset] = typ
 	f = append(f, body...)
+	if err := c.PutLength(f); err != nil {
+		return nil, err
+	}
+	if n, err := c.FrameLen(f); err != nil || n != len(f) {
+		return nil, fmt.Errorf("%w: the framing reads %d bytes of %d (%v)", ErrUnframeable, n, len(f), err)
+	}
+	return f, nil
+}
+
+// PutLength writes the length of the whole frame f into its length field,
+// inverting Netty's rule len(f) = offset + fieldLength + value + adjustment.
+func (c Config) PutLength(f []byte) error {
 	end := c.LengthFieldOffset + c.LengthFieldLength
 	v := int64(len(f)) - int64(end) - int64(c.LengthAdjustment)
 	bits := 8 * c.LengthFieldLength
-	if v < 0 || (bits < 64 && v >= 1<<bits) {
-		return nil, fmt.Errorf("%w: a %d-byte frame does not fit the length field", ErrUnframeable, len(f))
+	if v < 0 || (bits < 64 && v >= 1<<bits) || len(f) < end {
+		return fmt.Errorf("%w: a %d-byte frame does not fit the length field", ErrUnframeable, len(f))
 	}
 	field := f[c.LengthFieldOffset:end]
 	for i := range field {
@@ -35,8 +47,5 @@ func (c Config) Build(typ byte, body []byte) ([]byte, error) {
 		}
 		field[i] = byte(v >> shift)
 	}
-	if n, err := c.FrameLen(f); err != nil || n != len(f) {
-		return nil, fmt.Errorf("%w: the framing reads %d bytes of %d (%v)", ErrUnframeable, n, len(f), err)
-	}
-	return f, nil
+	return nil
 }

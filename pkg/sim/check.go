@@ -3,8 +3,6 @@ package sim
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"net"
 	"strconv"
 	"sync"
@@ -79,14 +77,8 @@ type checkCounters struct {
 
 // NewChecker checks cfg and returns a Checker ready to Run.
 func NewChecker(cfg CheckConfig) (*Checker, error) {
-	if cfg.Target == "" {
-		return nil, errors.New("sim: no target")
-	}
-	if cfg.Devices <= 0 {
-		return nil, fmt.Errorf("sim: devices must be positive, got %d", cfg.Devices)
-	}
-	if cfg.BackoffMin < 0 || cfg.BackoffMax < 0 {
-		return nil, errors.New("sim: backoff must not be negative")
+	if err := checkHeld(cfg.Config, cfg.BackoffMin, cfg.BackoffMax); err != nil {
+		return nil, err
 	}
 	cfg = cfg.withDefaults()
 	c := &Checker{

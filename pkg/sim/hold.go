@@ -152,14 +152,8 @@ type Holder struct {
 
 // NewHolder checks cfg and returns a Holder ready to Run.
 func NewHolder(cfg HoldConfig) (*Holder, error) {
-	if cfg.Target == "" {
-		return nil, errors.New("sim: no target")
-	}
-	if cfg.Devices <= 0 {
-		return nil, fmt.Errorf("sim: devices must be positive, got %d", cfg.Devices)
-	}
-	if cfg.BackoffMin < 0 || cfg.BackoffMax < 0 {
-		return nil, errors.New("sim: backoff must not be negative")
+	if err := checkHeld(cfg.Config, cfg.BackoffMin, cfg.BackoffMax); err != nil {
+		return nil, err
 	}
 	cfg = cfg.withDefaults()
 	return &Holder{cfg: cfg, start: time.Now(), st: HoldStatus{
@@ -472,4 +466,18 @@ func stopTimer(timer **time.Timer) {
 	if *timer != nil {
 		(*timer).Stop()
 	}
+}
+
+// checkHeld checks what holding and checking devices share: a target, some
+// devices and a backoff that is not negative.
+func checkHeld(cfg Config, backoffMin, backoffMax time.Duration) error {
+	switch {
+	case cfg.Target == "":
+		return errors.New("sim: no target")
+	case cfg.Devices <= 0:
+		return fmt.Errorf("sim: devices must be positive, got %d", cfg.Devices)
+	case backoffMin < 0 || backoffMax < 0:
+		return errors.New("sim: backoff must not be negative")
+	}
+	return nil
 }
