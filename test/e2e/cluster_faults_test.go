@@ -241,7 +241,9 @@ func scenarioEtcdFaults(t *testing.T, c *cluster) {
 		disconnected := map[string]bool{}
 		ringChanged := 0
 		for time.Since(t0) < 30*time.Second {
-			rep := c.simRun("s6-", n, 0)
+			// Fresh device ids each run: the same ids every 2 s would be
+			// flapping devices (admission.flap: 10 logins a minute).
+			rep := c.simRun(fmt.Sprintf("s6b%d-", runs), n, 0)
 			f, m := same(rep)
 			conns, failed, moved, runs = conns+rep.Connections, failed+f, moved+m, runs+1
 			for id, mm := range c.metrics() {
