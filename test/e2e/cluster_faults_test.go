@@ -235,16 +235,30 @@ func scenarioEtcdFaults(t *testing.T, c *cluster) {
 		}
 		stopped := []int{(l + 1) % 3, (l + 2) % 3}
 		revs := c.revisions()
+		// Four sets of device ids in turn: one set every 2 s would be
+		// flapping devices (admission.flap: 10 logins a minute).
+		var owners [4][]string
+		for k := range owners {
+			owners[k] = c.lookup(c.gateways[0], fmt.Sprintf("s6b%d-", k), n)
+		}
 		c.signalEtcd(syscall.SIGSTOP, stopped...)
 		t0 := time.Now()
 		conns, failed, moved, runs := 0, 0, 0, 0
 		disconnected := map[string]bool{}
 		ringChanged := 0
 		for time.Since(t0) < 30*time.Second {
-			// Fresh device ids each run: the same ids every 2 s would be
-			// flapping devices (admission.flap: 10 logins a minute).
-			rep := c.simRun(fmt.Sprintf("s6b%d-", runs), n, 0)
-			f, m := same(rep)
+			k := runs % len(owners)
+			rep := c.simRun(fmt.Sprintf("s6b%d-", k), n, 0)
+			f, m := 0, 0
+			for i, conns := range rep.Backends {
+				for _, b := range conns {
+					if b == "" {
+						f++
+					} else if b != owners[k][i] {
+						m++
+					}
+				}
+			}
 			conns, failed, moved, runs = conns+rep.Connections, failed+f, moved+m, runs+1
 			for id, mm := range c.metrics() {
 				if mm["devgate_etcd_connected"] == 0 {
