@@ -58,7 +58,7 @@ func main() {
 	proxies := flag.String("proxies", "devgate,devgate-rehome,haproxy,nginx", "proxies to measure besides direct")
 	modes := flag.String("modes", "", "runs to do, comma-separated (hold, churn, pingpong, pingpong-paced, bulk-N, storm); empty: all")
 	flag.IntVar(&o.stormDevices, "storm-devices", 9000, "storm: devices held, then reconnecting at once")
-	flag.IntVar(&o.stormPace, "storm-pace", 1000, "storm: logins a second per backend (devgate-paced's admission.loginsPerSecond, haproxy-ratelimit's rate / backends)")
+	flag.IntVar(&o.stormPace, "storm-pace", 500, "storm: logins a second per backend (devgate-paced's admission.loginsPerSecond, haproxy-ratelimit's rate / backends)")
 	flag.DurationVar(&o.stormWait, "storm-wait", time.Minute, "storm: how long after the drop the devices may take to be back")
 	flag.Parse()
 	if *modes != "" {

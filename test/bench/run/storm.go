@@ -59,20 +59,25 @@ type stormStats struct {
 	Devices int `json:"devices"` // held when the backends restarted
 	// Logins at the backends from the restart on: all, and the most any
 	// one backend took within 100 ms and within 1 s (as per second).
-	Logins       int     `json:"logins"`
-	Peak100msPS  float64 `json:"peak_100ms_per_s"`
-	Peak1sPS     float64 `json:"peak_1s_per_s"`
-	PerBackend   []int   `json:"per_backend"`
-	AllBackSec   float64 `json:"all_back_s"`     // restart to the last device's login reply
-	BackendsSec  float64 `json:"backends_s"`     // restart to the last login at a backend
-	Back         int     `json:"back"`           // devices logged in again
-	FailedTries  int     `json:"failed_tries"`   // re-login attempts that failed
-	FailedDevs   int     `json:"failed_devices"` // devices with a failed attempt
-	RSSBeforeKB  int     `json:"rss_before_kb"`  // proxy, holding every device
-	PeakRSSKB    int     `json:"peak_rss_kb"`    // proxy's peak during the storm
-	ReloginP50ms float64 `json:"relogin_p50_ms"` // a device's drop to its login reply
-	ReloginP99ms float64 `json:"relogin_p99_ms"`
-	Settings     string  `json:"settings,omitempty"`
+	Logins      int     `json:"logins"`
+	Peak100msPS float64 `json:"peak_100ms_per_s"`
+	Peak1sPS    float64 `json:"peak_1s_per_s"`
+	PerBackend  []int   `json:"per_backend"`
+	// Each backend's logins and accepts per 100 ms from the restart, and
+	// the accepts' peak: a login lands after its accept.
+	Logins100ms    [][]int `json:"logins_100ms"`
+	Accepts100ms   [][]int `json:"accepts_100ms"`
+	AcceptPeak1sPS float64 `json:"accept_peak_1s_per_s"`
+	AllBackSec     float64 `json:"all_back_s"`     // restart to the last device's login reply
+	BackendsSec    float64 `json:"backends_s"`     // restart to the last login at a backend
+	Back           int     `json:"back"`           // devices logged in again
+	FailedTries    int     `json:"failed_tries"`   // re-login attempts that failed
+	FailedDevs     int     `json:"failed_devices"` // devices with a failed attempt
+	RSSBeforeKB    int     `json:"rss_before_kb"`  // proxy, holding every device
+	PeakRSSKB      int     `json:"peak_rss_kb"`    // proxy's peak during the storm
+	ReloginP50ms   float64 `json:"relogin_p50_ms"` // a device's drop to its login reply
+	ReloginP99ms   float64 `json:"relogin_p99_ms"`
+	Settings       string  `json:"settings,omitempty"`
 }
 
 // stormSettings names what meters the herd in each variant.
@@ -194,7 +199,7 @@ func (b *bench) runStorm(ctx context.Context, r record) (record, error) {
 	time.Sleep(time.Second) // let the proxy settle
 	st.RSSBeforeKB = statsTree(pid).RSSKB
 	for _, s := range b.storm {
-		s.takeLogins()
+		s.take()
 	}
 
 	// The storm: every backend restarts at once; the proxy's RSS is read
@@ -255,8 +260,12 @@ func (b *bench) runStorm(ctx context.Context, r record) (record, error) {
 	st.ReloginP50ms, st.ReloginP99ms = median(p50), slicesMax(p99)
 	var last time.Time
 	for _, s := range b.storm {
-		ls := s.takeLogins()
+		ls, as := s.take()
 		sortTimes(ls)
+		sortTimes(as)
+		st.Logins100ms = append(st.Logins100ms, bins(ls, trigger, 100*time.Millisecond))
+		st.Accepts100ms = append(st.Accepts100ms, bins(as, trigger, 100*time.Millisecond))
+		st.AcceptPeak1sPS = max(st.AcceptPeak1sPS, float64(peakIn(as, time.Second)))
 		st.Logins += len(ls)
 		st.PerBackend = append(st.PerBackend, len(ls))
 		st.Peak100msPS = max(st.Peak100msPS, float64(peakIn(ls, 100*time.Millisecond))*10)

@@ -13,11 +13,13 @@ import (
 )
 
 // The storm's backends run in this process (pkg/demo, as `devgate backend`
-// runs it), so that every login is timestamped exactly where it lands and a
-// restart is instant: the demo backend closes every connection and a new
-// one serves the same listening socket, whose backlog keeps the dials that
-// arrive meanwhile. Every proxy then sees its backend connections closed
-// and closes the devices, which log in again at once.
+// runs it), so that every accept and login is timestamped exactly where it
+// lands, and a restart is instant: one accept loop owns the listening
+// socket and hands connections to the current demo backend; a restart
+// starts a new demo backend, hands it the next connections, then closes the
+// old one with all its connections. Every proxy then sees its backend
+// connections closed and closes the devices, which log in again at once,
+// to a backend that is already serving.
 const (
 	stormBackendBase = 19111 // storm backends on 19111..
 	// stormBackendMaxConns is each backend's capacity in connections: its
@@ -27,13 +29,14 @@ const (
 
 // stormBackend is one demo backend that can restart in place.
 type stormBackend struct {
-	id   string
-	ln   *net.TCPListener
-	keep keepListener // ln, whose Close ends Accept but keeps the socket
+	id string
+	ln net.Listener
 
-	mu     sync.Mutex
-	cur    *demo.Backend
-	logins []time.Time // since the last reset
+	mu      sync.Mutex
+	cur     *demo.Backend
+	feed    *chanListener // cur's connections
+	logins  []time.Time   // since the last take
+	accepts []time.Time
 }
 
 func startStormBackends() ([]*stormBackend, error) {
@@ -44,12 +47,13 @@ func startStormBackends() ([]*stormBackend, error) {
 			stopStormBackends(bs)
 			return nil, err
 		}
-		s := &stormBackend{id: fmt.Sprintf("storm-%d", i+1), ln: ln.(*net.TCPListener)}
-		s.keep = keepListener{s.ln}
-		if err := s.serve(); err != nil {
+		s := &stormBackend{id: fmt.Sprintf("storm-%d", i+1), ln: ln}
+		if err := s.restart(); err != nil {
+			ln.Close()
 			stopStormBackends(bs)
 			return nil, err
 		}
+		go s.acceptLoop()
 		bs = append(bs, s)
 	}
 	return bs, nil
@@ -57,40 +61,56 @@ func startStormBackends() ([]*stormBackend, error) {
 
 func stopStormBackends(bs []*stormBackend) {
 	for _, s := range bs {
+		s.ln.Close()
 		s.mu.Lock()
 		cur := s.cur
 		s.mu.Unlock()
 		cur.Close()
-		s.ln.Close()
 	}
 }
 
 func (s *stormBackend) addr() string { return s.ln.Addr().String() }
 
-// serve starts a new demo backend on the listener.
-func (s *stormBackend) serve() error {
+// acceptLoop hands every connection to the current demo backend.
+func (s *stormBackend) acceptLoop() {
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(5 * time.Millisecond) // out of files and the like
+			continue
+		}
+		now := time.Now()
+		s.mu.Lock()
+		s.accepts = append(s.accepts, now)
+		feed := s.feed
+		s.mu.Unlock()
+		if !feed.give(c) {
+			c.Close()
+		}
+	}
+}
+
+// restart starts a new demo backend, makes it take the next connections
+// and closes the old one with every connection it holds.
+func (s *stormBackend) restart() error {
 	key, err := frame.NewJSONField("devid", frame.DefaultConfig().HeaderLength)
 	if err != nil {
 		return err
 	}
 	b := &demo.Backend{ID: s.id, Key: stampKey{key, s.stamp}, MaxConns: stormBackendMaxConns}
-	if err := s.ln.SetDeadline(time.Time{}); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.cur = b
-	s.mu.Unlock()
-	go b.Serve(s.keep)
-	return nil
-}
-
-// restart closes every connection and serves the socket again.
-func (s *stormBackend) restart() error {
+	feed := &chanListener{addr: s.ln.Addr(), ch: make(chan net.Conn, 1024), done: make(chan struct{})}
+	go b.Serve(feed)
 	s.mu.Lock()
 	old := s.cur
+	s.cur, s.feed = b, feed
 	s.mu.Unlock()
-	old.Close()
-	return s.serve()
+	if old != nil {
+		old.Close()
+	}
+	return nil
 }
 
 func (s *stormBackend) stamp() {
@@ -100,13 +120,13 @@ func (s *stormBackend) stamp() {
 	s.mu.Unlock()
 }
 
-// takeLogins returns the logins since the last call and starts anew.
-func (s *stormBackend) takeLogins() []time.Time {
+// take returns the logins and accepts since the last call and starts anew.
+func (s *stormBackend) take() (logins, accepts []time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l := s.logins
-	s.logins = nil
-	return l
+	logins, accepts = s.logins, s.accepts
+	s.logins, s.accepts = nil, nil
+	return logins, accepts
 }
 
 // stampKey is the demo backend's key extractor, calling stamp for every
@@ -124,17 +144,39 @@ func (k stampKey) Extract(f []byte) ([]byte, error) {
 	return key, err
 }
 
-// keepListener's Close ends a pending Accept (a past deadline) and keeps
-// the socket listening for the next demo backend.
-type keepListener struct{ *net.TCPListener }
-
-func (l keepListener) Close() error {
-	err := l.TCPListener.SetDeadline(time.Unix(1, 0))
-	if errors.Is(err, net.ErrClosed) {
-		return nil
-	}
-	return err
+// chanListener is a net.Listener fed connections by acceptLoop.
+type chanListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	once sync.Once
+	done chan struct{}
 }
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// give hands c to the backend; false once the backend closed.
+func (l *chanListener) give(c net.Conn) bool {
+	select {
+	case l.ch <- c:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
 
 // peakIn is the most timestamps within any window of length w (ts sorted).
 func peakIn(ts []time.Time, w time.Duration) int {
@@ -149,3 +191,16 @@ func peakIn(ts []time.Time, w time.Duration) int {
 }
 
 func sortTimes(ts []time.Time) { slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) }) }
+
+// bins counts ts in windows of w from t0.
+func bins(ts []time.Time, t0 time.Time, w time.Duration) []int {
+	var b []int
+	for _, t := range ts {
+		i := max(0, int(t.Sub(t0)/w))
+		for len(b) <= i {
+			b = append(b, 0)
+		}
+		b[i]++
+	}
+	return b
+}
