@@ -68,6 +68,9 @@ type stormStats struct {
 	Logins100ms    [][]int `json:"logins_100ms"`
 	Accepts100ms   [][]int `json:"accepts_100ms"`
 	AcceptPeak1sPS float64 `json:"accept_peak_1s_per_s"`
+	// SecondMax is the most logins a backend took in one of the whole
+	// seconds counted from the restart (fixed windows, not sliding).
+	SecondMax int `json:"second_max"`
 	AllBackSec     float64 `json:"all_back_s"`     // restart to the last device's login reply
 	BackendsSec    float64 `json:"backends_s"`     // restart to the last login at a backend
 	Back           int     `json:"back"`           // devices logged in again
@@ -264,6 +267,9 @@ func (b *bench) runStorm(ctx context.Context, r record) (record, error) {
 		sortTimes(ls)
 		sortTimes(as)
 		st.Logins100ms = append(st.Logins100ms, bins(ls, trigger, 100*time.Millisecond))
+		for _, c := range bins(ls, trigger, time.Second) {
+			st.SecondMax = max(st.SecondMax, c)
+		}
 		st.Accepts100ms = append(st.Accepts100ms, bins(as, trigger, 100*time.Millisecond))
 		st.AcceptPeak1sPS = max(st.AcceptPeak1sPS, float64(peakIn(as, time.Second)))
 		st.Logins += len(ls)
