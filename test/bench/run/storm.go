@@ -70,17 +70,17 @@ type stormStats struct {
 	AcceptPeak1sPS float64 `json:"accept_peak_1s_per_s"`
 	// SecondMax is the most logins a backend took in one of the whole
 	// seconds counted from the restart (fixed windows, not sliding).
-	SecondMax int `json:"second_max"`
-	AllBackSec     float64 `json:"all_back_s"`     // restart to the last device's login reply
-	BackendsSec    float64 `json:"backends_s"`     // restart to the last login at a backend
-	Back           int     `json:"back"`           // devices logged in again
-	FailedTries    int     `json:"failed_tries"`   // re-login attempts that failed
-	FailedDevs     int     `json:"failed_devices"` // devices with a failed attempt
-	RSSBeforeKB    int     `json:"rss_before_kb"`  // proxy, holding every device
-	PeakRSSKB      int     `json:"peak_rss_kb"`    // proxy's peak during the storm
-	ReloginP50ms   float64 `json:"relogin_p50_ms"` // a device's drop to its login reply
-	ReloginP99ms   float64 `json:"relogin_p99_ms"`
-	Settings       string  `json:"settings,omitempty"`
+	SecondMax    int     `json:"second_max"`
+	AllBackSec   float64 `json:"all_back_s"`     // restart to the last device's login reply
+	BackendsSec  float64 `json:"backends_s"`     // restart to the last login at a backend
+	Back         int     `json:"back"`           // devices logged in again
+	FailedTries  int     `json:"failed_tries"`   // re-login attempts that failed
+	FailedDevs   int     `json:"failed_devices"` // devices with a failed attempt
+	RSSBeforeKB  int     `json:"rss_before_kb"`  // proxy, holding every device
+	PeakRSSKB    int     `json:"peak_rss_kb"`    // proxy's peak during the storm
+	ReloginP50ms float64 `json:"relogin_p50_ms"` // a device's drop to its login reply
+	ReloginP99ms float64 `json:"relogin_p99_ms"`
+	Settings     string  `json:"settings,omitempty"`
 }
 
 // stormSettings names what meters the herd in each variant.
