@@ -31,6 +31,8 @@ func stormMetrics(o options) []metric {
 			get:    st(func(s *stormStats) float64 { return s.Peak1sPS }),
 			target: fmt.Sprintf("devgate paced <= %d (the pace, +10%%)", o.stormPace),
 			met:    paced(func(v float64) bool { return v <= 1.1*pace })},
+		{run: "storm", name: "peak new connections/s at a backend (accepts), 1 s windows", from: stormColumn,
+			get: st(func(s *stormStats) float64 { return s.AcceptPeak1sPS })},
 		{run: "storm", name: "seconds until all are back (restart to last login reply)", from: stormColumn,
 			get: st(func(s *stormStats) float64 { return s.AllBackSec })},
 		{run: "storm", name: "devices back", higher: true, from: stormColumn,
@@ -69,10 +71,11 @@ func renderStorm(all []record, variants []string, o options) string {
 			}
 			return fmtNum(median(vs))
 		}
-		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |", v,
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |", v,
 			med(func(s *stormStats) float64 { return s.Peak100msPS }),
 			med(func(s *stormStats) float64 { return s.Peak1sPS }),
 			med(func(s *stormStats) float64 { return float64(s.SecondMax) }),
+			med(func(s *stormStats) float64 { return s.AcceptPeak1sPS }),
 			med(func(s *stormStats) float64 { return s.AllBackSec }),
 			med(func(s *stormStats) float64 { return s.ReloginP50ms }),
 			med(func(s *stormStats) float64 { return s.ReloginP99ms }),
@@ -89,8 +92,8 @@ func renderStorm(all []record, variants []string, o options) string {
 	p("%d devices held through the proxy (3 demo backends, in the runner, every login timestamped where it lands); then every backend restarts at once: it closes all its connections and serves its listening socket again at once. ", o.stormDevices)
 	p("Each proxy closes the devices, which log in again at once (a failed attempt is retried after 10 ms, no backoff). ")
 	p("Peaks: the most logins one backend took within any 100 ms or 1 s window (sliding), per second; and within one of the whole seconds counted from the restart. Back: from the restart to the last device's login reply. Re-login: a device's drop to its login reply. Medians of %d.\n\n", o.reps)
-	p("| variant | peak logins/s per backend (100 ms) | (1 s) | most in a whole second from the restart | s until all back | re-login p50 ms | re-login p99 ms | devices back | failed attempts | devices with a failure | RSS MB holding | peak RSS MB in the storm |\n")
-	p("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	p("| variant | peak logins/s per backend (100 ms) | (1 s) | most in a whole second from the restart | peak accepts/s per backend (1 s) | s until all back | re-login p50 ms | re-login p99 ms | devices back | failed attempts | devices with a failure | RSS MB holding | peak RSS MB in the storm |\n")
+	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	p("%s\n\n", strings.Join(rows, "\n"))
 	for _, v := range variants {
 		if s, ok := settings[v]; ok {
