@@ -112,7 +112,7 @@ func run(o options) error {
 	targets := append([]string{"direct"}, env.targets...)
 	storm := stormVariants(env.targets)
 	if env.wants("storm") && len(storm) > 0 {
-		if env.storm, err = startStormBackends(); err != nil {
+		if env.storm, err = startStormBackends(numBackends, stormBackendBase); err != nil {
 			return err
 		}
 	}

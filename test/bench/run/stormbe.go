@@ -39,10 +39,16 @@ type stormBackend struct {
 	accepts []time.Time
 }
 
-func startStormBackends() ([]*stormBackend, error) {
+// startStormBackends starts n backends on ports base, base+1, ...; with
+// base 0 the system picks them (tests).
+func startStormBackends(n, base int) ([]*stormBackend, error) {
 	var bs []*stormBackend
-	for i := range numBackends {
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", stormBackendBase+i))
+	for i := range n {
+		port := 0
+		if base > 0 {
+			port = base + i
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			stopStormBackends(bs)
 			return nil, err
