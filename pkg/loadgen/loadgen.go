@@ -1,6 +1,6 @@
 // Package loadgen drives benchmark load at a device gateway (or straight at
 // a backend) and reports one result per run. It owns the load modes of the
-// benchmark suite (test/bench): hold, churn, pingpong and bulk. It speaks the
+// benchmark suite (test/bench): hold, churn, pingpong, bulk and storm. It speaks the
 // original protocol through pkg/sim's frame helpers and knows nothing of the
 // gateway under test, so the same load runs against devgate, HAProxy, nginx
 // or a backend directly.
@@ -83,6 +83,11 @@ type Config struct {
 	// Timeout bounds each dial and each request/reply exchange. If zero, 5s.
 	Timeout time.Duration
 
+	// StormWait bounds Result.AwaitStorm of a Storm run: how long after
+	// the first drop to wait for every device to be back. If zero,
+	// DefaultStormWait.
+	StormWait time.Duration
+
 	// MaxFailures stops Hold from dialling after this many failed devices.
 	// If zero, 1000. If negative, never.
 	MaxFailures int
@@ -110,6 +115,9 @@ func (c Config) withDefaults() Config {
 	if c.Timeout <= 0 {
 		c.Timeout = 5 * time.Second
 	}
+	if c.StormWait <= 0 {
+		c.StormWait = DefaultStormWait
+	}
 	if c.MaxFailures == 0 {
 		c.MaxFailures = 1000
 	}
@@ -119,8 +127,8 @@ func (c Config) withDefaults() Config {
 // Validate reports the first unusable setting.
 func (c Config) Validate() error {
 	switch {
-	case c.Mode != Hold && c.Mode != Churn && c.Mode != Pingpong && c.Mode != Bulk:
-		return fmt.Errorf("loadgen: mode %q: want hold, churn, pingpong or bulk", c.Mode)
+	case c.Mode != Hold && c.Mode != Churn && c.Mode != Pingpong && c.Mode != Bulk && c.Mode != Storm:
+		return fmt.Errorf("loadgen: mode %q: want hold, churn, pingpong, bulk or storm", c.Mode)
 	case len(c.Targets) == 0:
 		return errors.New("loadgen: no target")
 	case c.FrameSize > 0xFFFF:
@@ -178,7 +186,8 @@ func bindNoPort(_, _ string, rc syscall.RawConn) error {
 
 // Run runs cfg.Mode and returns its result. Failures are counted in the
 // Result; the error is non-nil for a bad Config, or when ctx ends first.
-// For Hold, Run returns with the connections open: call Result.Release.
+// For Hold and Storm, Run returns with the connections open: call
+// Result.Release (Storm: after Result.AwaitStorm).
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -191,6 +200,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	switch cfg.Mode {
 	case Hold:
 		r, err = runHold(ctx, &cfg)
+	case Storm:
+		r, err = runStorm(ctx, &cfg)
 	case Churn:
 		r, err = runChurn(ctx, &cfg)
 	case Pingpong:

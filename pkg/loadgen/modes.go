@@ -13,6 +13,21 @@ import (
 // runHold opens cfg.Devices connections, each after login and one heartbeat,
 // and returns with them open.
 func runHold(ctx context.Context, cfg *Config) (*Result, error) {
+	r, conns, err := holdAll(ctx, cfg)
+	for _, d := range conns {
+		if d != nil {
+			r.held = append(r.held, d.c)
+		}
+	}
+	if err != nil {
+		r.Release()
+	}
+	return r, err
+}
+
+// holdAll opens the held connections: device i's at conns[i], nil if it
+// failed. On ctx's end it closes them and returns ctx's error.
+func holdAll(ctx context.Context, cfg *Config) (*Result, []*device, error) {
 	start := time.Now()
 	conns := make([]*device, cfg.Devices)
 	var (
@@ -54,16 +69,20 @@ func runHold(ctx context.Context, cfg *Config) (*Result, error) {
 	r := &Result{Devices: cfg.Devices, Failed: int(failed.Load()), Errors: errs}
 	for _, d := range conns {
 		if d != nil {
-			r.held = append(r.held, d.c)
+			r.Ok++
 		}
 	}
-	r.Ok = len(r.held)
 	r.Seconds = time.Since(start).Seconds()
 	if err := ctx.Err(); err != nil {
-		r.Release()
-		return r, err
+		for i, d := range conns {
+			if d != nil {
+				d.c.Close()
+				conns[i] = nil
+			}
+		}
+		return r, conns, err
 	}
-	return r, nil
+	return r, conns, nil
 }
 
 // worker is one goroutine's share of a timed run.

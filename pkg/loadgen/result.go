@@ -26,15 +26,20 @@ type Result struct {
 	TxBytes     int64    `json:"tx_bytes,omitempty"`
 	RxBytes     int64    `json:"rx_bytes,omitempty"`
 
-	held []net.Conn
+	held  []net.Conn
+	storm *storm // Storm: the watched devices
 }
 
-// Release closes the connections a Hold run keeps open.
+// Release closes the connections a Hold or Storm run keeps open.
 func (r *Result) Release() {
 	for _, c := range r.held {
 		c.Close()
 	}
 	r.held = nil
+	if r.storm != nil {
+		r.storm.release()
+		r.storm = nil
+	}
 }
 
 // errSet keeps the first few distinct error texts.

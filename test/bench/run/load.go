@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,7 +37,13 @@ func (b *bench) modes() []mode {
 	for _, c := range b.o.bulkConc {
 		m = append(m, mode{fmt.Sprintf("bulk-%d", c), loadgen.Bulk, c, 0})
 	}
-	return m
+	m = append(m, mode{"storm", loadgen.Storm, 200, 0})
+	return slices.DeleteFunc(m, func(m mode) bool { return !b.wants(m.label) })
+}
+
+// wants says whether run label is to be run (--modes).
+func (b *bench) wants(label string) bool {
+	return len(b.o.modes) == 0 || slices.Contains(b.o.modes, label)
 }
 
 // record is one run: a raw JSON line of results.jsonl.
@@ -55,6 +62,8 @@ type record struct {
 	// cost per connection, exchange or MB, whatever the other processes
 	// on the machine got.
 	ProxyCPUms float64 `json:"proxy_cpu_ms,omitempty"`
+	// Storm: the herd's return after the backends restarted (storm.go).
+	Storm *stormStats `json:"storm,omitempty"`
 	// LoadAvg is the 1-minute load average when the run ended: other work
 	// on the machine shows here.
 	LoadAvg float64 `json:"loadavg1"`
@@ -73,6 +82,10 @@ func loadAvg() float64 {
 func (r record) summary() string {
 	l := r.Load
 	switch {
+	case r.Storm != nil:
+		s := r.Storm
+		return fmt.Sprintf("held %d; back %d of %d in %.2fs (backends %.2fs); peak logins/s per backend %.0f (100ms) %.0f (1s); per backend %v; failed tries %d (%d devices); RSS %d -> peak %d KB",
+			l.Ok, s.Back, s.Devices, s.AllBackSec, s.BackendsSec, s.Peak100msPS, s.Peak1sPS, s.PerBackend, s.FailedTries, s.FailedDevs, s.RSSBeforeKB, s.PeakRSSKB)
 	case r.Run == "hold":
 		return fmt.Sprintf("ok %d failed %d in %.1fs; %.1f KB %.2f fds a device", l.Ok, l.Failed, l.Seconds, r.KBPerDevice, r.FDsPerDevice)
 	case l.MBPerSec > 0:
@@ -91,6 +104,9 @@ func (b *bench) runOne(ctx context.Context, rep int, m mode, t string) (record, 
 	r := record{Rep: rep, Run: m.label, Target: t}
 	if m.mode == loadgen.Hold {
 		return b.runHold(ctx, r, m)
+	}
+	if m.mode == loadgen.Storm {
+		return b.runStorm(ctx, r)
 	}
 	args := []string{"load", "--mode", m.mode, "--target", b.addrs(t), "--concurrency", strconv.Itoa(m.conc),
 		"--duration", b.o.duration.String()}

@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/devgate/devgate/pkg/loadgen"
 )
 
 type options struct {
@@ -34,6 +36,10 @@ type options struct {
 	pingInterval      time.Duration
 	bulkConc          []int
 	proxies           []string
+	modes             []string // run labels to run; empty: all
+	stormDevices      int
+	stormPace         int
+	stormWait         time.Duration
 }
 
 func main() {
@@ -50,7 +56,14 @@ func main() {
 	flag.DurationVar(&o.pingInterval, "pingpong-interval", 10*time.Millisecond, "pingpong-paced: each device sends every interval")
 	bulk := flag.String("bulk-concurrency", "1,16", "bulk: connection counts")
 	proxies := flag.String("proxies", "devgate,devgate-rehome,haproxy,nginx", "proxies to measure besides direct")
+	modes := flag.String("modes", "", "runs to do, comma-separated (hold, churn, pingpong, pingpong-paced, bulk-N, storm); empty: all")
+	flag.IntVar(&o.stormDevices, "storm-devices", 9000, "storm: devices held, then reconnecting at once")
+	flag.IntVar(&o.stormPace, "storm-pace", 500, "storm: logins a second per backend (devgate-paced's admission.loginsPerSecond, haproxy-ratelimit's rate / backends)")
+	flag.DurationVar(&o.stormWait, "storm-wait", time.Minute, "storm: how long after the drop the devices may take to be back")
 	flag.Parse()
+	if *modes != "" {
+		o.modes = strings.Split(*modes, ",")
+	}
 	for _, s := range strings.Split(*bulk, ",") {
 		n, err := strconv.Atoi(s)
 		if err != nil {
@@ -97,6 +110,12 @@ func run(o options) error {
 		env.targets = append(env.targets, name)
 	}
 	targets := append([]string{"direct"}, env.targets...)
+	storm := stormVariants(env.targets)
+	if env.wants("storm") && len(storm) > 0 {
+		if env.storm, err = startStormBackends(numBackends, stormBackendBase); err != nil {
+			return err
+		}
+	}
 
 	raw, err := os.Create(filepath.Join(o.out, "results.jsonl"))
 	if err != nil {
@@ -108,11 +127,18 @@ func run(o options) error {
 	for rep := 1; rep <= o.reps; rep++ {
 		// Interleave: each mode runs every target before the next mode, and
 		// the order of targets rotates from one repetition to the next.
-		order := slices.Clone(targets)
-		for range (rep - 1) % len(order) {
-			order = append(order[1:], order[0])
+		rotate := func(ts []string) []string {
+			order := slices.Clone(ts)
+			for range (rep - 1) % max(1, len(order)) {
+				order = append(order[1:], order[0])
+			}
+			return order
 		}
 		for _, m := range env.modes() {
+			order := rotate(targets)
+			if m.mode == loadgen.Storm {
+				order = rotate(storm)
+			}
 			for _, t := range order {
 				r, err := env.runOne(ctx, rep, m, t)
 				if err != nil {
@@ -133,7 +159,7 @@ func run(o options) error {
 	for _, r := range all {
 		loads = append(loads, r.LoadAvg)
 	}
-	md := renderMarkdown(tab, o, skipped, env.versions(), loads)
+	md := renderMarkdown(tab, o, skipped, env.versions(), loads) + renderStorm(all, storm, o)
 	if err := os.WriteFile(filepath.Join(o.out, "README.md"), []byte(md), 0o644); err != nil {
 		return err
 	}

@@ -38,7 +38,8 @@ type bench struct {
 	dir      string
 	backends []*exec.Cmd
 	proxies  map[string]*exec.Cmd
-	targets  []string // proxies that started
+	targets  []string        // proxies that started
+	storm    []*stormBackend // the storm run's backends (stormbe.go)
 }
 
 func (b *bench) backendList() []backendAddr {
@@ -112,26 +113,28 @@ func (b *bench) stopAll() {
 	for _, c := range b.backends {
 		stop(c)
 	}
+	stopStormBackends(b.storm)
 }
 
-// render fills template src/name.tmpl into the run directory.
+// render fills template src/name.tmpl into the run directory (or the
+// directory given as extra "Dir").
 func (b *bench) render(name, listen string, extra ...any) (string, error) {
 	t, err := template.ParseFiles(filepath.Join(b.o.src, name+".tmpl"))
 	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(b.dir, name)
-	f, err := os.Create(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
 	data := map[string]any{
 		"Dir": b.dir, "Src": b.o.src, "Listen": listen, "AdminHTTP": adminHTTP, "Backends": b.backendList(),
 	}
 	for i := 0; i+1 < len(extra); i += 2 { // name, value pairs
 		data[extra[i].(string)] = extra[i+1]
 	}
+	path := filepath.Join(data["Dir"].(string), name)
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
 	return path, t.Execute(f, data)
 }
 
@@ -142,61 +145,83 @@ func (b *bench) startProxy(ctx context.Context, name string) error {
 	}
 	stop(b.proxies[name])
 	delete(b.proxies, name)
-	listen := proxyAddr[name]
-	var cmd *exec.Cmd
-	switch name {
-	case "devgate", "devgate-rehome":
-		admin := adminHTTP
-		if name == "devgate-rehome" {
-			admin = adminHTTPRehome
+	admin := adminHTTP
+	if name == "devgate-rehome" {
+		admin = adminHTTPRehome
+	}
+	kind := name
+	if name == "devgate-rehome" {
+		kind = "devgate"
+	}
+	cmd, err := b.launch(ctx, name, kind, proxyAddr[name], admin, "Rehome", name == "devgate-rehome")
+	if err != nil {
+		return err
+	}
+	b.proxies[name] = cmd
+	return nil
+}
+
+// launch starts a proxy of kind (devgate, haproxy, nginx) named name on
+// listen, its config rendered with extra template data, and waits until it
+// routes a device.
+func (b *bench) launch(ctx context.Context, name, kind, listen, admin string, extra ...any) (*exec.Cmd, error) {
+	dir := b.dir
+	for i := 0; i+1 < len(extra); i += 2 {
+		if extra[i] == "Dir" {
+			dir = extra[i+1].(string)
 		}
-		cfg, err := b.render("devgate.yaml", listen, "Rehome", name == "devgate-rehome", "AdminHTTP", admin)
+	}
+	var cmd *exec.Cmd
+	switch kind {
+	case "devgate":
+		cfg, err := b.render("devgate.yaml", listen, append(extra, "AdminHTTP", admin)...)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cmd = exec.CommandContext(ctx, b.o.devgate, "serve", "--config", cfg)
 	case "haproxy":
 		if _, err := exec.LookPath("haproxy"); err != nil {
-			return err
+			return nil, err
 		}
-		if err := copyFile(filepath.Join(b.o.src, "devid.lua"), filepath.Join(b.dir, "devid.lua")); err != nil {
-			return err
+		if err := copyFile(filepath.Join(b.o.src, "devid.lua"), filepath.Join(dir, "devid.lua")); err != nil {
+			return nil, err
 		}
-		cfg, err := b.render("haproxy.cfg", listen)
+		cfg, err := b.render("haproxy.cfg", listen, extra...)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cmd = exec.CommandContext(ctx, "haproxy", "-db", "-f", cfg)
 	case "nginx":
 		if _, err := exec.LookPath("nginx"); err != nil {
-			return err
+			return nil, err
 		}
 		if _, err := os.Stat("/usr/lib/nginx/modules/ngx_stream_js_module.so"); err != nil {
-			return fmt.Errorf("njs stream module missing (apt-get install libnginx-mod-stream-js): %w", err)
+			return nil, fmt.Errorf("njs stream module missing (apt-get install libnginx-mod-stream-js): %w", err)
 		}
-		cfg, err := b.render("nginx.conf", listen)
+		cfg, err := b.render("nginx.conf", listen, extra...)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		cmd = exec.CommandContext(ctx, "nginx", "-c", cfg, "-e", filepath.Join(b.dir, "nginx-error.log"))
+		cmd = exec.CommandContext(ctx, "nginx", "-c", cfg, "-e", filepath.Join(dir, "nginx-error.log"))
 	default:
-		return fmt.Errorf("unknown proxy %q", name)
+		return nil, fmt.Errorf("unknown proxy %q", name)
 	}
 	if err := b.start(cmd, name); err != nil {
-		return err
+		return nil, err
 	}
-	b.proxies[name] = cmd
 	if err := waitListening(listen); err != nil {
-		return err
+		stop(cmd)
+		return nil, err
 	}
 	// One device end to end proves the config routes.
 	out, err := exec.Command(b.o.devgate, "load", "--mode", "pingpong", "--target", listen,
 		"--concurrency", "1", "--duration", "100ms", "--timeout", "3s").Output()
 	if err != nil || !strings.Contains(string(out), `"failed":0`) {
+		stop(cmd)
 		logs, _ := os.ReadFile(filepath.Join(b.dir, name+".log"))
-		return fmt.Errorf("%s does not route: %v %s %s", name, err, out, logs)
+		return nil, fmt.Errorf("%s does not route: %v %s %s", name, err, out, logs)
 	}
-	return nil
+	return cmd, nil
 }
 
 func copyFile(from, to string) error {

@@ -19,6 +19,9 @@ type metric struct {
 	// target checks devgate's median against the same run's medians.
 	target string
 	met    func(med map[string]float64) (bool, bool) // (met, known)
+	// from names the records shown in a target's column, if not its own
+	// (the storm: devgate-paced under devgate).
+	from map[string]string
 }
 
 func metrics(o options) []metric {
@@ -69,7 +72,7 @@ func metrics(o options) []metric {
 				return r.ProxyCPUms / mb, r.ProxyCPUms > 0 && mb > 0
 			}})
 	}
-	return ms
+	return append(ms, stormMetrics(o)...)
 }
 
 func vsHAProxy(ok func(d, h float64) bool) func(map[string]float64) (bool, bool) {
@@ -101,8 +104,12 @@ func summarise(all []record, targets []string, o options) table {
 		r := row{metric: m, med: map[string]float64{}, n: map[string]int{}}
 		for _, tg := range targets {
 			var vs []float64
+			src := tg
+			if f, ok := m.from[tg]; ok {
+				src = f
+			}
 			for _, rec := range all {
-				if rec.Run != m.run || rec.Target != tg {
+				if rec.Run != m.run || rec.Target != src {
 					continue
 				}
 				if v, ok := m.get(rec); ok {
@@ -112,6 +119,9 @@ func summarise(all []record, targets []string, o options) table {
 			if len(vs) > 0 {
 				r.med[tg], r.n[tg] = median(vs), len(vs)
 			}
+		}
+		if len(r.med) == 0 {
+			continue // not run (--modes)
 		}
 		t.rows = append(t.rows, r)
 	}
