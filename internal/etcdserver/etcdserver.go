@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"strings"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -42,25 +45,38 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("etcdserver: Dir is required")
 	}
-	var err error
-	if cfg.ClientAddr == "" {
-		if cfg.ClientAddr, err = FreeAddr(); err != nil {
-			return nil, err
-		}
-	}
-	if cfg.PeerAddr == "" {
-		if cfg.PeerAddr, err = FreeAddr(); err != nil {
-			return nil, err
-		}
-	}
 	if cfg.Name == "" {
 		cfg.Name = "devgate"
 	}
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "fatal" // its errors on a normal Close are noise
 	}
-	s := &Server{cfg: cfg}
-	return s, s.start()
+	// A free port picked here may be taken (an outgoing connection's
+	// ephemeral port) before etcd binds it: pick again, a few times.
+	pickClient, pickPeer := cfg.ClientAddr == "", cfg.PeerAddr == ""
+	for try := 1; ; try++ {
+		var err error
+		if pickClient {
+			if cfg.ClientAddr, err = FreeAddr(); err != nil {
+				return nil, err
+			}
+		}
+		if pickPeer {
+			if cfg.PeerAddr, err = FreeAddr(); err != nil {
+				return nil, err
+			}
+		}
+		s := &Server{cfg: cfg}
+		err = s.start()
+		inUse := errors.Is(err, syscall.EADDRINUSE) || err != nil && strings.Contains(err.Error(), "address already in use")
+		if err == nil || try == 3 || !(pickClient || pickPeer) || !inUse {
+			return s, err
+		}
+		os.RemoveAll(cfg.Dir) // a half-started member may have left data
+		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+			return nil, err
+		}
+	}
 }
 
 func (s *Server) start() error {
