@@ -55,7 +55,8 @@ func main() {
 	flag.IntVar(&o.pingConc, "pingpong-concurrency", 64, "pingpong: devices")
 	flag.DurationVar(&o.pingInterval, "pingpong-interval", 10*time.Millisecond, "pingpong-paced: each device sends every interval")
 	bulk := flag.String("bulk-concurrency", "1,16", "bulk: connection counts")
-	proxies := flag.String("proxies", "devgate,devgate-rehome,haproxy,nginx", "proxies to measure besides direct")
+	proxies := flag.String("proxies", "devgate-1t,devgate,devgate-rehome,haproxy-1t,haproxy,haproxy-lua,nginx",
+		"proxies to measure besides direct (-1t: 1 thread, GOMAXPROCS=1 or nbthread 1; haproxy-lua: the Lua fetch)")
 	modes := flag.String("modes", "", "runs to do, comma-separated (hold, churn, pingpong, pingpong-paced, bulk-N, storm); empty: all")
 	flag.IntVar(&o.stormDevices, "storm-devices", 9000, "storm: devices held, then reconnecting at once")
 	flag.IntVar(&o.stormPace, "storm-pace", 500, "storm: logins a second per backend (devgate-paced's admission.loginsPerSecond, haproxy-ratelimit's rate / backends)")

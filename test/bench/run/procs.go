@@ -20,14 +20,32 @@ const (
 	numBackends     = 3
 	adminHTTP       = "127.0.0.1:19091" // devgate's pprof
 	adminHTTPRehome = "127.0.0.1:19092" // devgate-rehome's
+	adminHTTP1t     = "127.0.0.1:19093" // devgate-1t's
+	// defaultThreads is HAProxy's nbthread and devgate's GOMAXPROCS unless a
+	// target says otherwise: matched, so that CPU per operation compares.
+	defaultThreads = 2
 )
 
-var proxyAddr = map[string]string{
-	"devgate": "127.0.0.1:19000",
-	"haproxy": "127.0.0.1:19001",
-	"nginx":   "127.0.0.1:19002",
+// proxySpec is a target of the suite: which proxy, its config and threads.
+type proxySpec struct {
+	kind    string // devgate, haproxy (native json_query), haproxy-lua, nginx
+	addr    string
+	admin   string // devgate's admin HTTP
+	threads int    // HAProxy nbthread, devgate GOMAXPROCS; 0: defaultThreads
+	rehome  bool   // devgate with rehome: {enabled: true}
+}
+
+var proxySpecs = map[string]proxySpec{
+	"devgate":    {kind: "devgate", addr: "127.0.0.1:19000", admin: adminHTTP},
+	"devgate-1t": {kind: "devgate", addr: "127.0.0.1:19004", admin: adminHTTP1t, threads: 1},
 	// devgate with moves on: what keeping the login and following frames costs.
-	"devgate-rehome": "127.0.0.1:19003",
+	"devgate-rehome": {kind: "devgate", addr: "127.0.0.1:19003", admin: adminHTTPRehome, rehome: true},
+	// HAProxy at its best (issue 17): native json_query, no Lua; 2 and 1 threads.
+	"haproxy":    {kind: "haproxy", addr: "127.0.0.1:19001"},
+	"haproxy-1t": {kind: "haproxy", addr: "127.0.0.1:19005", threads: 1},
+	// The Lua fetch of issue 4, the anchor before issue 17.
+	"haproxy-lua": {kind: "haproxy-lua", addr: "127.0.0.1:19006"},
+	"nginx":       {kind: "nginx", addr: "127.0.0.1:19002"},
 }
 
 type backendAddr struct{ ID, Addr string }
@@ -59,7 +77,7 @@ func (b *bench) addrs(t string) string {
 		}
 		return strings.Join(a, ",")
 	}
-	return proxyAddr[t]
+	return proxySpecs[t].addr
 }
 
 func (b *bench) startBackends(ctx context.Context) error {
@@ -125,9 +143,13 @@ func (b *bench) render(name, listen string, extra ...any) (string, error) {
 	}
 	data := map[string]any{
 		"Dir": b.dir, "Src": b.o.src, "Listen": listen, "AdminHTTP": adminHTTP, "Backends": b.backendList(),
+		"Threads": defaultThreads,
 	}
 	for i := 0; i+1 < len(extra); i += 2 { // name, value pairs
 		data[extra[i].(string)] = extra[i+1]
+	}
+	if n, _ := data["Threads"].(int); n <= 0 {
+		data["Threads"] = defaultThreads
 	}
 	path := filepath.Join(data["Dir"].(string), name)
 	f, err := os.Create(path)
@@ -145,15 +167,11 @@ func (b *bench) startProxy(ctx context.Context, name string) error {
 	}
 	stop(b.proxies[name])
 	delete(b.proxies, name)
-	admin := adminHTTP
-	if name == "devgate-rehome" {
-		admin = adminHTTPRehome
+	sp, ok := proxySpecs[name]
+	if !ok {
+		return fmt.Errorf("unknown proxy %q", name)
 	}
-	kind := name
-	if name == "devgate-rehome" {
-		kind = "devgate"
-	}
-	cmd, err := b.launch(ctx, name, kind, proxyAddr[name], admin, "Rehome", name == "devgate-rehome")
+	cmd, err := b.launch(ctx, name, sp.kind, sp.addr, sp.admin, "Rehome", sp.rehome, "Threads", sp.threads)
 	if err != nil {
 		return err
 	}
@@ -161,14 +179,20 @@ func (b *bench) startProxy(ctx context.Context, name string) error {
 	return nil
 }
 
-// launch starts a proxy of kind (devgate, haproxy, nginx) named name on
-// listen, its config rendered with extra template data, and waits until it
-// routes a device.
+// launch starts a proxy of kind (devgate, haproxy, haproxy-lua, nginx) named
+// name on listen, its config rendered with extra template data ("Threads":
+// HAProxy's nbthread, devgate's GOMAXPROCS), and waits until it routes a
+// device.
 func (b *bench) launch(ctx context.Context, name, kind, listen, admin string, extra ...any) (*exec.Cmd, error) {
-	dir := b.dir
+	dir, threads := b.dir, defaultThreads
 	for i := 0; i+1 < len(extra); i += 2 {
-		if extra[i] == "Dir" {
+		switch extra[i] {
+		case "Dir":
 			dir = extra[i+1].(string)
+		case "Threads":
+			if n, _ := extra[i+1].(int); n > 0 {
+				threads = n
+			}
 		}
 	}
 	var cmd *exec.Cmd
@@ -179,16 +203,23 @@ func (b *bench) launch(ctx context.Context, name, kind, listen, admin string, ex
 			return nil, err
 		}
 		cmd = exec.CommandContext(ctx, b.o.devgate, "serve", "--config", cfg)
-	case "haproxy":
+		cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(threads))
+	case "haproxy", "haproxy-lua":
 		if _, err := exec.LookPath("haproxy"); err != nil {
 			return nil, err
 		}
-		if err := copyFile(filepath.Join(b.o.src, "devid.lua"), filepath.Join(dir, "devid.lua")); err != nil {
-			return nil, err
+		if kind == "haproxy-lua" {
+			if err := copyFile(filepath.Join(b.o.src, "devid.lua"), filepath.Join(dir, "devid.lua")); err != nil {
+				return nil, err
+			}
 		}
-		cfg, err := b.render("haproxy.cfg", listen, extra...)
+		cfg, err := b.render(kind+".cfg", listen, extra...)
 		if err != nil {
 			return nil, err
+		}
+		// -c first: a config HAProxy refuses says why, not "not listening".
+		if out, err := exec.Command("haproxy", "-c", "-q", "-f", cfg).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("haproxy -c %s: %w: %s", cfg, err, out)
 		}
 		cmd = exec.CommandContext(ctx, "haproxy", "-db", "-f", cfg)
 	case "nginx":

@@ -86,6 +86,22 @@ func vsHAProxy(ok func(d, h float64) bool) func(map[string]float64) (bool, bool)
 	}
 }
 
+// anchorPairs are the devgate / HAProxy ratio columns for the targets run:
+// matched threads first (devgate vs haproxy at 2, devgate-1t vs haproxy-1t),
+// then devgate vs the Lua configuration.
+func anchorPairs(targets []string) [][2]string {
+	var pairs [][2]string
+	for _, pr := range [][2]string{{"devgate", "haproxy"}, {"devgate-1t", "haproxy-1t"}, {"devgate", "haproxy-lua"}} {
+		if slices.Contains(targets, pr[0]) && slices.Contains(targets, pr[1]) {
+			pairs = append(pairs, pr)
+		}
+	}
+	if len(pairs) == 0 { // keep the column: it says the anchor was not run
+		pairs = append(pairs, [2]string{"devgate", "haproxy"})
+	}
+	return pairs
+}
+
 // row is a metric's medians per target.
 type row struct {
 	metric
@@ -179,14 +195,19 @@ func renderMarkdown(t table, o options, skipped, versions []string, loads []floa
 		}
 	}
 	rehome := slices.Contains(t.targets, "devgate-rehome")
-	p(" devgate / haproxy |")
-	extra := 0
+	// devgate against HAProxy native at matched threads (GOMAXPROCS vs
+	// nbthread), then against the Lua configuration of issue 4.
+	pairs := anchorPairs(t.targets)
+	for _, pr := range pairs {
+		p(" %s / %s |", pr[0], pr[1])
+	}
+	extra := len(pairs)
 	if rehome { // what moves cost when nothing moves: the login kept and frames followed
 		p(" devgate-rehome / devgate |")
-		extra = 1
+		extra++
 	}
 	p(" target | met |\n|")
-	for range 2 + len(t.targets) + len(proxies) + 3 + extra {
+	for range 2 + len(t.targets) + len(proxies) + 2 + extra {
 		p("---|")
 	}
 	p("\n")
@@ -204,9 +225,12 @@ func renderMarkdown(t table, o options, skipped, versions []string, loads []floa
 			v, ok := r.med[tg]
 			p(" %s |", ratio(v, d, ok, okD))
 		}
+		for _, pr := range pairs {
+			a, okA := r.med[pr[0]]
+			h, okH := r.med[pr[1]]
+			p(" %s |", ratio(a, h, okA, okH))
+		}
 		dv, ok1 := r.med["devgate"]
-		hv, ok2 := r.med["haproxy"]
-		p(" %s |", ratio(dv, hv, ok1, ok2))
 		if rehome {
 			rv, ok := r.med["devgate-rehome"]
 			p(" %s |", ratio(rv, dv, ok, ok1))
@@ -222,6 +246,7 @@ func renderMarkdown(t table, o options, skipped, versions []string, loads []floa
 	if rehome {
 		p("\ndevgate-rehome is devgate with `rehome: {enabled: true}`: each routed connection keeps its login frame and follows the frames of both directions, so that it can be moved; its targets (issue 15): RSS per idle device <= 1.5 KB, and the bulk and pingpong rows within 5%% of devgate.\n")
 	}
+	p("\nThreads: devgate runs with GOMAXPROCS=%d and HAProxy with nbthread %d; the -1t targets with 1 (GOMAXPROCS=1, nbthread 1), so each devgate / haproxy column compares matched thread counts. haproxy is the native configuration (`req.payload_lv(4,2),json_query('$.devid')`, no Lua); haproxy-lua the Lua fetch of issue 4. The met column judges devgate against haproxy (2 threads each).\n", defaultThreads, defaultThreads)
 	p("\nRatios to direct: for rates above 1 is impossible, below 1 is the proxy's cost; for latencies above 1 is the added delay. ")
 	p("Proxy CPU rows: user + system CPU time of the proxy's processes (all threads, nginx workers included) during the run, divided by the connections, exchanges or MB (sent + received) the load completed: what each proxy pays for the same work. ")
 	p("Hold has no direct figure: it measures the proxy process alone (VmRSS and /proc/PID/fd of the process and its children, after minus before, divided by the devices held).\n\n")
