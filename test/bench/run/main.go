@@ -146,7 +146,7 @@ func run(o options) error {
 					return fmt.Errorf("rep %d %s %s: %w", rep, m.label, t, err)
 				}
 				r.LoadAvg = loadAvg()
-				log.Printf("rep %d %-12s %-8s %s", rep, m.label, t, r.summary())
+				log.Printf("rep %d %-12s %-14s %s", rep, m.label, t, r.summary())
 				all = append(all, r)
 				if err := writeJSONLine(raw, r); err != nil {
 					return err

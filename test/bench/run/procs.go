@@ -171,7 +171,12 @@ func (b *bench) startProxy(ctx context.Context, name string) error {
 	if !ok {
 		return fmt.Errorf("unknown proxy %q", name)
 	}
-	cmd, err := b.launch(ctx, name, sp.kind, sp.addr, sp.admin, "Rehome", sp.rehome, "Threads", sp.threads)
+	// A directory per target: haproxy and haproxy-1t render the same template.
+	dir := filepath.Join(b.dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	cmd, err := b.launch(ctx, name, sp.kind, sp.addr, sp.admin, "Dir", dir, "Rehome", sp.rehome, "Threads", sp.threads)
 	if err != nil {
 		return err
 	}
