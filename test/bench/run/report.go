@@ -282,6 +282,7 @@ func plot(t table, out, dir string) error {
 		}
 	}
 	var rat, hold strings.Builder
+	holdRows := 0
 	fmt.Fprintf(&rat, "metric %s\n", strings.Join(proxies, " "))
 	fmt.Fprintf(&hold, "metric %s\n", strings.Join(proxies, " "))
 	for _, r := range t.rows {
@@ -295,6 +296,7 @@ func plot(t table, out, dir string) error {
 				fmt.Fprintf(&hold, " %g", r.med[p])
 			}
 			hold.WriteString("\n")
+			holdRows++
 			continue
 		}
 		d, ok := r.med["direct"]
@@ -321,10 +323,17 @@ func plot(t table, out, dir string) error {
 		}
 		return strings.Join(s, ", ")
 	}
+	// Without a hold run (--modes) the hold panel would have no points and
+	// gnuplot would fail on it: leave it out.
+	layout, holdPanel := 1, ""
+	if holdRows > 0 {
+		layout = 2
+		holdPanel = fmt.Sprintf("set title \"per idle device held (target: <= 4 KB, <= 2 fds)\"\nplot %s\n", cols(holdF))
+	}
 	script := fmt.Sprintf(`set terminal pngcairo size 1400,900 font ",10"
 set termoption noenhanced
 set output '%s'
-set multiplot layout 2,1 title "devgate vs HAProxy vs nginx (medians; loopback, same backends)"
+set multiplot layout %d,1 title "devgate vs HAProxy vs nginx (medians; loopback, same backends)"
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
@@ -338,10 +347,8 @@ set title "ratio to direct (rates: < 1 is lost throughput; latencies: > 1 is add
 set logscale y
 plot %s
 unset logscale y
-set title "per idle device held (target: <= 4 KB, <= 2 fds)"
-plot %s
-unset multiplot
-`, filepath.Join(out, "plot.png"), cols(ratF), cols(holdF))
+%sunset multiplot
+`, filepath.Join(out, "plot.png"), layout, cols(ratF), holdPanel)
 	gp := filepath.Join(dir, "plot.gp")
 	if err := os.WriteFile(gp, []byte(script), 0o644); err != nil {
 		return err
