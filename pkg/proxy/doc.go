@@ -72,7 +72,8 @@
 // With Rehome, a drain, a rebalance or a lost backend moves a device to
 // its new owner instead of closing it (docs/DESIGN.md, "Moving a live
 // device"). rehome.go has the contract, Relocate and the shared check of a
-// lost backend; loop_move_linux.go the state machine on the loops;
+// lost backend (lostprobe.go); loop_move_linux.go the state machine on
+// the loops, loop_movelost_linux.go a lost backend's and the deadlines;
 // goroutine_move.go, goroutine_movecopy.go and goroutine_movedown.go the
 // same on the goroutine path, whose copy then reads into buffers
 // (idleread*.go: no buffer while idle) instead of splicing.
