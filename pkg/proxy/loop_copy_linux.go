@@ -159,24 +159,13 @@ func (l *evLoop) loopArmFin(pr *evPair, d int) {
 // earliest one still queued (zero if none). l.mu held.
 func (l *evLoop) loopDueFins(now time.Time) (next time.Time) {
 	for d := range l.fins {
-		q := &l.fins[d]
-		for q.head < len(q.q) {
-			t := q.q[q.head]
-			if !t.pr.done && t.at.After(now) {
-				if next.IsZero() || t.at.Before(next) {
-					next = t.at
-				}
-				break
-			}
-			if !t.pr.done {
-				t.gen = uint32(d)
-				l.finDue = append(l.finDue, t)
-			}
-			q.q[q.head] = evTimer{}
-			q.head++
-		}
-		if q.head == len(q.q) {
-			q.q, q.head = q.q[:0], 0
+		var at time.Time
+		l.finDue, at = l.fins[d].popDue(now, func(t *evTimer) bool {
+			t.gen = uint32(d) // the direction that ended
+			return !t.pr.done
+		}, l.finDue)
+		if !at.IsZero() && (next.IsZero() || at.Before(next)) {
+			next = at
 		}
 	}
 	return next

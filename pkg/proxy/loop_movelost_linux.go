@@ -69,26 +69,14 @@ func (l *evLoop) loopLostResult(pr *evPair, id uint32, gone bool) {
 // the earliest one still queued. l.mu held.
 func (l *evLoop) loopDueMoves(now time.Time) (next time.Time) {
 	for k := range l.moveTimers {
-		q := &l.moveTimers[k]
-		for q.head < len(q.q) {
-			t := q.q[q.head]
+		var at time.Time
+		l.moveDue, at = l.moveTimers[k].popDue(now, func(t *evTimer) bool {
 			mv := t.pr.mv
-			live := !t.pr.done && mv != nil && mv.id == t.gen && (k == 0 || mv.phase == mvDrain)
-			if live && t.at.After(now) {
-				if next.IsZero() || t.at.Before(next) {
-					next = t.at
-				}
-				break
-			}
-			if live {
-				t.mark = int64(k)
-				l.moveDue = append(l.moveDue, t)
-			}
-			q.q[q.head] = evTimer{}
-			q.head++
-		}
-		if q.head == len(q.q) {
-			q.q, q.head = q.q[:0], 0
+			t.mark = int64(k) // 0: the move's timeout, 1: its drain grace
+			return !t.pr.done && mv != nil && mv.id == t.gen && (k == 0 || mv.phase == mvDrain)
+		}, l.moveDue)
+		if !at.IsZero() && (next.IsZero() || at.Before(next)) {
+			next = at
 		}
 	}
 	return next

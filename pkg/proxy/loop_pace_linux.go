@@ -119,20 +119,9 @@ func (l *evLoop) loopTurnUnused(pr *evPair) {
 // loopDueWaits moves the waits past MaxWait to l.waitDue and returns the
 // next deadline. Called with l.mu held.
 func (l *evLoop) loopDueWaits(now time.Time) (next time.Time) {
-	q := &l.waits
-	for q.head < len(q.q) {
-		t := q.q[q.head]
-		live := !t.pr.done && t.pr.stage == evWait
-		if live && t.at.After(now) {
-			return t.at
-		}
-		if live {
-			l.waitDue = append(l.waitDue, t)
-		}
-		q.q[q.head] = evTimer{}
-		q.head++
-	}
-	q.q, q.head = q.q[:0], 0
+	l.waitDue, next = l.waits.popDue(now, func(t *evTimer) bool {
+		return !t.pr.done && t.pr.stage == evWait
+	}, l.waitDue)
 	return next
 }
 

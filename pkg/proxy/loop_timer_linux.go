@@ -29,6 +29,31 @@ type evQueue struct {
 	head int
 }
 
+// popDue moves q's deadlines that fell by now to due and drops the stale
+// ones (live says which are not; it may also tag the copy that goes to
+// due). It returns due and the earliest deadline still queued (zero if
+// none). l.mu held.
+func (q *evQueue) popDue(now time.Time, live func(t *evTimer) bool, due []evTimer) ([]evTimer, time.Time) {
+	var next time.Time
+	for q.head < len(q.q) {
+		t := q.q[q.head]
+		ok := live(&t)
+		if ok && t.at.After(now) {
+			next = t.at
+			break
+		}
+		if ok {
+			due = append(due, t)
+		}
+		q.q[q.head] = evTimer{}
+		q.head++
+	}
+	if q.head == len(q.q) {
+		q.q, q.head = q.q[:0], 0
+	}
+	return due, next
+}
+
 func (q *evQueue) push(t evTimer) {
 	if q.head > 64 && q.head > len(q.q)/2 { // reuse the consumed front
 		n := copy(q.q, q.q[q.head:])
@@ -46,26 +71,12 @@ func (l *evLoop) loopExpire() {
 	bound := now.Add(l.timers[evPreread].d)
 	l.mu.Lock()
 	for st := range l.timers {
-		q := &l.timers[st]
-		for q.head < len(q.q) {
-			t := q.q[q.head]
-			if t.pr.done || t.pr.stage != uint8(st) || t.pr.adm.gen != t.gen {
-				q.q[q.head] = evTimer{} // stale: the stage moved on
-				q.head++
-				continue
-			}
-			if t.at.After(now) {
-				if t.at.Before(bound) {
-					bound = t.at
-				}
-				break
-			}
-			l.due = append(l.due, t)
-			q.q[q.head] = evTimer{}
-			q.head++
-		}
-		if q.head == len(q.q) {
-			q.q, q.head = q.q[:0], 0
+		var next time.Time
+		l.due, next = l.timers[st].popDue(now, func(t *evTimer) bool { // else the stage moved on
+			return !t.pr.done && t.pr.stage == uint8(st) && t.pr.adm.gen == t.gen
+		}, l.due)
+		if !next.IsZero() && next.Before(bound) {
+			bound = next
 		}
 	}
 	if next := l.loopResumeAccepts(now); !next.IsZero() && next.Before(bound) {
