@@ -155,7 +155,8 @@ func (b *bench) runHold(ctx context.Context, r record, m mode) (record, error) {
 		r.Before = &s
 	}
 	n := b.o.holdDevices
-	procs := (n + b.o.perLoadProc - 1) / b.o.perLoadProc
+	shares := loadShares(n, b.o.perLoadProc)
+	procs := len(shares)
 	type loadProc struct {
 		cmd   *exec.Cmd
 		stdin io.WriteCloser
@@ -168,11 +169,7 @@ func (b *bench) runHold(ctx context.Context, r record, m mode) (record, error) {
 			lp.cmd.Wait()
 		}
 	}()
-	for k := range procs {
-		share := n / procs
-		if k < n%procs {
-			share++
-		}
+	for k, share := range shares {
 		cmd := exec.CommandContext(ctx, b.o.devgate, "load", "--mode", "hold", "--target", b.addrs(r.Target),
 			"--devices", strconv.Itoa(share), "--first-device", strconv.Itoa(k*b.o.perLoadProc),
 			"--concurrency", strconv.Itoa(m.conc/procs), "--sources", "100", "--source-base", strconv.Itoa(10+k),
@@ -241,4 +238,18 @@ func (b *bench) fetch(path, name string) {
 	}
 	defer f.Close()
 	io.Copy(f, resp.Body)
+}
+
+// loadShares splits n devices over load processes of at most per devices
+// each (the per-process file limit), as evenly as they go.
+func loadShares(n, per int) []int {
+	procs := (n + per - 1) / per
+	shares := make([]int, procs)
+	for k := range shares {
+		shares[k] = n / procs
+		if k < n%procs {
+			shares[k]++
+		}
+	}
+	return shares
 }

@@ -136,7 +136,8 @@ func (b *bench) runStorm(ctx context.Context, r record) (record, error) {
 	r.Storm = st
 
 	n := b.o.stormDevices
-	procs := (n + b.o.perLoadProc - 1) / b.o.perLoadProc
+	shares := loadShares(n, b.o.perLoadProc)
+	procs := len(shares)
 	type loadProc struct {
 		cmd   *exec.Cmd
 		stdin io.WriteCloser
@@ -149,11 +150,7 @@ func (b *bench) runStorm(ctx context.Context, r record) (record, error) {
 			lp.cmd.Wait()
 		}
 	}()
-	for k := range procs {
-		share := n / procs
-		if k < n%procs {
-			share++
-		}
+	for k, share := range shares {
 		cmd := exec.CommandContext(ctx, b.o.devgate, "load", "--mode", loadgen.Storm, "--target", stormAddr[r.Target],
 			"--devices", strconv.Itoa(share), "--first-device", strconv.Itoa(k*b.o.perLoadProc),
 			"--concurrency", strconv.Itoa(200/procs), "--sources", "100", "--source-base", strconv.Itoa(60+k),
