@@ -220,7 +220,7 @@ func (l *evLoop) loopResumeAccepts(now time.Time) (next time.Time) {
 func (l *evLoop) loopAdopt(el *evListener, fd int, remote netip.AddrPort) {
 	p := l.p
 	p.stats.accepted.Add(1)
-	closeFD := func() { syscall.Close(fd) }
+	closeFD := func() { netpoll.Close(fd) }
 	if p.refuseOverCap(closeFD) {
 		return
 	}

@@ -28,7 +28,7 @@ func (pr *evPair) reading(d int) bool { return !pr.ended[d] && pr.pending[d] == 
 
 // loopRead reads once from side d and writes to the other side.
 func (l *evLoop) loopRead(pr *evPair, d int) {
-	n, err := syscall.Read(pr.side[d].Fd, l.buf)
+	n, err := netpoll.Read(pr.side[d].Fd, l.buf)
 	switch {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
 	case (err != nil || n == 0) && d == 1 && l.loopFallBack(pr, err):
@@ -76,7 +76,7 @@ func (l *evLoop) loopEOF(pr *evPair, d int) {
 	pr.ended[d] = true
 	// Both ended: closing sends the last FIN (both receive queues are
 	// empty, so it is a FIN and not a reset).
-	if pr.ended[1-d] || syscall.Shutdown(pr.side[1-d].Fd, syscall.SHUT_WR) != nil {
+	if pr.ended[1-d] || netpoll.Shutdown(pr.side[1-d].Fd, syscall.SHUT_WR) != nil {
 		l.loopClose(pr, evEOFReason[d], nil)
 	} else {
 		l.loopArmFin(pr, d)
@@ -311,6 +311,6 @@ func (s *evSide) close() {
 	case s.tc != nil:
 		s.tc.Close()
 	case s.Fd >= 0:
-		syscall.Close(s.Fd)
+		netpoll.Close(s.Fd)
 	}
 }

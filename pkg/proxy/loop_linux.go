@@ -239,12 +239,24 @@ func newEvLoop(p *Proxy) (*evLoop, error) {
 	return l, nil
 }
 
+// loopYieldEvery bounds how long a loop runs without a trip through the
+// scheduler.
+const loopYieldEvery = time.Millisecond
+
 // run waits for readiness and copies until stop. Named for stack dumps.
 func (l *evLoop) run() {
 	defer l.poll.Close()
 	var events [256]netpoll.Event
 	var batch [256]*evPair
+	ran := time.Now()
 	for {
+		// The loop's system calls do not release its P (netpoll's raw
+		// calls) and Wait does not park while events keep coming, so a busy
+		// loop yields now and then to the goroutines queued behind it.
+		if now := time.Now(); now.Sub(ran) > loopYieldEvery {
+			runtime.Gosched()
+			ran = now
+		}
 		l.loopExpire()
 		n, err := l.poll.Wait(events[:])
 		if err != nil {

@@ -76,7 +76,7 @@ func (l *evLoop) loopMoveCut(pr *evPair) {
 	if mv.phase != mvCut || !mv.cutAt || pr.pending[0] != nil {
 		return
 	}
-	if syscall.Shutdown(pr.side[1].Fd, syscall.SHUT_WR) != nil {
+	if netpoll.Shutdown(pr.side[1].Fd, syscall.SHUT_WR) != nil {
 		l.loopMoveOldGone(pr)
 		return
 	}
@@ -122,7 +122,7 @@ func (l *evLoop) loopMoveEvent(pr *evPair, fd int, events uint32) {
 
 // loopMoveReadSide reads once from side d of a pair being moved.
 func (l *evLoop) loopMoveReadSide(pr *evPair, d int) {
-	n, err := syscall.Read(pr.side[d].Fd, l.buf)
+	n, err := netpoll.Read(pr.side[d].Fd, l.buf)
 	switch {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
 	case (err != nil || n == 0) && d == 0:
@@ -261,7 +261,7 @@ func (l *evLoop) loopMoveDial(pr *evPair) {
 	s := &pr.side[1]
 	*s = evSide{FD: netpoll.FD{Fd: fd}}
 	if err := l.poll.Add(pr, netpoll.Out, &s.FD); err != nil {
-		syscall.Close(fd)
+		netpoll.Close(fd)
 		s.Fd = -1
 		l.loopMoveFail(pr, mv, MoveDialFailed)
 	}

@@ -59,7 +59,7 @@ func (l *evLoop) loopPreread(pr *evPair, events uint32) {
 	a, p := pr.adm, l.p
 	limit := p.Matcher.PrereadLimit()
 	a.buf = growPreread(a.buf, limit)
-	n, err := syscall.Read(pr.side[0].Fd, a.buf[len(a.buf):min(cap(a.buf), limit)])
+	n, err := netpoll.Read(pr.side[0].Fd, a.buf[len(a.buf):min(cap(a.buf), limit)])
 	switch {
 	case err == syscall.EAGAIN || err == syscall.EINTR:
 		return
@@ -147,7 +147,7 @@ func (l *evLoop) loopDial(pr *evPair) {
 		}
 		l.mu.Unlock()
 		if err != nil {
-			syscall.Close(fd)
+			netpoll.Close(fd)
 			s.Fd = -1
 			l.loopCountDialFailure(pr, err)
 			continue

@@ -3,8 +3,6 @@
 package proxy
 
 import (
-	"syscall"
-
 	"github.com/devgate/devgate/pkg/proxy/internal/netpoll"
 )
 
@@ -47,7 +45,7 @@ func (l *evLoop) loopNotice(pr *evPair, reason Reason) {
 	// so the device sees a short last frame, never a split backend one.
 	p.notices.sent.Add(1)
 	for drained := 0; drained < maxNoticeDrain; {
-		n, err := syscall.Read(pr.side[0].Fd, l.buf)
+		n, err := netpoll.Read(pr.side[0].Fd, l.buf)
 		if n <= 0 || err != nil {
 			break
 		}

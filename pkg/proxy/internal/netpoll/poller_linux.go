@@ -73,7 +73,7 @@ func Open[T comparable]() (*Poller[T], error) {
 	}
 	p := &Poller[T]{epfd: epfd, ep: os.NewFile(uintptr(epfd), "epoll"), owners: make(map[int32]T)}
 	p.waitFn = func(uintptr) bool {
-		p.waitN, p.waitErr = syscall.EpollWait(p.epfd, p.waitBuf, 0)
+		p.waitN, p.waitErr = epollWait(p.epfd, p.waitBuf)
 		return p.waitN != 0 || p.waitErr != nil
 	}
 	if p.rc, err = p.ep.SyscallConn(); err != nil {
@@ -248,7 +248,7 @@ func (p *Poller[T]) Wake() { syscall.Write(p.wake[1], []byte{1}) }
 func (p *Poller[T]) DrainWake() {
 	var b [64]byte
 	for {
-		if n, _ := syscall.Read(p.wake[0], b[:]); n < len(b) {
+		if n, _ := Read(p.wake[0], b[:]); n < len(b) {
 			break
 		}
 	}

@@ -17,28 +17,26 @@ import (
 // keepalive (idle; none when negative); the loop learns the outcome from
 // Out (ConnectError).
 func Connect(ap netip.AddrPort, idle time.Duration) (int, error) {
-	var sa syscall.Sockaddr
+	var sa rawSockaddr
 	family := syscall.AF_INET
-	if ip := ap.Addr().Unmap(); ip.Is4() {
-		sa = &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ip.As4()}
-	} else {
+	var scope uint32
+	if ip := ap.Addr().Unmap(); !ip.Is4() {
 		family = syscall.AF_INET6
-		sa6 := &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ip.As16()}
 		if z := ip.Zone(); z != "" {
 			ifi, err := net.InterfaceByName(z)
 			if err != nil {
 				return -1, err
 			}
-			sa6.ZoneId = uint32(ifi.Index)
+			scope = uint32(ifi.Index)
 		}
-		sa = sa6
 	}
+	sa.set(ap, scope)
 	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
 	if err != nil {
 		return -1, os.NewSyscallError("socket", err)
 	}
 	if err = SetSockOpts(fd, idle); err == nil {
-		err = syscall.Connect(fd, sa)
+		err = connect(fd, &sa)
 		if err == syscall.EINPROGRESS || err == syscall.EINTR {
 			err = nil
 		}
@@ -47,7 +45,7 @@ func Connect(ap netip.AddrPort, idle time.Duration) (int, error) {
 		}
 	}
 	if err != nil {
-		syscall.Close(fd)
+		Close(fd)
 		return -1, err
 	}
 	return fd, nil
@@ -55,7 +53,7 @@ func Connect(ap netip.AddrPort, idle time.Duration) (int, error) {
 
 // ConnectError is the outcome of a connect once fd reported events.
 func ConnectError(fd int, events uint32) error {
-	soerr, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
+	soerr, err := getsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
 	switch {
 	case err != nil:
 		return err
@@ -70,7 +68,7 @@ func ConnectError(fd int, events uint32) error {
 // SetSockOpts sets TCP_NODELAY and keepalive: idle, idle/3 between probes,
 // 3 probes; none when idle < 0.
 func SetSockOpts(fd int, idle time.Duration) error {
-	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err != nil {
+	if err := setsockoptInt(fd, syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1); err != nil {
 		return os.NewSyscallError("setsockopt", err)
 	}
 	if idle < 0 {
@@ -83,7 +81,7 @@ func SetSockOpts(fd int, idle time.Duration) error {
 		{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, secs(idle / 3)},
 		{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, 3},
 	} {
-		if err := syscall.SetsockoptInt(fd, o[0], o[1], o[2]); err != nil {
+		if err := setsockoptInt(fd, o[0], o[1], o[2]); err != nil {
 			return os.NewSyscallError("setsockopt", err)
 		}
 	}
@@ -92,18 +90,14 @@ func SetSockOpts(fd int, idle time.Duration) error {
 
 // Accept takes one connection waiting on listening fd, non-blocking.
 func Accept(fd int) (int, netip.AddrPort, error) {
-	nfd, sa, err := syscall.Accept4(fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
-	if err != nil {
-		return -1, netip.AddrPort{}, err
-	}
-	return nfd, sockaddrAddrPort(sa), nil
+	return accept4(fd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
 }
 
 // WriteSome writes b to fd until it would block and returns the rest (on
 // an error, what was not written).
 func WriteSome(fd int, b []byte) ([]byte, error) {
 	for len(b) > 0 {
-		n, err := syscall.Write(fd, b)
+		n, err := Write(fd, b)
 		switch {
 		case err == syscall.EINTR:
 			continue
