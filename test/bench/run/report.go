@@ -19,6 +19,9 @@ type metric struct {
 	// target checks devgate's median against the same run's medians.
 	target string
 	met    func(med map[string]float64) (bool, bool) // (met, known)
+	// vs judges devgate against HAProxy at matched threads (d devgate's
+	// median, h HAProxy's), once per pair run: 2 threads each, and 1.
+	vs func(d, h float64) bool
 	// from names the records shown in a target's column, if not its own
 	// (the storm: devgate-paced under devgate).
 	from map[string]string
@@ -40,33 +43,33 @@ func metrics(o options) []metric {
 				return v >= float64(o.holdDevices), ok
 			}},
 		{run: "churn", name: fmt.Sprintf("churn conns/s (C=%d)", o.churnConc), higher: true,
-			get: func(r record) (float64, bool) { return r.Load.ConnsPerSec, true }, target: ">= 1.2x haproxy",
-			met: vsHAProxy(func(d, h float64) bool { return d >= 1.2*h })},
+			get: func(r record) (float64, bool) { return r.Load.ConnsPerSec, true }, target: ">= 1.0x haproxy",
+			vs: func(d, h float64) bool { return d >= h }},
 		{run: "churn", name: "proxy CPU us per connection", get: func(r record) (float64, bool) {
 			return r.ProxyCPUms * 1000 / float64(r.Load.Ok), r.ProxyCPUms > 0 && r.Load.Ok > 0
-		}},
+		}, target: "<= 0.8x haproxy", vs: func(d, h float64) bool { return d <= 0.8*h }},
 		{run: "churn", name: "churn setup p50 us", get: func(r record) (float64, bool) { return r.Load.P50us, true }},
 		{run: "churn", name: "churn setup p99 us", get: func(r record) (float64, bool) { return r.Load.P99us, true },
-			target: "<= haproxy", met: vsHAProxy(func(d, h float64) bool { return d <= h })},
+			target: "<= haproxy", vs: func(d, h float64) bool { return d <= h }},
 		{run: "pingpong", name: fmt.Sprintf("pingpong exchanges/s (C=%d)", o.pingConc), higher: true,
 			get: func(r record) (float64, bool) { return r.Load.OpsPerSec, true }},
 		{run: "pingpong", name: "proxy CPU us per exchange", get: func(r record) (float64, bool) {
 			return r.ProxyCPUms * 1000 / float64(r.Load.Ok), r.ProxyCPUms > 0 && r.Load.Ok > 0
-		}},
+		}, target: "<= 0.9x haproxy", vs: func(d, h float64) bool { return d <= 0.9*h }},
 		{run: "pingpong", name: "pingpong RTT p50 us", get: func(r record) (float64, bool) { return r.Load.P50us, true }},
 		{run: "pingpong", name: "pingpong RTT p99 us", get: func(r record) (float64, bool) { return r.Load.P99us, true },
-			target: "<= haproxy", met: vsHAProxy(func(d, h float64) bool { return d <= h })},
+			target: "<= haproxy", vs: func(d, h float64) bool { return d <= h }},
 		{run: "pingpong", name: "pingpong RTT p99.9 us", get: func(r record) (float64, bool) { return r.Load.P999us, true }},
 		{run: "pingpong-paced", name: fmt.Sprintf("paced RTT p50 us (C=%d, 1 per %s each)", o.pingConc, o.pingInterval),
 			get: func(r record) (float64, bool) { return r.Load.P50us, true }},
 		{run: "pingpong-paced", name: "paced RTT p99 us", get: func(r record) (float64, bool) { return r.Load.P99us, true },
-			target: "<= haproxy", met: vsHAProxy(func(d, h float64) bool { return d <= h })},
+			target: "<= haproxy", vs: func(d, h float64) bool { return d <= h }},
 		{run: "pingpong-paced", name: "paced RTT p99.9 us", get: func(r record) (float64, bool) { return r.Load.P999us, true }},
 	}
 	for _, c := range o.bulkConc {
 		ms = append(ms, metric{run: fmt.Sprintf("bulk-%d", c), name: fmt.Sprintf("bulk MB/s both ways (%d conn)", c), higher: true,
 			get: func(r record) (float64, bool) { return r.Load.MBPerSec, true }, target: ">= 0.9x haproxy",
-			met: vsHAProxy(func(d, h float64) bool { return d >= 0.9*h })},
+			vs: func(d, h float64) bool { return d >= 0.9*h }},
 			metric{run: fmt.Sprintf("bulk-%d", c), name: "proxy CPU ms per MB", get: func(r record) (float64, bool) {
 				mb := float64(r.Load.TxBytes+r.Load.RxBytes) / 1e6
 				return r.ProxyCPUms / mb, r.ProxyCPUms > 0 && mb > 0
@@ -75,15 +78,29 @@ func metrics(o options) []metric {
 	return append(ms, stormMetrics(o)...)
 }
 
-func vsHAProxy(ok func(d, h float64) bool) func(map[string]float64) (bool, bool) {
-	return func(m map[string]float64) (bool, bool) {
-		d, ok1 := m["devgate"]
-		h, ok2 := m["haproxy"]
-		if !ok1 || !ok2 {
-			return false, false
+// verdict judges a row: its vs once per matched-thread pair run ("2t yes ·
+// 1t **no**"), or its met.
+func (r row) verdict(pairs [][2]string) string {
+	word := map[bool]string{true: "yes", false: "**no**"}
+	if r.vs == nil {
+		if r.met == nil {
+			return ""
 		}
-		return ok(d, h), true
+		if met, known := r.met(r.med); known {
+			return word[met]
+		}
+		return ""
 	}
+	var out []string
+	for _, pr := range pairs {
+		label, ok := map[[2]string]string{{"devgate", "haproxy"}: "2t", {"devgate-1t", "haproxy-1t"}: "1t"}[pr]
+		d, okD := r.med[pr[0]]
+		h, okH := r.med[pr[1]]
+		if ok && okD && okH {
+			out = append(out, label+" "+word[r.vs(d, h)])
+		}
+	}
+	return strings.Join(out, " · ")
 }
 
 // anchorPairs are the devgate / HAProxy ratio columns for the targets run:
@@ -235,18 +252,12 @@ func renderMarkdown(t table, o options, skipped, versions []string, loads []floa
 			rv, ok := r.med["devgate-rehome"]
 			p(" %s |", ratio(rv, dv, ok, ok1))
 		}
-		verdict := ""
-		if r.met != nil {
-			if met, known := r.met(r.med); known {
-				verdict = map[bool]string{true: "yes", false: "**no**"}[met]
-			}
-		}
-		p(" %s | %s |\n", r.target, verdict)
+		p(" %s | %s |\n", r.target, r.verdict(pairs))
 	}
 	if rehome {
 		p("\ndevgate-rehome is devgate with `rehome: {enabled: true}`: each routed connection keeps its login frame and follows the frames of both directions, so that it can be moved; its targets (issue 15): RSS per idle device <= 1.5 KB, and the bulk and pingpong rows within 5%% of devgate.\n")
 	}
-	p("\nThreads: devgate runs with GOMAXPROCS=%d and HAProxy with nbthread %d; the -1t targets with 1 (GOMAXPROCS=1, nbthread 1), so each devgate / haproxy column compares matched thread counts. haproxy is the native configuration (`req.payload_lv(4,2),json_query('$.devid')`, no Lua); haproxy-lua the Lua fetch of issue 4. The met column judges devgate against haproxy (2 threads each).\n", defaultThreads, defaultThreads)
+	p("\nThreads: devgate runs with GOMAXPROCS=%d and HAProxy with nbthread %d; the -1t targets with 1 (GOMAXPROCS=1, nbthread 1), so each devgate / haproxy column compares matched thread counts. haproxy is the native configuration (`req.payload_lv(4,2),json_query('$.devid')`, no Lua); haproxy-lua the Lua fetch of issue 4. The met column judges devgate against HAProxy at matched threads: 2t devgate / haproxy, 1t devgate-1t / haproxy-1t (issue 17's targets).\n", defaultThreads, defaultThreads)
 	p("\nRatios to direct: for rates above 1 is impossible, below 1 is the proxy's cost; for latencies above 1 is the added delay. ")
 	p("Proxy CPU rows: user + system CPU time of the proxy's processes (all threads, nginx workers included) during the run, divided by the connections, exchanges or MB (sent + received) the load completed: what each proxy pays for the same work. ")
 	p("Hold has no direct figure: it measures the proxy process alone (VmRSS and /proc/PID/fd of the process and its children, after minus before, divided by the devices held).\n\n")

@@ -29,7 +29,7 @@ func TestPlotWithoutHold(t *testing.T) {
 		t.Fatalf("plot.png: %v", err)
 	}
 	md := renderMarkdown(tab, o, nil, nil, nil)
-	if !strings.Contains(md, "| devgate / haproxy |") || strings.Contains(md, "haproxy-1t") {
+	if !strings.Contains(md, "| devgate / haproxy |") || strings.Contains(md, "devgate-1t / haproxy-1t |") {
 		t.Fatalf("ratio columns:\n%s", md)
 	}
 }
@@ -48,5 +48,19 @@ func TestAnchorPairs(t *testing.T) {
 	}
 	if got := anchorPairs([]string{"direct", "devgate-1t", "haproxy"}); len(got) != 1 || got[0] != [2]string{"devgate", "haproxy"} {
 		t.Fatalf("no pair run: got %v", got)
+	}
+}
+
+// The met column judges each matched-thread pair run on its own.
+func TestVerdictPerThreadPair(t *testing.T) {
+	r := row{metric: metric{vs: func(d, h float64) bool { return d <= 0.8*h }},
+		med: map[string]float64{"devgate": 70, "haproxy": 100, "devgate-1t": 90, "haproxy-1t": 100, "haproxy-lua": 200}}
+	pairs := anchorPairs([]string{"devgate-1t", "devgate", "haproxy-1t", "haproxy", "haproxy-lua"})
+	if got, want := r.verdict(pairs), "2t yes · 1t **no**"; got != want {
+		t.Fatalf("verdict %q, want %q", got, want)
+	}
+	delete(r.med, "haproxy-1t")
+	if got, want := r.verdict(pairs), "2t yes"; got != want {
+		t.Fatalf("without haproxy-1t: verdict %q, want %q", got, want)
 	}
 }
