@@ -51,8 +51,13 @@ func Connect(ap netip.AddrPort, idle time.Duration) (int, error) {
 	return fd, nil
 }
 
-// ConnectError is the outcome of a connect once fd reported events.
+// ConnectError is the outcome of a connect once fd reported events. Out
+// without an error or hang-up is a connect that succeeded (Linux raises
+// EPOLLERR on a failed one), so only the other outcomes ask for SO_ERROR.
 func ConnectError(fd int, events uint32) error {
+	if events&Hup == 0 && events&Out != 0 {
+		return nil
+	}
 	soerr, err := getsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ERROR)
 	switch {
 	case err != nil:
