@@ -22,7 +22,11 @@
 // By default, on Linux, a few epoll loops (one per GOMAXPROCS) own the
 // sockets: they accept, read the key frame, dial with non-blocking
 // connects and copy through one 64 KiB buffer per loop, so an idle device
-// costs its two sockets and under 1 KB of memory, and no goroutine. With
+// costs its two sockets and under 1 KB of memory, and no goroutine. A
+// loop's system calls are raw (package netpoll): they never block, and a
+// P marked as in a system call would be retaken by sysmon and handed to
+// another thread, a cost HAProxy's threads do not pay. A loop parks in Go's
+// netpoller only when it has nothing ready. With
 // Proxy.Goroutines (and for the steps the loops do not do: a PROXY
 // header from a trusted balancer, TLS on either side, a custom Dial, an
 // idle timeout) each connection has a goroutine that does the steps before
