@@ -11,10 +11,10 @@ type connTable struct {
 	byBackend map[string]map[*conn]struct{}
 	closedN   [2]uint64 // conn.n of the connections removed
 
-	// byDevice indexes them by device (FindDevice, KickDevice): one
+	// byDevice indexes them by device (table_device.go): one
 	// connection each; a device's other live ones (a duplicate login not
 	// yet closed) wait in dups, which is empty nearly always.
-	byDevice map[string]*conn
+	byDevice map[uint64]*conn
 	dups     map[*conn]struct{}
 	nextID   uint32
 }

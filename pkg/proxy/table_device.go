@@ -1,16 +1,27 @@
 package proxy
 
-// The table's index by device: what FindDevice and KickDevice look up.
-// It costs a map entry per connection (the key is the connection's own
-// device string) and nothing on the copy path.
+import "hash/maphash"
+
+// The table's index by device: what FindDevice and Kick look up. It is
+// keyed by a 64-bit hash of the device id, not the id (a map slot of 16
+// bytes instead of 24: the idle-device memory row, docs/access-log.md),
+// and costs nothing on the copy path. One connection per hash; a
+// device's other live ones (a duplicate login not yet closed, kept
+// duplicates) and hash collisions wait in dups, which is nearly always
+// empty.
+
+var deviceSeed = maphash.MakeSeed()
+
+func deviceHash(dev string) uint64 { return maphash.String(deviceSeed, dev) }
 
 // indexDevice files c under its device; t.mu is held.
 func (t *connTable) indexDevice(c *conn) {
 	if t.byDevice == nil {
-		t.byDevice = make(map[string]*conn)
+		t.byDevice = make(map[uint64]*conn)
 	}
-	if _, ok := t.byDevice[c.device]; !ok {
-		t.byDevice[c.device] = c
+	h := deviceHash(c.device)
+	if _, ok := t.byDevice[h]; !ok {
+		t.byDevice[h] = c
 		return
 	}
 	if t.dups == nil {
@@ -19,18 +30,19 @@ func (t *connTable) indexDevice(c *conn) {
 	t.dups[c] = struct{}{}
 }
 
-// unindexDevice takes c out of the index; t.mu is held. A duplicate of
-// the same device, if any, takes its place.
+// unindexDevice takes c out of the index; t.mu is held. A connection
+// waiting in dups under the same hash takes its place.
 func (t *connTable) unindexDevice(c *conn) {
-	if t.byDevice[c.device] != c {
+	h := deviceHash(c.device)
+	if t.byDevice[h] != c {
 		delete(t.dups, c)
 		return
 	}
-	delete(t.byDevice, c.device)
+	delete(t.byDevice, h)
 	for d := range t.dups {
-		if d.device == c.device {
+		if deviceHash(d.device) == h {
 			delete(t.dups, d)
-			t.byDevice[d.device] = d
+			t.byDevice[h] = d
 			return
 		}
 	}
@@ -40,11 +52,10 @@ func (t *connTable) unindexDevice(c *conn) {
 func (t *connTable) device(dev string) []*conn {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	c, ok := t.byDevice[dev]
-	if !ok {
-		return nil
+	var out []*conn
+	if c, ok := t.byDevice[deviceHash(dev)]; ok && c.device == dev {
+		out = append(out, c)
 	}
-	out := []*conn{c}
 	for d := range t.dups {
 		if d.device == dev {
 			out = append(out, d)
