@@ -16,8 +16,8 @@ type ConnInfo struct {
 	Backend  string         // the backend it copies to now
 	Client   netip.AddrPort // the device's address, after a PROXY header
 	Since    time.Time
-	BytesIn  uint64 // device to backend
-	BytesOut uint64 // backend to device
+	BytesIn  uint64 // device to backend, after the key frame
+	BytesOut uint64 // backend to device (goroutines: not the reply read while dialling)
 	Tries    int    // its backend's place in the device's owner order, from 1
 	Moves    int    // times moved live to another backend
 }
