@@ -288,3 +288,22 @@ func TestAccessLogMoves(t *testing.T) {
 		}
 	})
 }
+
+// A line the access log does not keep costs no allocation: off, a normal
+// close in errors mode, or one sampled out.
+func TestAccessLogSkipAllocsNothing(t *testing.T) {
+	errorsOnly, _ := newAccess(AccessErrors, 0)
+	sampled, _ := newAccess(AccessAll, 1000)
+	sampled.n.Store(1) // the next 999 are sampled out
+	pc := &conn{device: "dev-1", backendID: "b1", since: time.Now()}
+	for name, a := range map[string]*AccessLog{"nil": nil, "off": {Mode: AccessOff}, "errors": errorsOnly, "sampled": sampled} {
+		p := &Proxy{Access: a}
+		e := ending{pc: pc}
+		if n := testing.AllocsPerRun(100, func() { p.access(&e, ReasonClientClosed) }); n != 0 {
+			t.Errorf("%s: %v allocations per skipped line", name, n)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { sanitize("dev-000042") }); n != 0 {
+		t.Errorf("sanitize of a clean id allocates %v", n)
+	}
+}
