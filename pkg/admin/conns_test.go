@@ -72,6 +72,9 @@ func TestConnectionsAcrossReplicas(t *testing.T) {
 			t.Fatalf("filtered list has %v", c)
 		}
 	}
+	if _, err := api.ListConnections(ctx5(t), &adminv1.ListConnectionsRequest{Gateway: "g9"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("ListConnections of an unknown gateway: %v, want NotFound", err)
+	}
 	resp, err = api.ListConnections(ctx5(t), &adminv1.ListConnectionsRequest{MinAge: durationpb.New(time.Hour)})
 	if err != nil || len(resp.Connections) != 0 {
 		t.Fatalf("min age 1h: %v %v", resp, err)
