@@ -7,7 +7,8 @@ import (
 	"time"
 )
 
-// conn is one proxied connection.
+// conn is one proxied connection. The fields are ordered so the struct
+// packs (one size class): the small ones share words.
 type conn struct {
 	client, backend net.Conn
 	device          string
@@ -15,35 +16,42 @@ type conn struct {
 	since           time.Time
 	ev              *evPair          // set when an event loop copies for this connection
 	finWait         [2]time.Duration // after direction d's FIN (Proxy.finTimeouts)
-	finArmed        [2]atomic.Bool   // direction d ended: the other runs under finWait[d]
-	// The device cache's entry before login (restore puts it back), and
-	// whether this connection (or the one it fell back from) counted a move.
-	lastBackend string
-	seen, moved bool
-	n           [2]atomic.Uint64 // bytes copied by goroutines so far: client to backend, back
+	n               [2]atomic.Uint64 // bytes copied by goroutines so far: client to backend, back
+	lg              *session         // set before routing when moves are on; owned by whoever copies
+	gm              *goMove          // copied by goroutines with lg: the move state (goroutine_move.go)
+	reason          Reason
 
-	once    sync.Once
-	closing atomic.Bool // set by the first close: Evict must not pick it again
-	moving  atomic.Bool // a move is under way (rehome.go)
-	lg      *session    // set before routing when moves are on; owned by whoever copies
-	gm      *goMove     // copied by goroutines with lg: the move state (goroutine_move.go)
-	mu      sync.Mutex
-	reason  Reason
+	once     sync.Once
+	mu       sync.Mutex
+	id       uint32         // the table's, in routing order; wraps (pages go by since, then id)
+	remote   packedAddr     // the device's address, after a PROXY header (ConnInfo.Client)
+	finArmed [2]atomic.Bool // direction d ended: the other runs under finWait[d]
+	closing  atomic.Bool    // set by the first close: Evict must not pick it again
+	moving   atomic.Bool    // a move is under way (rehome.go)
+	// Whether this connection (or the one it fell back from) counted a move.
+	moved bool
+	tries uint8 // its owner's place in the device's owner order, from 1 (fallbacks+1)
+	moves uint8 // times moved live to another backend (saturates)
+	// The device cache no longer holds it (devices_find.go); under its mu.
+	unindexed bool
 }
 
 // routedConn accounts for a connection just routed: counters, the table,
 // the device cache (closing the device's older connection).
-func (p *Proxy) routedConn(pc *conn) {
+func (p *Proxy) routedConn(pc *conn) priorEntry {
 	p.stats.routed.Add(1)
-	p.trackRouted(pc)
+	return p.trackRouted(pc)
 }
 
 // trackRouted is routedConn without counting it as routed (a pair that
-// fell back to another owner was counted once).
-func (p *Proxy) trackRouted(pc *conn) {
+// fell back to another owner was counted once). It returns the device
+// cache's entry before, which untrackRouted puts back (kept by the
+// caller that may fall back, not in every conn).
+func (p *Proxy) trackRouted(pc *conn) priorEntry {
 	p.stats.proxied.Add(1)
 	p.table.add(pc)
-	if old, moved := p.devices.login(pc); old != nil || moved {
+	old, moved, prior := p.devices.login(pc)
+	if old != nil || moved {
 		if moved && !pc.moved { // a fallback counts a device's move once
 			pc.moved = true
 			p.stats.moved.Add(1)
@@ -55,12 +63,13 @@ func (p *Proxy) trackRouted(pc *conn) {
 	if p.isClosing() { // Shutdown may have walked the table before add
 		pc.close(ReasonShutdown)
 	}
+	return prior
 }
 
 // untrackRouted undoes trackRouted for a pair that falls back to another
 // owner before any byte moved.
-func (p *Proxy) untrackRouted(pc *conn) {
-	p.devices.restore(pc)
+func (p *Proxy) untrackRouted(pc *conn, prior priorEntry) {
+	p.devices.restore(pc, prior)
 	p.table.remove(pc)
 	p.stats.proxied.Add(-1)
 }

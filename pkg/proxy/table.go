@@ -10,6 +10,7 @@ type connTable struct {
 	mu        sync.Mutex
 	byBackend map[string]map[*conn]struct{}
 	closedN   [2]uint64 // conn.n of the connections removed
+	nextID    uint32    // ids of conns, in routing order
 }
 
 func (t *connTable) add(c *conn) {
@@ -23,6 +24,8 @@ func (t *connTable) add(c *conn) {
 		t.byBackend[c.backendID] = set
 	}
 	set[c] = struct{}{}
+	t.nextID++
+	c.id = t.nextID
 	t.mu.Unlock()
 }
 
@@ -144,6 +147,9 @@ func (t *connTable) rekey(c *conn, id string) {
 		}
 	}
 	c.backendID = id
+	if c.moves < ^uint8(0) {
+		c.moves++
+	}
 	set := t.byBackend[id]
 	if set == nil {
 		set = make(map[*conn]struct{})
