@@ -65,6 +65,9 @@ func runServe(f serveFlags, configGiven bool) error {
 	if err != nil {
 		return err
 	}
+	if err := startupChecks(cfg, p, src.Ring().Len(), log); err != nil {
+		return err
+	}
 	ap, err := startAdmin(cfg, p, src, m, log)
 	if err != nil {
 		return err

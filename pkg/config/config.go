@@ -181,6 +181,9 @@ type Limits struct {
 	// File descriptors connections leave free for the admin port and etcd:
 	// maxConnections is lowered at start to fit RLIMIT_NOFILE; default 128, -1 none.
 	FDReserve int `yaml:"fdReserve"`
+	// StrictFiles refuses to start when RLIMIT_NOFILE, raised to its hard
+	// limit, cannot hold maxConnections; default false: a warning.
+	StrictFiles bool `yaml:"strictFiles"`
 }
 
 // ProxyProtocol says who may send PROXY headers and whether to send one.

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// The port check reads the range from a file: a narrow range against many
+// connections per backend warns; a wide one, or no backends, does not.
+func TestCheckPorts(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s string) string {
+		p := filepath.Join(dir, "range")
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, c := range []struct {
+		name, file        string
+		conns             int64
+		backends, sources int
+		warn              string
+	}{
+		{"narrow", "40000\t40199\n", 1000, 3, 1, "ephemeral port range 40000-40199 (200 ports) is smaller than the 334 connections"},
+		{"narrow, three sources", "40000\t40199\n", 1000, 3, 3, ""},
+		{"default range, a million", "32768\t60999\n", 1000000, 10, 1, "(28232 ports) is smaller than the 100000 connections"},
+		{"wide", "1024 65535\n", 100000, 3, 1, ""},
+		{"no backends yet", "40000 40001\n", 1000, 0, 1, ""},
+		{"no cap", "40000 40001\n", -1, 3, 1, ""},
+		{"unreadable", "40000\n", 1000, 3, 1, ""},
+	} {
+		core, logs := observer.New(zapcore.DebugLevel)
+		checkPorts(write(c.file), c.conns, c.backends, c.sources, zap.New(core))
+		warns := logs.FilterLevelExact(zapcore.WarnLevel).All()
+		switch {
+		case c.warn == "" && len(warns) > 0:
+			t.Errorf("%s: unexpected warning %q", c.name, warns[0].Message)
+		case c.warn != "" && (len(warns) != 1 || !strings.Contains(warns[0].Message, c.warn)):
+			t.Errorf("%s: warnings %v, want one with %q", c.name, warns, c.warn)
+		}
+	}
+	if _, _, err := readPortRange(write("9 5")); err == nil {
+		t.Error("readPortRange took 9 5")
+	}
+}
+
+// startcheckConfig is a serve config with maxConnections conns, three
+// static backends (never dialled here) and strictFiles as given.
+func startcheckConfig(t *testing.T, conns int, strict bool) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`listen: %s
+backends: [{id: b1, addr: "127.0.0.1:1"}, {id: b2, addr: "127.0.0.1:2"}, {id: b3, addr: "127.0.0.1:3"}]
+admin: {listen: "off", httpListen: %s}
+limits: {maxConnections: %d, strictFiles: %v}
+log: {format: console}
+`, freePort(t), freePort(t), conns, strict)
+	path := filepath.Join(t.TempDir(), "devgate.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// serveUntilLine runs the shell line sh (with $0 the devgate binary and $1
+// the config) until stderr has a line with want, then stops it with SIGTERM;
+// it returns that line ("" if the process ended or a minute passed first)
+// and the exit code.
+func serveUntilLine(t *testing.T, sh, cfg, want string) (line string, code int) {
+	t.Helper()
+	cmd := exec.Command("bash", "-c", sh, devgateBin(t), "serve", "--config", cfg)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	timer := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
+	defer timer.Stop()
+	var all strings.Builder
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		all.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), want) {
+			line = sc.Text()
+			cmd.Process.Signal(syscall.SIGTERM)
+			break
+		}
+	}
+	io.Copy(io.Discard, stderr)
+	err = cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("exit %d, stderr:\n%s", code, all.String())
+	return line, code
+}
+
+// The real binary under a low file limit (soft 200, hard 256) and
+// maxConnections 50000: it raises the soft limit to 256 and warns; with
+// limits.strictFiles it refuses to start and says why.
+func TestBinaryStartupFileLimit(t *testing.T) {
+	const low = `ulimit -Sn 200 && ulimit -Hn 256 && exec "$0" "$@"`
+	line, _ := serveUntilLine(t, low, startcheckConfig(t, 50000, false), "file limit (RLIMIT_NOFILE)")
+	if !strings.Contains(line, "WARN") || !strings.Contains(line, "file limit (RLIMIT_NOFILE) 256, hard 256, is below the 100128 that limits.maxConnections 50000 needs") {
+		t.Fatalf("no file-limit warning; line %q", line)
+	}
+	line, code := serveUntilLine(t, low, startcheckConfig(t, 50000, true), "limits.strictFiles is on")
+	if code == 0 || !strings.Contains(line, "devgate serve: file limit cannot hold limits.maxConnections: file limit (RLIMIT_NOFILE) 256") {
+		t.Fatalf("strictFiles: exit %d, line %q; want a non-zero exit with the reason", code, line)
+	}
+	// Enough files: no warning, and strictFiles starts.
+	// (The SIGTERM may come before serve handles it: the exit code is not checked.)
+	line, _ = serveUntilLine(t, `ulimit -n 256 && exec "$0" "$@"`, startcheckConfig(t, 50, true), "devgate serving")
+	if line == "" {
+		t.Fatal("50 connections in 256 files: serve did not start")
+	}
+}
+
+// The real binary in a network namespace whose ephemeral range is 200
+// ports, with maxConnections 1000 over three backends, warns at start.
+// Skipped where a namespace cannot be made (not root, no unshare).
+func TestBinaryStartupPortRange(t *testing.T) {
+	if out, err := exec.Command("unshare", "-n", "true").CombinedOutput(); err != nil {
+		t.Skipf("no network namespace here (unshare -n: %v %s); TestCheckPorts covers the check", err, out)
+	}
+	const narrow = `exec unshare -n bash -c 'ip link set lo up && echo "40000 40199" > /proc/sys/net/ipv4/ip_local_port_range && exec "$0" "$@"' "$0" "$@"`
+	line, _ := serveUntilLine(t, narrow, startcheckConfig(t, 1000, false), "ephemeral port range")
+	if !strings.Contains(line, "WARN") || !strings.Contains(line, "ephemeral port range 40000-40199 (200 ports) is smaller than the 334 connections expected per backend") {
+		t.Fatalf("no port-range warning; line %q", line)
+	}
+}
