@@ -2,7 +2,7 @@
 # Scale run of issue 19 (docs/capacity.md): GATEWAYS `devgate serve`
 # processes with PER_GATEWAY idle devices each, held by `devgate load --mode
 # hold` processes of PER_LOAD devices (distinct 127.B.x.y sources) through
-# BACKENDS demo backends; then HAProxy with HAPROXY_DEVICES. No process
+# BACKENDS demo backends (9,000 each); then HAProxy with HAPROXY_DEVICES. No process
 # holds more than ~19,000 files. It measures per device: gateway RSS and
 # fds, kernel memory (/proc/net/sockstat TCP mem pages, /proc/meminfo Slab,
 # the socket slab caches) and ports per (source, backend) pair; `ss -tm`
@@ -18,7 +18,7 @@ OUT=${2:-/tmp/devgate-scale}
 GATEWAYS=${GATEWAYS:-4}
 PER_GATEWAY=${PER_GATEWAY:-9000}
 PER_LOAD=${PER_LOAD:-4500}
-BACKENDS=${BACKENDS:-3}
+BACKENDS=${BACKENDS:-4} # a demo backend takes at most 10,000 connections
 HAPROXY_DEVICES=${HAPROXY_DEVICES:-9000}
 CONC=${CONC:-100} # dials in flight per load process
 
