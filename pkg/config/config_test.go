@@ -145,12 +145,12 @@ func TestHardeningSection(t *testing.T) {
 }
 
 func TestFinTimeouts(t *testing.T) {
-	c, err := Parse([]byte(oneBackend + "limits: {clientFinTimeout: 5s, serverFinTimeout: 1m, fdReserve: 64}\n"))
+	c, err := Parse([]byte(oneBackend + "limits: {clientFinTimeout: 5s, serverFinTimeout: 1m, fdReserve: 64, strictFiles: true}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if time.Duration(c.Limits.ClientFinTimeout) != 5*time.Second || time.Duration(c.Limits.ServerFinTimeout) != time.Minute ||
-		c.Limits.FDReserve != 64 {
+		c.Limits.FDReserve != 64 || !c.Limits.StrictFiles {
 		t.Fatalf("parsed %+v", c.Limits)
 	}
 }
