@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -77,15 +79,16 @@ log: {format: console}
 // ($0 the binary, $@ its arguments) until stderr has a line with want.
 func serveUntilLine(t *testing.T, sh, cfg, want string) (line string, code int) {
 	t.Helper()
-	return runUntilLine(t, sh, want, true, "serve", "--config", cfg)
+	return runUntilLine(t, sh, want, func(string) {}, "serve", "--config", cfg)
 }
 
 // runUntilLine runs the shell line sh (with $0 the devgate binary and $@
-// args) until stderr has a line with want, then kills it (if kill; else it
-// waits for its end); it returns that line ("" if the process ended or a
-// minute passed first) and the exit code. A kill, not SIGTERM: during
-// start-up serve and dev may not handle the signal yet.
-func runUntilLine(t *testing.T, sh, want string, kill bool, args ...string) (line string, code int) {
+// args) until stderr has a line with want, then calls then with the stderr
+// so far and kills it (then nil: it waits for its end); it returns that
+// line ("" if the process ended or a minute passed first) and the exit
+// code. A kill, not SIGTERM: during start-up serve and dev may not handle
+// the signal yet.
+func runUntilLine(t *testing.T, sh, want string, then func(seen string), args ...string) (line string, code int) {
 	t.Helper()
 	cmd := exec.Command("bash", append([]string{"-c", sh, devgateBin(t)}, args...)...)
 	stderr, err := cmd.StderrPipe()
@@ -104,7 +107,8 @@ func runUntilLine(t *testing.T, sh, want string, kill bool, args ...string) (lin
 		all.WriteString(sc.Text() + "\n")
 		if strings.Contains(sc.Text(), want) {
 			line = sc.Text()
-			if kill {
+			if then != nil {
+				then(all.String())
 				cmd.Process.Kill()
 			}
 			break
@@ -130,21 +134,32 @@ func TestBinaryStartupFileLimit(t *testing.T) {
 	if !strings.Contains(line, "WARN") || !strings.Contains(line, "file limit (RLIMIT_NOFILE) 256, hard 256, is below the 100128 that limits.maxConnections 50000 needs") {
 		t.Fatalf("no file-limit warning; line %q", line)
 	}
-	line, code := runUntilLine(t, low, "limits.strictFiles is on", false, "serve", "--config", startcheckConfig(t, 50000, true))
+	line, code := runUntilLine(t, low, "limits.strictFiles is on", nil, "serve", "--config", startcheckConfig(t, 50000, true))
 	if code == 0 || !strings.Contains(line, "devgate serve: file limit cannot hold limits.maxConnections: file limit (RLIMIT_NOFILE) 256") {
 		t.Fatalf("strictFiles: exit %d, line %q; want a non-zero exit with the reason", code, line)
 	}
 	// Enough files: no warning, and strictFiles starts.
-	line, _ = serveUntilLine(t, `ulimit -n 256 && exec "$0" "$@"`, startcheckConfig(t, 50, true), "devgate serving")
+	// The limit and the files in use are on /metrics (the process collector).
+	var metrics string
+	line, _ = runUntilLine(t, `ulimit -n 256 && exec "$0" "$@"`, "devgate serving", func(seen string) {
+		addr := regexp.MustCompile(`admin http serving\t\{"addr": "([^"]+)"`).FindStringSubmatch(seen)
+		if addr == nil {
+			return
+		}
+		metrics = scrape(t, addr[1])
+	}, "serve", "--config", startcheckConfig(t, 50, true))
 	if line == "" {
 		t.Fatal("50 connections in 256 files: serve did not start")
+	}
+	if !strings.Contains(metrics, "\nprocess_max_fds 256\n") || !strings.Contains(metrics, "\nprocess_open_fds ") {
+		t.Fatalf("/metrics has no process_max_fds 256 and process_open_fds:\n%.2000s", metrics)
 	}
 }
 
 // devgate dev runs the same checks: its gateway (maxConnections 100000 by
 // default) under a 1024-file limit warns.
 func TestBinaryDevStartupFileLimit(t *testing.T) {
-	line, _ := runUntilLine(t, `ulimit -n 1024 && exec "$0" "$@"`, "file limit (RLIMIT_NOFILE)", true, "dev", "--backends", "1",
+	line, _ := runUntilLine(t, `ulimit -n 1024 && exec "$0" "$@"`, "file limit (RLIMIT_NOFILE)", func(string) {}, "dev", "--backends", "1",
 		"--listen", freePort(t), "--etcd-listen", freePort(t), "--admin-listen", freePort(t), "--admin-http-listen", freePort(t))
 	if !strings.Contains(line, "WARN") || !strings.Contains(line, "file limit (RLIMIT_NOFILE) 1024, hard 1024, is below the 200128 that limits.maxConnections 100000 needs") {
 		t.Fatalf("no file-limit warning from dev; line %q", line)
@@ -163,4 +178,17 @@ func TestBinaryStartupPortRange(t *testing.T) {
 	if !strings.Contains(line, "WARN") || !strings.Contains(line, "ephemeral port range 40000-40199 (200 ports) is smaller than the 334 connections expected per backend") {
 		t.Fatalf("no port-range warning; line %q", line)
 	}
+}
+
+// scrape reads /metrics at the admin HTTP address addr ("" on error).
+func scrape(t *testing.T, addr string) string {
+	cl := &http.Client{Timeout: 10 * time.Second}
+	resp, err := cl.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Log(err)
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
