@@ -167,7 +167,11 @@ say "  sample ss -tm of a dialled socket: $(sample_skmem)"
 grep -h -i "warn\|error" "$WORK"/gw*.log | head -5 | sed 's/^/  log: /' | tee -a "$REPORT" || true
 stop_loads
 for p in "${GW_PIDS[@]}"; do kill "$p"; wait "$p" 2>/dev/null || true; done
-sleep 5 # sockets of the stopped run go away (TIME_WAIT takes no slab worth counting)
+# The stopped run's sockets go away before HAProxy's baseline (at most a minute).
+for _ in $(seq 60); do
+	[ "$(tcp_inuse)" -lt 200 ] && break
+	sleep 1
+done
 
 # ---- HAProxy ----
 if ! command -v haproxy >/dev/null; then
