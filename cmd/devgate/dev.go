@@ -114,7 +114,7 @@ func runDev(out io.Writer, f devFlags) error {
 	if err != nil {
 		return err
 	}
-	if err := startupChecks(cfg, p, src.Ring().Len(), log.Named("gateway")); err != nil {
+	if err := startupChecks(cfg, p, src.Ring(), log.Named("gateway")); err != nil {
 		return err
 	}
 	ap, err := startAdmin(cfg, p, src, m, log.Named("gateway"))

@@ -65,7 +65,7 @@ func runServe(f serveFlags, configGiven bool) error {
 	if err != nil {
 		return err
 	}
-	if err := startupChecks(cfg, p, src.Ring().Len(), log); err != nil {
+	if err := startupChecks(cfg, p, src.Ring(), log); err != nil {
 		return err
 	}
 	ap, err := startAdmin(cfg, p, src, m, log)

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/devgate/devgate/pkg/config"
 	"github.com/devgate/devgate/pkg/proxy"
+	"github.com/devgate/devgate/pkg/ring"
 )
 
 // Startup checks (docs/capacity.md): a replica sized for many devices
@@ -28,9 +30,9 @@ const portRangeFile = "/proc/sys/net/ipv4/ip_local_port_range"
 var errFileLimit = errors.New("file limit cannot hold limits.maxConnections")
 
 // startupChecks raises the file limit and compares it and the ephemeral
-// port range with what the config asks for; backends is the number known
-// at start. An error only under limits.strictFiles.
-func startupChecks(cfg *config.Config, p *proxy.Proxy, backends int, log *zap.Logger) error {
+// port range with what the config asks for, on the ring known at start. An
+// error only under limits.strictFiles.
+func startupChecks(cfg *config.Config, p *proxy.Proxy, r ring.Ring, log *zap.Logger) error {
 	soft, hard, err := raiseNofile()
 	if err != nil {
 		log.Warn("could not raise the file limit to its hard limit", zap.Error(err))
@@ -38,8 +40,18 @@ func startupChecks(cfg *config.Config, p *proxy.Proxy, backends int, log *zap.Lo
 	if err := checkNofile(p.FilesWanted(), p.ConnsWanted(), soft, hard, cfg.Limits.StrictFiles, log); err != nil {
 		return err
 	}
-	checkPorts(portRangeFile, p.ConnsWanted(), backends, 1, log)
+	checkPorts(portRangeFile, p.ConnsWanted(), busiestAddr(r), 1, log)
 	return nil
+}
+
+// busiestAddr is the share of the connections that the busiest backend
+// address takes: its backend's share of the ring (0: no backends).
+func busiestAddr(r ring.Ring) float64 {
+	var most float64
+	for _, s := range r.Shares() {
+		most = max(most, s)
+	}
+	return most
 }
 
 // checkNofile compares the file limit (soft, raised to hard; 0: unknown)
@@ -61,31 +73,31 @@ func checkNofile(want uint64, maxConns int64, soft, hard uint64, strict bool, lo
 }
 
 // checkPorts warns when the ephemeral port range read from path is smaller
-// than the connections expected per backend and source address:
-// maxConns spread evenly over backends and sources.
-func checkPorts(path string, maxConns int64, backends, sources int, log *zap.Logger) {
+// than the connections expected per backend address and source address:
+// the busiest address's share of maxConns, spread over sources.
+func checkPorts(path string, maxConns int64, busiest float64, sources int, log *zap.Logger) {
 	lo, hi, err := readPortRange(path)
 	if err != nil {
 		log.Debug("ephemeral port range not checked", zap.Error(err))
 		return
 	}
 	ports := int64(hi - lo + 1)
-	if maxConns < 0 || backends < 1 {
+	if maxConns < 0 || busiest <= 0 {
 		log.Info("ephemeral port range", zap.Int("from", lo), zap.Int("to", hi), zap.Int64("ports", ports),
-			zap.Int("backends", backends), zap.Int64("maxConnections", maxConns))
+			zap.Float64("busiestBackendShare", busiest), zap.Int64("maxConnections", maxConns))
 		return
 	}
 	sources = max(sources, 1)
-	per := (maxConns + int64(backends*sources) - 1) / int64(backends*sources)
+	per := int64(math.Ceil(float64(maxConns) * min(busiest, 1) / float64(sources)))
 	if per <= ports {
 		log.Info("ephemeral port range", zap.Int("from", lo), zap.Int("to", hi), zap.Int64("ports", ports),
 			zap.Int64("connectionsPerBackendAndSource", per))
 		return
 	}
-	log.Warn(fmt.Sprintf("ephemeral port range %d-%d (%d ports) is smaller than the %d connections expected per backend "+
-		"and source address (limits.maxConnections %d over %d backends and %d source addresses): dials to a backend fail "+
-		"with EADDRNOTAVAIL past it; widen net.ipv4.ip_local_port_range, or add backend ports or source addresses",
-		lo, hi, ports, per, maxConns, backends, sources),
+	log.Warn(fmt.Sprintf("ephemeral port range %d-%d (%d ports) is smaller than the %d connections expected on the busiest "+
+		"backend address from one source address (limits.maxConnections %d x its %.1f%% share of the ring / %d source "+
+		"addresses): dials to it fail with EADDRNOTAVAIL past the range; widen net.ipv4.ip_local_port_range, or add "+
+		"backends, backend ports or source addresses", lo, hi, ports, per, maxConns, 100*busiest, sources),
 		zap.Int64("ports", ports), zap.Int64("connectionsPerBackendAndSource", per))
 }
 

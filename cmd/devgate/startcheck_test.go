@@ -30,21 +30,22 @@ func TestCheckPorts(t *testing.T) {
 		return p
 	}
 	for _, c := range []struct {
-		name, file        string
-		conns             int64
-		backends, sources int
-		warn              string
+		name, file string
+		conns      int64
+		busiest    float64
+		sources    int
+		warn       string
 	}{
-		{"narrow", "40000\t40199\n", 1000, 3, 1, "ephemeral port range 40000-40199 (200 ports) is smaller than the 334 connections"},
-		{"narrow, three sources", "40000\t40199\n", 1000, 3, 3, ""},
-		{"default range, a million", "32768\t60999\n", 1000000, 10, 1, "(28232 ports) is smaller than the 100000 connections"},
-		{"wide", "1024 65535\n", 100000, 3, 1, ""},
+		{"narrow", "40000\t40199\n", 1000, 0.34, 1, "ephemeral port range 40000-40199 (200 ports) is smaller than the 340 connections"},
+		{"narrow, three sources", "40000\t40199\n", 1000, 0.34, 3, ""},
+		{"default range, a million", "32768\t60999\n", 1000000, 0.1, 1, "(28232 ports) is smaller than the 100000 connections"},
+		{"wide", "1024 65535\n", 100000, 0.34, 1, ""},
 		{"no backends yet", "40000 40001\n", 1000, 0, 1, ""},
-		{"no cap", "40000 40001\n", -1, 3, 1, ""},
-		{"unreadable", "40000\n", 1000, 3, 1, ""},
+		{"no cap", "40000 40001\n", -1, 0.34, 1, ""},
+		{"unreadable", "40000\n", 1000, 0.34, 1, ""},
 	} {
 		core, logs := observer.New(zapcore.DebugLevel)
-		checkPorts(write(c.file), c.conns, c.backends, c.sources, zap.New(core))
+		checkPorts(write(c.file), c.conns, c.busiest, c.sources, zap.New(core))
 		warns := logs.FilterLevelExact(zapcore.WarnLevel).All()
 		switch {
 		case c.warn == "" && len(warns) > 0:
@@ -175,7 +176,8 @@ func TestBinaryStartupPortRange(t *testing.T) {
 	}
 	const narrow = `exec unshare -n bash -c 'ip link set lo up && echo "40000 40199" > /proc/sys/net/ipv4/ip_local_port_range && exec "$0" "$@"' "$0" "$@"`
 	line, _ := serveUntilLine(t, narrow, startcheckConfig(t, 1000, false), "ephemeral port range")
-	if !strings.Contains(line, "WARN") || !strings.Contains(line, "ephemeral port range 40000-40199 (200 ports) is smaller than the 334 connections expected per backend") {
+	if !strings.Contains(line, "WARN") || !strings.Contains(line, "ephemeral port range 40000-40199 (200 ports) is smaller than the") ||
+		!strings.Contains(line, "connections expected on the busiest backend address from one source address (limits.maxConnections 1000 x its") {
 		t.Fatalf("no port-range warning; line %q", line)
 	}
 }
