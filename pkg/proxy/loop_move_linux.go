@@ -247,8 +247,9 @@ func (l *evLoop) loopDropPending(pr *evPair, d int) {
 func (l *evLoop) loopMoveDial(pr *evPair) {
 	mv := pr.mv
 	mv.phase = mvDial
+	// Moves dial ip:port registrations only (errByName fails the move).
 	fd, path, err := l.p.connectRaw(mv.to) // dialsrc_linux.go
-	if err != nil { // moves dial ip:port registrations only (errByName)
+	if err != nil {
 		l.loopMoveFail(pr, mv, MoveDialFailed)
 		return
 	}
