@@ -199,3 +199,73 @@ func TestBinaryNetnsOneSourceRefusesNoSourcePort(t *testing.T) {
 		})
 	}
 }
+
+// spreadCase is a way out of one pair's port range: several source
+// addresses, or a backend with several ports.
+type spreadCase struct {
+	name, backends, sources string
+	listen                  []string // the backend's ports
+	gauges                  []string // source_ports_in_use samples that share the devices
+}
+
+// Three source addresses, or a backend with three ports: 3 x portRange
+// devices connect, spread evenly (a third each at half way and at the
+// end), none refused.
+func TestBinaryNetnsSpreadOverSourcesAndPorts(t *testing.T) {
+	cases := []spreadCase{
+		{name: "three-sources", backends: `  - {id: b1, addr: 127.0.0.1:20001}`,
+			sources: "127.0.0.1, 127.0.0.2, 127.0.0.3", listen: []string{"127.0.0.1:20001"},
+			gauges: []string{sourcePorts("127.0.0.1", "b1"), sourcePorts("127.0.0.2", "b1"), sourcePorts("127.0.0.3", "b1")}},
+		{name: "three-ports", backends: `  - {id: b1, addrs: [127.0.0.1:20001, 127.0.0.1:20002, 127.0.0.1:20003]}`,
+			sources: "127.0.0.1", listen: []string{"127.0.0.1:20001", "127.0.0.1:20002", "127.0.0.1:20003"},
+			gauges: []string{sourcePorts("127.0.0.1", "b1")}},
+	}
+	const total = 3 * portRange
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := newNetns(t, portLo, portHi)
+			var bs []*holdBackend
+			ns.do(t, func() {
+				for _, a := range tc.listen {
+					bs = append(bs, startHoldBackend(t, a))
+				}
+			})
+			startNetnsGateway(t, ns, gwConfig(tc.backends, tc.sources, true))
+			gatewayUp(t, ns)
+			ids := make([]string, total)
+			for i := range ids {
+				ids[i] = fmt.Sprintf("dev-%d", i)
+			}
+			var devs nsDevices
+			defer devs.close()
+			for _, n := range []int{total / 2, total} {
+				ns.do(t, func() { devs.open(t, ids[len(devs.conns):n]) })
+				waitFor(t, ns, fmt.Sprintf("%d devices routed", n), func() (bool, string) {
+					got := 0
+					for _, b := range bs {
+						got += b.count()
+					}
+					return got == n, fmt.Sprint(got)
+				})
+				var per []string
+				for _, b := range bs {
+					per = append(per, fmt.Sprint(b.count()))
+					if len(bs) > 1 && b.count() != n/len(bs) {
+						t.Errorf("%d devices over %d ports: %s, want %d each", n, len(bs), strings.Join(per, " "), n/len(bs))
+					}
+				}
+				for _, g := range tc.gauges {
+					v := metric(t, ns, g)
+					per = append(per, fmt.Sprintf("%s=%v", g, v))
+					if want := float64(n / len(tc.gauges)); v != want {
+						t.Errorf("%s = %v with %d devices, want %v", g, v, n, want)
+					}
+				}
+				t.Logf("%d devices: %s", n, strings.Join(per, " "))
+			}
+			if n := metric(t, ns, noSourcePort); n != 0 {
+				t.Errorf("%v devices refused no_source_port, want 0", n)
+			}
+		})
+	}
+}
