@@ -62,9 +62,12 @@ func (c *Config) validateDial() error {
 		return err
 	}
 	for i, b := range c.Backends {
-		_, addrs, err := b.addrs(i)
+		addr, addrs, err := b.addrs(i)
 		if err != nil {
 			return err
+		}
+		if addrs == nil {
+			addrs = []string{addr}
 		}
 		for _, a := range addrs {
 			ap, err := netip.ParseAddrPort(a)
@@ -79,8 +82,8 @@ func (c *Config) validateDial() error {
 	return nil
 }
 
-// addrs is the static backend's primary address and all of them: addr,
-// addrs, or both (addr one of addrs), each checked.
+// addrs is the static backend's primary address (addr, or the first of
+// addrs) and all of them (addr first, each once; nil for one), checked.
 func (b Backend) addrs(i int) (string, []string, error) {
 	if len(b.Addrs) == 0 {
 		return b.Addr, nil, checkDial(fmt.Sprintf("backends[%d].addr", i), b.Addr)
@@ -88,19 +91,23 @@ func (b Backend) addrs(i int) (string, []string, error) {
 	if len(b.Addrs) > MaxBackendAddrs {
 		return "", nil, fmt.Errorf("backends[%d].addrs: %d addresses, at most %d", i, len(b.Addrs), MaxBackendAddrs)
 	}
+	var all []string
+	if b.Addr != "" {
+		if err := checkDial(fmt.Sprintf("backends[%d].addr", i), b.Addr); err != nil {
+			return "", nil, err
+		}
+		all = append(all, b.Addr)
+	}
 	for j, a := range b.Addrs {
 		if err := checkDial(fmt.Sprintf("backends[%d].addrs[%d]", i, j), a); err != nil {
 			return "", nil, err
 		}
-		if slices.Contains(b.Addrs[:j], a) {
-			return "", nil, fmt.Errorf("backends[%d].addrs[%d] %q: listed twice", i, j, a)
+		if !slices.Contains(all, a) {
+			all = append(all, a)
 		}
 	}
-	switch {
-	case b.Addr == "":
-		return b.Addrs[0], b.Addrs, nil
-	case !slices.Contains(b.Addrs, b.Addr):
-		return "", nil, fmt.Errorf("backends[%d].addr %q: not one of its addrs", i, b.Addr)
+	if len(all) == 1 {
+		return all[0], nil, nil
 	}
-	return b.Addr, b.Addrs, nil
+	return all[0], all, nil
 }
