@@ -23,7 +23,7 @@ func TestBinaryConfigCheckSourceAddrs(t *testing.T) {
 	for doc, wantErr := range map[string]string{
 		"backends: [{id: b1, addr: '10.0.0.1:9000'}]\ndial: {sourceAddrs: ['fd00::1']}\n": ": backends[0] 10.0.0.1:9000, dial.sourceAddrs fd00::1: " +
 			"dial.sourceAddrs and the backend are of different address families\n",
-		"backends: [{id: b1, addr: '10.0.0.1:9000'}]\ndial: {sourceAddrs: [eth0]}\n": `: dial.sourceAddrs[0] "eth0": not an IP address` + "\n",
+		"backends: [{id: b1, addr: '10.0.0.1:9000'}]\ndial: {sourceAddrs: [eth0]}\n":                                   `: dial.sourceAddrs[0] "eth0": not an IP address` + "\n",
 		"backends: [{id: b1, addrs: ['10.0.0.1:9000', '10.0.0.1:9001']}]\ndial: {sourceAddrs: [10.0.1.1, 10.0.1.2]}\n": "",
 	} {
 		if err := os.WriteFile(f, []byte(doc), 0o600); err != nil {
