@@ -126,7 +126,12 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 	if err != nil {
 		return nil, err
 	}
+	sources, err := cfg.Dial.Sources()
+	if err != nil {
+		return nil, err
+	}
 	p := &proxy.Proxy{
+		SourceAddrs:           sources,
 		Source:                src,
 		Matcher:               m,
 		Logger:                log,

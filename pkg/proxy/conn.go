@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,7 @@ type conn struct {
 	client, backend net.Conn
 	device          string
 	backendID       string
+	src             netip.Addr // the source address its backend dial bound (SourceAddrs)
 	since           time.Time
 	ev              *evPair          // set when an event loop copies for this connection
 	finWait         [2]time.Duration // after direction d's FIN (Proxy.finTimeouts)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/netip"
 	"sync"
 )
 
@@ -68,6 +69,22 @@ func (t *connTable) counts() map[string]int {
 	return out
 }
 
+// sourceCounts returns live connections per source address and backend,
+// of those dialled from a configured source. A scrape's cost, as bytes.
+func (t *connTable) sourceCounts() map[SourcePort]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[SourcePort]int)
+	for id, set := range t.byBackend {
+		for c := range set {
+			if c.src.IsValid() {
+				out[SourcePort{Source: c.src, Backend: id}]++
+			}
+		}
+	}
+	return out
+}
+
 // byID returns up to n connections of backend id (all backends if id is
 // empty; n <= 0 means no bound).
 func (t *connTable) byID(id string, n int) []*conn {
@@ -130,8 +147,8 @@ func (t *connTable) backendOf(c *conn) string {
 	return c.backendID
 }
 
-// rekey files c under backend id: it was moved there.
-func (t *connTable) rekey(c *conn, id string) {
+// rekey files c under backend id (dialled from src): it was moved there.
+func (t *connTable) rekey(c *conn, id string, src netip.Addr) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if set := t.byBackend[c.backendID]; set != nil {
@@ -143,7 +160,7 @@ func (t *connTable) rekey(c *conn, id string) {
 			delete(t.byBackend, c.backendID)
 		}
 	}
-	c.backendID = id
+	c.backendID, c.src = id, src
 	set := t.byBackend[id]
 	if set == nil {
 		set = make(map[*conn]struct{})

@@ -1,0 +1,93 @@
+//go:build linux
+
+package netpoll
+
+import (
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+)
+
+// ipBindAddressNoPort is IP_BIND_ADDRESS_NO_PORT (linux/in.h, every arch):
+// a bind to port 0 then reserves no port; connect picks one for the whole
+// 4-tuple, so one source address serves about a port range per backend
+// address instead of a port range in all.
+const ipBindAddressNoPort = 24
+
+// ConnectFrom is Connect from the source address src (with
+// IP_BIND_ADDRESS_NO_PORT); Connect when src is the zero Addr. A source
+// with no port left for ap fails with EADDRNOTAVAIL, at bind or connect.
+// It sets the same options as Connect (SetSockOpts).
+func ConnectFrom(src netip.Addr, ap netip.AddrPort, idle time.Duration) (int, error) {
+	if !src.IsValid() {
+		return Connect(ap, idle)
+	}
+	sa, family, err := sockaddr(ap)
+	if err != nil {
+		return -1, err
+	}
+	lsa, lfamily, err := sockaddr(netip.AddrPortFrom(src, 0))
+	if err != nil {
+		return -1, err
+	}
+	if lfamily != family {
+		return -1, os.NewSyscallError("bind", syscall.EAFNOSUPPORT)
+	}
+	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	if err = BindNoPort(fd, lsa); err == nil {
+		err = SetSockOpts(fd, idle)
+	}
+	if err == nil {
+		err = syscall.Connect(fd, sa)
+		if err == syscall.EINPROGRESS || err == syscall.EINTR {
+			err = nil
+		}
+		if err != nil {
+			err = os.NewSyscallError("connect", err)
+		}
+	}
+	if err != nil {
+		syscall.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// BindNoPort binds fd to the address of lsa (port 0) with
+// IP_BIND_ADDRESS_NO_PORT set, as net.Dialer's Control does on the
+// goroutine path.
+func BindNoPort(fd int, lsa syscall.Sockaddr) error {
+	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_IP, ipBindAddressNoPort, 1); err != nil {
+		return os.NewSyscallError("setsockopt", err)
+	}
+	if err := syscall.Bind(fd, lsa); err != nil {
+		return os.NewSyscallError("bind", err)
+	}
+	return nil
+}
+
+// SetBindNoPort sets IP_BIND_ADDRESS_NO_PORT on fd (net.Dialer.Control
+// binds LocalAddr after it).
+func SetBindNoPort(fd int) error {
+	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_IP, ipBindAddressNoPort, 1); err != nil {
+		return os.NewSyscallError("setsockopt", err)
+	}
+	return nil
+}
+
+// sockaddr is ap as a syscall address and its family (IPv4-mapped
+// addresses as IPv4, no zones: source addresses are configured literals).
+func sockaddr(ap netip.AddrPort) (syscall.Sockaddr, int, error) {
+	ip := ap.Addr().Unmap()
+	switch {
+	case ip.Is4():
+		return &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ip.As4()}, syscall.AF_INET, nil
+	case ip.Is6() && ip.Zone() == "":
+		return &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ip.As16()}, syscall.AF_INET6, nil
+	}
+	return nil, 0, os.NewSyscallError("connect", syscall.EAFNOSUPPORT)
+}
