@@ -40,16 +40,18 @@ func startupChecks(cfg *config.Config, p *proxy.Proxy, r ring.Ring, log *zap.Log
 	if err := checkNofile(p.FilesWanted(), p.ConnsWanted(), soft, hard, cfg.Limits.StrictFiles, log); err != nil {
 		return err
 	}
-	checkPorts(portRangeFile, p.ConnsWanted(), busiestAddr(r), 1, log)
+	checkPorts(portRangeFile, p.ConnsWanted(), busiestAddr(r), len(p.SourceAddrs), log)
 	return nil
 }
 
 // busiestAddr is the share of the connections that the busiest backend
-// address takes: its backend's share of the ring (0: no backends).
+// address takes: its backend's share of the ring over the backend's ports
+// (addrs), which its connections spread over (0: no backends).
 func busiestAddr(r ring.Ring) float64 {
 	var most float64
-	for _, s := range r.Shares() {
-		most = max(most, s)
+	bs := r.Backends()
+	for i, s := range r.Shares() {
+		most = max(most, s/float64(max(1, len(bs[i].Addrs))))
 	}
 	return most
 }

@@ -16,6 +16,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/devgate/devgate/pkg/ring"
 )
 
 // The port check reads the range from a file: a narrow range against many
@@ -63,12 +65,18 @@ func TestCheckPorts(t *testing.T) {
 // static backends (never dialled here) and strictFiles as given.
 func startcheckConfig(t *testing.T, conns int, strict bool) string {
 	t.Helper()
+	return startcheckConfigWith(t, conns, strict, `backends: [{id: b1, addr: "127.0.0.1:1"}, {id: b2, addr: "127.0.0.1:2"}, {id: b3, addr: "127.0.0.1:3"}]`)
+}
+
+// startcheckConfigWith is startcheckConfig with more YAML (the backends).
+func startcheckConfigWith(t *testing.T, conns int, strict bool, more string) string {
+	t.Helper()
 	cfg := fmt.Sprintf(`listen: %s
-backends: [{id: b1, addr: "127.0.0.1:1"}, {id: b2, addr: "127.0.0.1:2"}, {id: b3, addr: "127.0.0.1:3"}]
+%s
 admin: {listen: "off", httpListen: %s}
 limits: {maxConnections: %d, strictFiles: %v}
 log: {format: console}
-`, freePort(t), freePort(t), conns, strict)
+`, freePort(t), more, freePort(t), conns, strict)
 	path := filepath.Join(t.TempDir(), "devgate.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -179,6 +187,41 @@ func TestBinaryStartupPortRange(t *testing.T) {
 	if !strings.Contains(line, "WARN") || !strings.Contains(line, "ephemeral port range 40000-40199 (200 ports) is smaller than the") ||
 		!strings.Contains(line, "connections expected on the busiest backend address from one source address (limits.maxConnections 1000 x its") {
 		t.Fatalf("no port-range warning; line %q", line)
+	}
+	// Three source addresses, or the busiest backend on three ports: 112
+	// connections per (source, backend address) fit; no warning.
+	for name, more := range map[string]string{
+		"three sources": `backends: [{id: b1, addr: "127.0.0.1:1"}, {id: b2, addr: "127.0.0.1:2"}, {id: b3, addr: "127.0.0.1:3"}]
+dial: {sourceAddrs: [127.0.0.1, 127.0.0.2, 127.0.0.3]}`,
+		"three ports": `backends: [{id: b1, addrs: ["127.0.0.1:1", "127.0.0.1:4", "127.0.0.1:5"]}]`,
+	} {
+		conns := 1000
+		if name == "three ports" {
+			conns = 330 // one backend: all of them, over its three ports
+		}
+		line, _ := serveUntilLine(t, narrow, startcheckConfigWith(t, conns, false, more), "ephemeral port range")
+		if !strings.Contains(line, "INFO") || !strings.Contains(line, `"connectionsPerBackendAndSource": 11`) {
+			t.Errorf("%s: want no warning and 110-112 connections per pair; line %q", name, line)
+		}
+	}
+}
+
+// busiestAddr: a backend's share of the ring over its ports.
+func TestBusiestAddr(t *testing.T) {
+	one, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "b", Addr: "127.0.0.1:2", Addrs: []string{"127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := busiestAddr(one); got < 0.333 || got > 0.334 {
+		t.Errorf("one backend on three ports: busiestAddr = %v, want 1/3", got)
+	}
+	two, err := ring.New(ring.ModeConsistent, []ring.Backend{{ID: "a", Addr: "127.0.0.1:1"},
+		{ID: "b", Addr: "127.0.0.1:2", Addrs: []string{"127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sh := two.Shares(); busiestAddr(two) != max(sh[0], sh[1]/3) {
+		t.Errorf("busiestAddr = %v, want %v (shares %v)", busiestAddr(two), max(sh[0], sh[1]/3), sh)
 	}
 }
 
