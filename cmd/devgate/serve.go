@@ -130,6 +130,9 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 	if err != nil {
 		return nil, err
 	}
+	if err := proxy.CheckSourceAddrs(sources); err != nil {
+		return nil, fmt.Errorf("dial.sourceAddrs: %w", err)
+	}
 	p := &proxy.Proxy{
 		SourceAddrs:           sources,
 		Source:                src,

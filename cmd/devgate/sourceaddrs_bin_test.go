@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -102,4 +103,20 @@ func TestBinaryRegisterSeveralAddrs(t *testing.T) {
 		}
 	}
 	t.Fatal("netty-3 not registered within 20s")
+}
+
+// serve refuses to start with a source address this host does not have,
+// rather than refusing every device as no_source_port.
+func TestBinaryServeSourceAddrNotHere(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "gw.yaml")
+	doc := "listen: " + freePort(t) + "\nadmin: {listen: " + freePort(t) + ", httpListen: " + freePort(t) + "}\n" +
+		"backends: [{id: b1, addr: '127.0.0.1:9'}]\ndial: {sourceAddrs: [127.0.0.1, 192.0.2.1]}\n"
+	if err := os.WriteFile(f, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := runBin(t, "serve", "--config", f)
+	want := "dial.sourceAddrs: source address 192.0.2.1 is not usable on this host: bind: cannot assign requested address"
+	if code == 0 || !strings.Contains(errOut, want) {
+		t.Fatalf("serve: exit %d, stderr %q; want a failure saying %q", code, errOut, want)
+	}
 }

@@ -117,19 +117,17 @@ func (p *Proxy) noSourcePort(b ring.Backend, last error) error {
 func outOfPorts(err error) bool { return errors.Is(err, syscall.EADDRNOTAVAIL) }
 
 // dialBackend dials b on its next path, passing to the following paths
-// while they are out of ports. It returns the connection and the source
-// address it took (zero when none is configured).
-func (p *Proxy) dialBackend(ctx context.Context, b ring.Backend) (net.Conn, netip.Addr, error) {
+// while they are out of ports (connSource tells the source it took).
+func (p *Proxy) dialBackend(ctx context.Context, b ring.Backend) (net.Conn, error) {
 	n, k := p.pathStart(b)
 	var err error
 	for i := range n {
-		path := p.pathAt(b, k+uint32(i))
 		var c net.Conn
-		if c, err = p.dialFrom(ctx, path); !outOfPorts(err) {
-			return c, path.src, err
+		if c, err = p.dialFrom(ctx, p.pathAt(b, k+uint32(i))); !outOfPorts(err) {
+			return c, err
 		}
 	}
-	return nil, netip.Addr{}, p.noSourcePort(b, err)
+	return nil, p.noSourcePort(b, err)
 }
 
 // dialFrom dials path.addr from path.src (bound with

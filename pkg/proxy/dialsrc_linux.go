@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"syscall"
 
@@ -59,4 +60,15 @@ func bindNoPort(_, _ string, c syscall.RawConn) error {
 		return err
 	}
 	return serr
+}
+
+// CheckSourceAddrs says which of addrs this host cannot dial from (not one
+// of its addresses): every dial from it would be refused as no_source_port.
+func CheckSourceAddrs(addrs []netip.Addr) error {
+	for _, a := range addrs {
+		if err := netpoll.CheckSource(a); err != nil {
+			return fmt.Errorf("source address %s is not usable on this host: %w", a, err)
+		}
+	}
+	return nil
 }

@@ -114,7 +114,7 @@ func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.
 			return ring.Backend{}, nil, nil, reason
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout())
-		bc, _, err := p.dialBackend(ctx, b)
+		bc, err := p.dialBackend(ctx, b)
 		cancel()
 		if errors.Is(err, ErrNoSourcePort) { // a local shortage: no other owner, no ejection
 			pc.giveBack()

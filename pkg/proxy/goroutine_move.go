@@ -244,7 +244,7 @@ func (g *goMove) dialNew(mv *move) bool {
 	}
 	g.cancel = cancel
 	g.mu.Unlock()
-	nb, _, err := p.dialBackend(ctx, mv.to)
+	nb, err := p.dialBackend(ctx, mv.to)
 	g.mu.Lock()
 	g.cancel = nil
 	if g.closed || g.mv != mv {

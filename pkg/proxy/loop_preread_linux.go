@@ -169,7 +169,7 @@ func (l *evLoop) loopDialAsync(pr *evPair) {
 	go func() {
 		defer p.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout())
-		bc, _, err := p.dialBackend(ctx, b)
+		bc, err := p.dialBackend(ctx, b)
 		cancel()
 		l.send(evMsg{pr: pr, dialled: true, gen: gen, bc: bc, err: err})
 	}()

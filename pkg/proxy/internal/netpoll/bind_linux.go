@@ -91,3 +91,18 @@ func sockaddr(ap netip.AddrPort) (syscall.Sockaddr, int, error) {
 	}
 	return nil, 0, os.NewSyscallError("connect", syscall.EAFNOSUPPORT)
 }
+
+// CheckSource binds a throwaway socket to src (no port): an error says src
+// is not an address of this host (EADDRNOTAVAIL) or not usable.
+func CheckSource(src netip.Addr) error {
+	lsa, family, err := sockaddr(netip.AddrPortFrom(src, 0))
+	if err != nil {
+		return err
+	}
+	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
+	if err != nil {
+		return os.NewSyscallError("socket", err)
+	}
+	defer syscall.Close(fd)
+	return BindNoPort(fd, lsa)
+}
