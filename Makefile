@@ -13,7 +13,7 @@ TOOLS              := $(CURDIR)/bin/tools
 
 IMAGE_REPO ?= ghcr.io/devgate/devgate
 
-.PHONY: all build run test test-short vet fmt fuzz bench bench-suite bench-micro proto image e2e k8s-validate clean
+.PHONY: all build run test test-short vet fmt fuzz bench bench-suite bench-micro bench-scale proto image e2e k8s-validate clean
 
 all: vet test build
 
@@ -97,6 +97,11 @@ bench-suite: build
 BENCHSTAT := $(TOOLS)/benchstat
 $(BENCHSTAT):
 	GOBIN=$(TOOLS) $(GO) install golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
+
+# Scale run (docs/capacity.md): 4 gateways x 9,000 idle devices, then HAProxy
+# at 9,000; memory, files and ports per device. Not part of make test or bench.
+bench-scale: build
+	test/bench/scale.sh bin/devgate docs/benchmarks/scale
 
 bench-micro: $(BENCHSTAT)
 	$(GO) test -run='^$$' -bench='^Benchmark(KeyFrame|Lookup)$$' -benchmem -count=10 ./pkg/frame/ ./pkg/ring/ > docs/benchmarks/micro.txt

@@ -115,6 +115,9 @@ func runDev(out io.Writer, f devFlags) error {
 	if err != nil {
 		return err
 	}
+	if err := startupChecks(cfg, p, src.Ring(), log.Named("gateway")); err != nil {
+		return err
+	}
 	ap, err := startAdmin(cfg, p, src, m, log.Named("gateway"))
 	if err != nil {
 		return err

@@ -29,6 +29,7 @@ type registerFlags struct {
 	failures                                             int
 	weight                                               uint
 	meta                                                 metaFlag
+	addrs                                                []string // --addr, repeatable: the backend's ports
 }
 
 // newRegisterCmd is `devgate register`, a sidecar for a backend that cannot
@@ -47,7 +48,10 @@ func newRegisterCmd() *cobra.Command {
 etcd, under a lease, while the backend's port accepts TCP connections, and removes
 it when the port stops accepting or the sidecar gets SIGTERM/SIGINT (then it exits 0).`,
 		Example: `  devgate register --etcd http://etcd:2379 --id netty-1 --addr 10.1.2.3:9000 \
-      --check-addr 127.0.0.1:9000 --weight 100 --zone a --meta rack=r1`,
+      --check-addr 127.0.0.1:9000 --weight 100 --zone a --meta rack=r1
+  # a backend listening on three ports (each adds a port range per gateway source address):
+  devgate register --etcd http://etcd:2379 --id netty-2 --addr 10.1.2.4:9000 \
+      --addr 10.1.2.4:9001 --addr 10.1.2.4:9002`,
 		Args: noArgs,
 		RunE: func(*cobra.Command, []string) error { return runRegister(f) },
 	}
@@ -61,8 +65,8 @@ it when the port stops accepting or the sidecar gets SIGTERM/SIGINT (then it exi
 	fs.StringVar(&f.prefix, "prefix", registry.DefaultPrefix, "etcd key prefix")
 	fs.StringVar(&f.cluster, "cluster", registry.DefaultCluster, "cluster name")
 	fs.StringVar(&f.id, "id", "", "backend id (required)")
-	fs.StringVar(&f.addr, "addr", "", "host:port devices are sent to (required)")
-	fs.StringVar(&f.checkAddr, "check-addr", "", "host:port probed with a TCP connect (default --addr)")
+	fs.StringArrayVar(&f.addrs, "addr", nil, "host:port devices are sent to (required); repeat it for a backend with several ports: connections spread over them")
+	fs.StringVar(&f.checkAddr, "check-addr", "", "host:port probed with a TCP connect (default the first --addr)")
 	fs.DurationVar(&f.interval, "check-interval", 2*time.Second, "time between probes")
 	fs.DurationVar(&f.timeout, "check-timeout", time.Second, "connect timeout of one probe")
 	fs.IntVar(&f.failures, "check-failures", 2, "consecutive failed probes before deregistering")
@@ -76,6 +80,9 @@ it when the port stops accepting or the sidecar gets SIGTERM/SIGINT (then it exi
 }
 
 func runRegister(f registerFlags) error {
+	if len(f.addrs) > 0 {
+		f.addr = f.addrs[0]
+	}
 	switch {
 	case f.id == "" || f.addr == "":
 		return usagef("--id and --addr are required")
@@ -91,6 +98,9 @@ func runRegister(f registerFlags) error {
 		f.pass = os.Getenv("DEVGATE_ETCD_PASSWORD")
 	}
 	v := registry.BackendValue{Addr: f.addr, Weight: uint32(f.weight), Zone: f.zone}
+	if len(f.addrs) > 1 {
+		v.Addrs = f.addrs
+	}
 	if len(f.meta) > 0 {
 		v.Meta = f.meta
 	}

@@ -65,6 +65,9 @@ func runServe(f serveFlags, configGiven bool) error {
 	if err != nil {
 		return err
 	}
+	if err := startupChecks(cfg, p, src.Ring(), log); err != nil {
+		return err
+	}
 	ap, err := startAdmin(cfg, p, src, m, log)
 	if err != nil {
 		return err
@@ -123,7 +126,15 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 	if err != nil {
 		return nil, err
 	}
+	sources, err := cfg.Dial.Sources()
+	if err != nil {
+		return nil, err
+	}
+	if err := proxy.CheckSourceAddrs(sources); err != nil {
+		return nil, fmt.Errorf("dial.sourceAddrs: %w", err)
+	}
 	p := &proxy.Proxy{
+		SourceAddrs:           sources,
 		Source:                src,
 		Matcher:               m,
 		Logger:                log,

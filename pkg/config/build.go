@@ -104,10 +104,11 @@ func (c *Config) BuildRing() (ring.Ring, error) {
 	}
 	bs := make([]ring.Backend, 0, len(c.Backends))
 	for i, b := range c.Backends {
-		if err := checkDial(fmt.Sprintf("backends[%d].addr", i), b.Addr); err != nil {
+		addr, addrs, err := b.addrs(i)
+		if err != nil {
 			return nil, err
 		}
-		bs = append(bs, ring.Backend{ID: b.ID, Addr: b.Addr, Weight: b.Weight, Zone: b.Zone, Meta: b.Meta})
+		bs = append(bs, ring.Backend{ID: b.ID, Addr: addr, Addrs: addrs, Weight: b.Weight, Zone: b.Zone, Meta: b.Meta})
 	}
 	r, err := ring.New(mode, bs)
 	if err != nil {

@@ -58,6 +58,7 @@ type Config struct {
 	// Admission guards backends against reconnect storms: login pacing
 	// (admission.go), ejection and flapping devices (admission_eject.go).
 	Admission   Admission    `yaml:"admission"`
+	Dial        Dial         `yaml:"dial"`        // source addresses of backend dials (dial.go)
 	EvictNotice *EvictNotice `yaml:"evictNotice"` // a frame written to a device before its eviction
 }
 
@@ -99,6 +100,7 @@ type Ring struct {
 type Backend struct {
 	ID     string            `yaml:"id"`
 	Addr   string            `yaml:"addr"`
+	Addrs  []string          `yaml:"addrs"`  // several ports: connections spread over them (dial.go)
 	Weight uint32            `yaml:"weight"` // default 100
 	Zone   string            `yaml:"zone"`
 	Meta   map[string]string `yaml:"meta"`
@@ -181,6 +183,9 @@ type Limits struct {
 	// File descriptors connections leave free for the admin port and etcd:
 	// maxConnections is lowered at start to fit RLIMIT_NOFILE; default 128, -1 none.
 	FDReserve int `yaml:"fdReserve"`
+	// StrictFiles refuses to start when RLIMIT_NOFILE, raised to its hard
+	// limit, cannot hold maxConnections; default false: a warning.
+	StrictFiles bool `yaml:"strictFiles"`
 }
 
 // ProxyProtocol says who may send PROXY headers and whether to send one.
@@ -378,6 +383,9 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if err := c.validateGuard(); err != nil {
+		return err
+	}
+	if err := c.validateDial(); err != nil {
 		return err
 	}
 	if c.Etcd == nil && len(c.Backends) == 0 {

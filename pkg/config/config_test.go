@@ -161,12 +161,12 @@ func TestHardeningSection(t *testing.T) {
 }
 
 func TestFinTimeouts(t *testing.T) {
-	c, err := Parse([]byte(oneBackend + "limits: {clientFinTimeout: 5s, serverFinTimeout: 1m, fdReserve: 64}\n"))
+	c, err := Parse([]byte(oneBackend + "limits: {clientFinTimeout: 5s, serverFinTimeout: 1m, fdReserve: 64, strictFiles: true}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if time.Duration(c.Limits.ClientFinTimeout) != 5*time.Second || time.Duration(c.Limits.ServerFinTimeout) != time.Minute ||
-		c.Limits.FDReserve != 64 {
+		c.Limits.FDReserve != 64 || !c.Limits.StrictFiles {
 		t.Fatalf("parsed %+v", c.Limits)
 	}
 }
@@ -201,10 +201,14 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("backends: [{id: a, addr: 'h:1', weight: 3}]\nkey: {types: [1, 2]}\n"))
 	f.Add([]byte("backend: []\nadmin: {httpListn: x, listen: '1:99999'}\netcd: {endpoints: ['http://e:1/x']}\n"))
 	f.Add([]byte("backends: [{id: a, addr: 'h:1'}]\nrehome: {enabled: true, maxBuffered: 4096, replyFrame: {lengthFieldLength: 4}}\nrebalance: {perSecond: 3}\n"))
+	f.Add([]byte("backends: [{id: a, addrs: ['10.0.0.1:1', '10.0.0.1:2']}]\ndial: {sourceAddrs: [10.0.1.1, 10.0.1.2]}\n"))
 	f.Fuzz(func(t *testing.T, doc []byte) {
 		c, err := Parse(doc)
 		if err != nil {
 			return
+		}
+		if _, err := c.Dial.Sources(); err != nil {
+			t.Fatalf("parsed config has bad dial.sourceAddrs: %v", err)
 		}
 		// Whatever parsed must also build.
 		if _, err := c.Matcher(); err != nil {

@@ -34,6 +34,8 @@
 //	devgate_rehome_total{cause,result}        counter  moves of live devices ended: cause drain, rebalance,
 //	                                                   backend_lost; result moved, evicted_<reason>, device_gone
 //	devgate_rehome_in_progress                gauge    moves of live devices in progress
+//	devgate_source_ports_in_use{source,backend} gauge  local ports held by proxied connections per
+//	                                                   dial.sourceAddrs address and backend id
 //
 // From the proxy's guards (NewGuardCollector; see its comment):
 // devgate_backend_ejections_total{backend}, devgate_backend_ejected{backend},
@@ -43,7 +45,7 @@
 //
 // Reasons of devgate_connections_closed_total are the proxy's Reason*
 // constants (max_conns, shutdown, empty, client_gone, preread_timeout,
-// read_error, no_backends, dial_failed, backend_write, client_closed,
+// read_error, no_backends, dial_failed, no_source_port, backend_write, client_closed,
 // backend_closed, replaced, kicked (ctl kick), evicted_<cause>) and, for bad input, the frame
 // package's labels (bad_header, too_large, no_key, key_too_long, not_json,
 // too_many_frames, preread_cap, bad_key, dup_key). These and the evicted_<cause> of

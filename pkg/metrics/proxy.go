@@ -36,7 +36,7 @@ func closedReasons() []proxy.Reason {
 		proxy.ReasonMaxConnsPerIP, proxy.ReasonRateLimited, proxy.ReasonProxyUntrusted,
 		proxy.ReasonProxyHeader, proxy.ReasonTLSHandshake, proxy.ReasonIdleTimeout,
 		proxy.ReasonClientFinTimeout, proxy.ReasonServerFinTimeout,
-		proxy.ReasonAdmissionTimeout, proxy.ReasonFlapping, proxy.ReasonKicked,
+		proxy.ReasonAdmissionTimeout, proxy.ReasonFlapping, proxy.ReasonKicked, proxy.ReasonNoSourcePort,
 	}
 	for _, err := range []error{
 		frame.ErrBadHeader, frame.ErrTooLarge, frame.ErrNoKey, frame.ErrKeyTooLong, frame.ErrNotJSON,
@@ -75,7 +75,7 @@ type proxyCollector struct {
 	src ProxySource
 
 	accepted, acceptErrors, active, proxied, backend, closed, routed, fallbacks,
-	dialFailures, moved, bytes, evictions, relogin, rehome, moving *prometheus.Desc
+	dialFailures, moved, bytes, evictions, relogin, rehome, moving, sourcePorts *prometheus.Desc
 
 	reasons []proxy.Reason // pre-declared closed reasons
 	causes  []proxy.Cause  // pre-declared eviction causes
@@ -102,7 +102,9 @@ func NewProxyCollector(p ProxySource) prometheus.Collector {
 			"(it gave up on a half-open connection, or reconnected before its close reached the gateway): normal device behaviour, not an eviction."),
 		rehome: desc("rehome_total", "Moves of live devices to their new backend that ended, by cause "+
 			"(drain, rebalance, backend_lost) and result (moved, evicted_<reason>, device_gone).", "cause", "result"),
-		moving:  desc("rehome_in_progress", "Moves of live devices in progress on this replica."),
+		moving: desc("rehome_in_progress", "Moves of live devices in progress on this replica."),
+		sourcePorts: desc("source_ports_in_use", "Local ports held by proxied connections, by source address (dial.sourceAddrs) and backend id: "+
+			"each pair has about the ephemeral port range per backend port.", "source", "backend"),
 		reasons: closedReasons(),
 		causes:  slices.Clone(EvictionCauses),
 	}
@@ -110,7 +112,7 @@ func NewProxyCollector(p ProxySource) prometheus.Collector {
 
 func (c *proxyCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.accepted, c.acceptErrors, c.active, c.proxied, c.backend, c.closed,
-		c.routed, c.fallbacks, c.dialFailures, c.moved, c.bytes, c.evictions, c.relogin, c.rehome, c.moving} {
+		c.routed, c.fallbacks, c.dialFailures, c.moved, c.bytes, c.evictions, c.relogin, c.rehome, c.moving, c.sourcePorts} {
 		ch <- d
 	}
 }
@@ -135,6 +137,13 @@ func (c *proxyCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.bytes, s.BytesOut, "out")
 	for id, n := range c.src.Conns() {
 		gauge(c.backend, float64(n), id)
+	}
+	if sp, ok := c.src.(interface {
+		SourcePorts() map[proxy.SourcePort]int
+	}); ok {
+		for k, n := range sp.SourcePorts() {
+			gauge(c.sourcePorts, float64(n), k.Source.String(), k.Backend)
+		}
 	}
 
 	closed := make(map[proxy.Reason]uint64, len(c.reasons)+len(s.Closed))

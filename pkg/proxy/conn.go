@@ -25,6 +25,7 @@ type conn struct {
 	mu       sync.Mutex
 	id       uint32         // the table's, in routing order; wraps (pages go by since, then id)
 	remote   packedAddr     // the device's address, after a PROXY header (ConnInfo.Client)
+	src      uint16         // the SourceAddrs entry its backend dial bound, plus one (0: none)
 	finArmed [2]atomic.Bool // direction d ended: the other runs under finWait[d]
 	closing  atomic.Bool    // set by the first close: Evict must not pick it again
 	moving   atomic.Bool    // a move is under way (rehome.go)

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // A device's connection is found by its id with what the admin API shows,
@@ -164,4 +165,12 @@ func TestFindDevicePastTheCache(t *testing.T) {
 		defer c.proxy.devices.mu.Unlock()
 		return c.proxy.Proxied() == 0 && c.proxy.devices.unindexed == 0
 	})
+}
+
+// An idle device's memory is mostly its conn: a field that pushes it past
+// 224 bytes moves every conn to the next size class (+32 bytes a device).
+func TestConnSizeClass(t *testing.T) {
+	if n := unsafe.Sizeof(conn{}); n > 224 {
+		t.Fatalf("conn is %d bytes, want <= 224 (pack the new field into a padding gap)", n)
+	}
 }

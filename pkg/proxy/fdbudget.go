@@ -71,3 +71,16 @@ type acceptLog struct {
 	acceptErrs      atomic.Int64 // failures since the last line
 	acceptErrLogged atomic.Int64 // unix nanoseconds of the last line
 }
+
+// FilesWanted is the RLIMIT_NOFILE that holds MaxConns connections and the
+// reserve, for the startup check (0: no cap, nothing to compare).
+func (p *Proxy) FilesWanted() uint64 {
+	want := p.maxConns()
+	if want < 0 {
+		return 0
+	}
+	return uint64(want*p.fdsPerConn() + int64(opt.OrNone(p.FDReserve, DefaultFDReserve)))
+}
+
+// ConnsWanted is MaxConns with its default (-1: none).
+func (p *Proxy) ConnsWanted() int64 { return p.maxConns() }

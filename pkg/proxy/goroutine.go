@@ -62,7 +62,7 @@ func (p *Proxy) serveConn(c net.Conn, inheritsKeepAlive bool) {
 	p.setKeepAlive(backend)
 
 	pc := &conn{client: client, backend: backend, device: device, backendID: b.ID, since: time.Now(),
-		finWait: p.finTimeouts(), lg: lg, remote: packAddr(addrPort(src)), tries: tries}
+		finWait: p.finTimeouts(), lg: lg, remote: packAddr(addrPort(src)), tries: tries, src: p.srcIndex(p.connSource(backend))}
 	if p.useEventLoop(client, backend) { // before the table can hand pc to close
 		if pc.ev, err = p.newEvPair(pc, release); err != nil {
 			p.badLog.Warn("copying with goroutines", zap.Error(err))
@@ -116,8 +116,12 @@ func (p *Proxy) dial(r ring.Ring, key []byte, s sendPreread) (ring.Backend, net.
 			return ring.Backend{}, nil, nil, reason
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout())
-		bc, err := p.dialer(ctx, "tcp", b.Addr)
+		bc, err := p.dialBackend(ctx, b)
 		cancel()
+		if errors.Is(err, ErrNoSourcePort) { // a local shortage: no other owner, no ejection
+			pc.giveBack()
+			return ring.Backend{}, nil, nil, ReasonNoSourcePort
+		}
 		var first []byte
 		if err == nil {
 			if first, err = p.send(s, b, bc); err == nil {

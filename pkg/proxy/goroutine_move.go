@@ -168,7 +168,7 @@ func (g *goMove) fail(mv *move, r MoveResult, reason Reason, phase int) {
 
 // moved counts mv, which ended on its new owner.
 func (g *goMove) moved(mv *move) {
-	g.p.rehomed(g.c, mv.to.ID)
+	g.p.rehomed(g.c, mv.to.ID, mv.src)
 	g.p.finishMove(g.c, mv, MoveMoved)
 }
 
@@ -244,7 +244,7 @@ func (g *goMove) dialNew(mv *move) bool {
 	}
 	g.cancel = cancel
 	g.mu.Unlock()
-	nb, err := p.dialer(ctx, "tcp", mv.to.Addr)
+	nb, err := p.dialBackend(ctx, mv.to)
 	g.mu.Lock()
 	g.cancel = nil
 	if g.closed || g.mv != mv {
@@ -256,6 +256,7 @@ func (g *goMove) dialNew(mv *move) bool {
 	}
 	if err == nil {
 		g.cur = nb // closeAll closes it from now on
+		mv.src = p.connSource(nb)
 	}
 	g.mu.Unlock()
 	if err != nil {

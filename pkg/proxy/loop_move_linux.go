@@ -4,7 +4,6 @@ package proxy
 
 import (
 	"net"
-	"net/netip"
 	"syscall"
 	"time"
 
@@ -248,16 +247,13 @@ func (l *evLoop) loopDropPending(pr *evPair, d int) {
 func (l *evLoop) loopMoveDial(pr *evPair) {
 	mv := pr.mv
 	mv.phase = mvDial
-	ap, err := netip.ParseAddrPort(mv.to.Addr)
-	if err != nil { // moves dial ip:port registrations only
-		l.loopMoveFail(pr, mv, MoveDialFailed)
-		return
-	}
-	fd, err := netpoll.Connect(ap, keepAliveIdle(l.p.KeepAlive))
+	// Moves dial ip:port registrations only (errByName fails the move).
+	fd, path, err := l.p.connectRaw(mv.to) // dialsrc_linux.go
 	if err != nil {
 		l.loopMoveFail(pr, mv, MoveDialFailed)
 		return
 	}
+	mv.src = path.src
 	s := &pr.side[1]
 	*s = evSide{FD: netpoll.FD{Fd: fd}}
 	if err := l.poll.Add(pr, netpoll.Out, &s.FD); err != nil {
@@ -313,7 +309,7 @@ func (l *evLoop) loopMoveSwallow(pr *evPair, b []byte) {
 func (l *evLoop) loopMoveResume(pr *evPair, fromNew []byte) {
 	mv, pc := pr.mv, pr.pc
 	pr.mv = nil
-	l.p.rehomed(pc, mv.to.ID)
+	l.p.rehomed(pc, mv.to.ID, mv.src)
 	l.p.finishMove(pc, mv, MoveMoved)
 	if l.loopForward(pr, 0, mv.held) {
 		l.loopForward(pr, 1, fromNew)

@@ -47,6 +47,7 @@ type evPre struct {
 	prior  priorEntry   // the device cache's entry before routing: a fallback restores it
 	sent   time.Time    // when the preread bytes went to the backend
 	b      ring.Backend // the owner being dialled
+	src    netip.Addr   // the source address its dial bound (SourceAddrs)
 
 	// Pacing (loop_pace_linux.go).
 	wait      *waiter   // in the queue of paced: waiting for a turn
@@ -130,16 +131,19 @@ func (l *evLoop) loopDial(pr *evPair) {
 		a.try++
 		a.gen++
 		pr.stage = evDial
-		ap, err := netip.ParseAddrPort(a.b.Addr)
-		if err != nil {
+		fd, path, err := p.connectRaw(a.b) // dialsrc_linux.go
+		switch {
+		case err == errByName:
 			l.loopDialAsync(pr)
 			return
-		}
-		fd, err := netpoll.Connect(ap, keepAliveIdle(p.KeepAlive))
-		if err != nil {
+		case errors.Is(err, ErrNoSourcePort):
+			l.loopNoSourcePort(pr)
+			return
+		case err != nil:
 			l.loopCountDialFailure(pr, err)
 			continue
 		}
+		a.src = path.src
 		s := &pr.side[1]
 		*s = evSide{FD: netpoll.FD{Fd: fd}}
 		l.mu.Lock()
@@ -166,7 +170,7 @@ func (l *evLoop) loopDialAsync(pr *evPair) {
 	go func() {
 		defer p.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), p.dialTimeout())
-		bc, err := p.dialer(ctx, "tcp", b.Addr)
+		bc, err := p.dialBackend(ctx, b)
 		cancel()
 		l.send(evMsg{pr: pr, dialled: true, gen: gen, bc: bc, err: err})
 	}()
@@ -181,11 +185,16 @@ func (l *evLoop) loopDialled(m evMsg) {
 		}
 		return
 	}
+	if errors.Is(m.err, ErrNoSourcePort) {
+		l.loopNoSourcePort(pr)
+		return
+	}
 	if m.err != nil {
 		l.loopCountDialFailure(pr, m.err)
 		l.loopDial(pr)
 		return
 	}
+	pr.adm.src = l.p.connSource(m.bc)
 	tc, ok := m.bc.(*net.TCPConn)
 	s := &pr.side[1]
 	var err error
@@ -235,6 +244,13 @@ func (l *evLoop) loopDialFailed(pr *evPair, err error) {
 	l.loopDial(pr)
 }
 
+// loopNoSourcePort refuses a pair no source address had a port for: not
+// the backend's fault, so no other owner is tried.
+func (l *evLoop) loopNoSourcePort(pr *evPair) {
+	l.loopTurnUnused(pr)
+	l.loopClose(pr, ReasonNoSourcePort, nil)
+}
+
 func (l *evLoop) loopCountDialFailure(pr *evPair, err error) {
 	l.loopTurnUnused(pr)
 	l.p.countDialFailure(pr.adm.b, pr.adm.try, err)
@@ -281,7 +297,7 @@ func (l *evLoop) loopConnected(pr *evPair) {
 	}
 	pc := &conn{client: client, device: a.device, backendID: a.b.ID, since: time.Now(), ev: pr,
 		finWait: p.finTimeouts(), moved: a.moved, lg: p.newLogin(a.buf, nil, a.remote),
-		remote: packAddr(a.remote), tries: uint8(min(a.try, 255))}
+		remote: packAddr(a.remote), tries: uint8(min(a.try, 255)), src: p.srcIndex(a.src)}
 	a.sent = time.Now()
 	pr.pc, pr.stage, pr.adm, pr.replay = pc, evCopy, nil, a // a.buf kept until a byte moves
 	l.routed.Add(1)

@@ -165,6 +165,11 @@ type Proxy struct {
 	// Dial opens a connection to a backend. If nil, a net.Dialer is used.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
+	// SourceAddrs are the local addresses backend dials bind, in turn per
+	// backend (dialsrc.go): each adds a port range per backend address.
+	// If empty, the kernel picks the source. Ignored by a custom Dial.
+	SourceAddrs []netip.Addr
+
 	initOnce sync.Once
 	log      *zap.Logger
 	badLog   *zap.Logger // sampled: hostile clients must not flood the log
@@ -179,6 +184,7 @@ type Proxy struct {
 	probes        lostProbes
 	pace          pacers
 	ejects        ejector
+	paths         dialPaths
 	flaps         flapCounter
 	notices       noticeCounts
 	acceptLog

@@ -198,6 +198,7 @@ type move struct {
 	begun chan<- struct{} // told when a loop begins the move (relocate waits)
 	tally *MoveTally
 	to    ring.Backend // the new owner
+	src   netip.Addr   // the source address the new owner's dial bound
 	start time.Time
 	lost  error // backend_lost: the old owner's error (nil: its FIN)
 	moveState
@@ -340,9 +341,9 @@ func (p *Proxy) finishMove(c *conn, mv *move, r MoveResult) {
 	p.moveEnded(mv.cause, r, time.Since(mv.start), mv.tally)
 }
 
-// rehomed records that c now copies to backend id.
-func (p *Proxy) rehomed(c *conn, id string) {
-	p.table.rekey(c, id)
+// rehomed records that c now copies to backend id (dialled from src).
+func (p *Proxy) rehomed(c *conn, id string, src netip.Addr) {
+	p.table.rekey(c, id, p.srcIndex(src))
 	p.devices.rehomed(c, id)
 }
 

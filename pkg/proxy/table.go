@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/netip"
 	"sync"
 )
 
@@ -71,6 +72,23 @@ func (t *connTable) counts() map[string]int {
 	return out
 }
 
+// sourceCounts returns live connections per source address and backend,
+// of those dialled from a configured source (c.src indexes sources). A
+// scrape's cost, as bytes.
+func (t *connTable) sourceCounts(sources []netip.Addr) map[SourcePort]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[SourcePort]int)
+	for id, set := range t.byBackend {
+		for c := range set {
+			if i := int(c.src); i > 0 && i <= len(sources) {
+				out[SourcePort{Source: sources[i-1].Unmap(), Backend: id}]++
+			}
+		}
+	}
+	return out
+}
+
 // byID returns up to n connections of backend id (all backends if id is
 // empty; n <= 0 means no bound).
 func (t *connTable) byID(id string, n int) []*conn {
@@ -133,8 +151,8 @@ func (t *connTable) backendOf(c *conn) string {
 	return c.backendID
 }
 
-// rekey files c under backend id: it was moved there.
-func (t *connTable) rekey(c *conn, id string) {
+// rekey files c under backend id (dialled from src): it was moved there.
+func (t *connTable) rekey(c *conn, id string, src uint16) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if set := t.byBackend[c.backendID]; set != nil {
@@ -146,7 +164,7 @@ func (t *connTable) rekey(c *conn, id string) {
 			delete(t.byBackend, c.backendID)
 		}
 	}
-	c.backendID = id
+	c.backendID, c.src = id, src
 	if c.moves < ^uint8(0) {
 		c.moves++
 	}

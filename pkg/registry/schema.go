@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ const (
 const (
 	MaxValueSize = 4096 // bytes of one value
 	MaxMeta      = 32   // meta entries of one backend
+	MaxAddrs     = 64   // addrs of one backend
 	MaxMembers   = ring.MaxBackends
 )
 
@@ -73,6 +75,7 @@ func (k Keys) Gateway(id string) string { return k.Gateways() + id }
 // BackendValue is the JSON a backend (Go or Java) writes under backends/.
 type BackendValue struct {
 	Addr   string            `json:"addr"`             // host:port devices are proxied to
+	Addrs  []string          `json:"addrs,omitempty"`  // more ports of the backend (with addr or not): connections spread over all
 	Weight uint32            `json:"weight,omitempty"` // 1..10000, default 100
 	Zone   string            `json:"zone,omitempty"`
 	Meta   map[string]string `json:"meta,omitempty"`
@@ -120,11 +123,37 @@ func ParseBackend(id string, val []byte) (ring.Backend, error) {
 	if len(v.Meta) > MaxMeta {
 		return ring.Backend{}, fmt.Errorf("%w: backend %q: %d meta entries over %d", ErrBadValue, id, len(v.Meta), MaxMeta)
 	}
+	addrs, err := backendAddrs(v)
+	if err != nil {
+		return ring.Backend{}, fmt.Errorf("%w: backend %q: %v", ErrBadValue, id, err)
+	}
 	w := v.Weight
 	if w == 0 {
 		w = ring.DefaultWeight
 	}
-	return ring.Backend{ID: id, Addr: v.Addr, Weight: w, Zone: v.Zone, Meta: v.Meta}, nil
+	return ring.Backend{ID: id, Addr: v.Addr, Addrs: addrs, Weight: w, Zone: v.Zone, Meta: v.Meta}, nil
+}
+
+// backendAddrs is all of v's addresses, addr first and each once: nil when
+// addrs adds none (one address). Gateways before addrs read addr alone, so
+// addr stays required.
+func backendAddrs(v BackendValue) ([]string, error) {
+	if len(v.Addrs) > MaxAddrs {
+		return nil, fmt.Errorf("%d addrs over %d", len(v.Addrs), MaxAddrs)
+	}
+	out := []string{v.Addr}
+	for i, a := range v.Addrs {
+		if err := validAddr(a); err != nil {
+			return nil, fmt.Errorf("addrs[%d]: %v", i, err)
+		}
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 1 {
+		return nil, nil
+	}
+	return out, nil
 }
 
 // ParseDrain checks a drain value read from etcd.

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -175,6 +176,7 @@ func FuzzParseBackend(f *testing.F) {
 	f.Add("n1", []byte(`{"addr":"10.1.2.3:9000","weight":100,"zone":"a","meta":{"k":"v"}}`))
 	f.Add("n/1", []byte(`{"addr":"[::1]:1"}`))
 	f.Add("x", []byte(`{"addr":"h:65535","weight":10000}`))
+	f.Add("p", []byte(`{"addr":"h:1","addrs":["h:2","h:1","[::1]:3"]}`))
 	f.Fuzz(func(t *testing.T, id string, val []byte) {
 		b, err := ParseBackend(id, val)
 		if err != nil {
@@ -182,6 +184,11 @@ func FuzzParseBackend(f *testing.F) {
 				t.Fatalf("error not wrapping ErrBadValue: %v", err)
 			}
 			return
+		}
+		// Several addresses: addr first, each once, bounded.
+		if len(b.Addrs) > 0 && (len(b.Addrs) < 2 || len(b.Addrs) > MaxAddrs+1 || b.Addrs[0] != b.Addr ||
+			len(slices.Compact(slices.Sorted(slices.Values(b.Addrs)))) != len(b.Addrs)) {
+			t.Fatalf("accepted %q with addrs %q", val, b.Addrs)
 		}
 		// Whatever passes must be usable in a ring.
 		if _, err := ring.New(ring.ModeConsistent, []ring.Backend{b}); err != nil {

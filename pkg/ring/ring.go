@@ -25,6 +25,9 @@ type Backend struct {
 	Weight uint32            // 1..MaxWeight; 0 in input means DefaultWeight
 	Zone   string            // informational
 	Meta   map[string]string // informational
+	// Addrs, when set, are all the host:ports of the backend (Addr is
+	// the first): its connections spread over them. Not part of placement.
+	Addrs []string
 }
 
 // Mode selects the placement rule.

@@ -17,7 +17,14 @@ import (
 // keepalive (idle; none when negative); the loop learns the outcome from
 // Out (ConnectError).
 func Connect(ap netip.AddrPort, idle time.Duration) (int, error) {
-	var sa rawSockaddr
+	return ConnectFrom(netip.Addr{}, ap, idle)
+}
+
+// ConnectFrom is Connect from the source address src, bound with
+// IP_BIND_ADDRESS_NO_PORT (Connect when src is the zero Addr). A source
+// with no port left for ap fails with EADDRNOTAVAIL, at bind or connect.
+func ConnectFrom(src netip.Addr, ap netip.AddrPort, idle time.Duration) (int, error) {
+	var sa, lsa rawSockaddr
 	family := syscall.AF_INET
 	var scope uint32
 	if ip := ap.Addr().Unmap(); !ip.Is4() {
@@ -31,11 +38,23 @@ func Connect(ap netip.AddrPort, idle time.Duration) (int, error) {
 		}
 	}
 	sa.set(ap, scope)
+	if src.IsValid() {
+		if src.Unmap().Is4() != (family == syscall.AF_INET) {
+			return -1, os.NewSyscallError("bind", syscall.EAFNOSUPPORT)
+		}
+		lsa.set(netip.AddrPortFrom(src, 0), 0)
+	}
 	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
 	if err != nil {
 		return -1, os.NewSyscallError("socket", err)
 	}
-	if err = SetSockOpts(fd, idle); err == nil {
+	if src.IsValid() {
+		err = bindNoPort(fd, &lsa)
+	}
+	if err == nil {
+		err = SetSockOpts(fd, idle)
+	}
+	if err == nil {
 		err = connect(fd, &sa)
 		if err == syscall.EINPROGRESS || err == syscall.EINTR {
 			err = nil
