@@ -33,6 +33,7 @@ import (
 // replica.
 type adminPlane struct {
 	svc    *admin.Service // nil without etcd
+	auth   *admin.Auth    // nil without the admin API
 	ready  func() (bool, string)
 	grpc   *grpc.Server
 	health *health.Server
@@ -81,7 +82,14 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 		}
 		a.ready = a.svc.Ready
 	}
-	h := admin.NewHTTPHandler(admin.HTTPOptions{Gatherer: reg, Ready: func() (bool, string) { return a.ready() }, Pprof: cfg.Admin.Pprof})
+	ho := admin.HTTPOptions{Gatherer: reg, Ready: func() (bool, string) { return a.ready() }, Pprof: cfg.Admin.Pprof}
+	if a.svc != nil { // the JSON API and the dashboard, on the same service and auth
+		hist := &admin.History{}
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); hist.Run(ctx, p) }()
+		ho.API = &admin.API{Server: a.svc, Auth: a.auth, History: hist, ID: a.svc.ID}
+	}
+	h := admin.NewHTTPHandler(ho)
 	a.http = admin.NewHTTPServer(cfg.Admin.HTTPAddr(), h)
 	l, err := net.Listen("tcp", cfg.Admin.HTTPAddr())
 	if err != nil {
@@ -121,6 +129,7 @@ func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy
 	reg.MustRegister(refused)
 	auth.OnRefused = func(reason string) { refused.WithLabelValues(reason).Inc() }
 	auth.Audit = log.Named("audit")
+	a.auth = auth
 	gm := metrics.NewGRPCServerMetrics()
 	reg.MustRegister(gm)
 	opts := append([]grpc.ServerOption{ // first: calls auth refuses are counted too
