@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net"
@@ -68,6 +69,11 @@ func (api *API) register(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+APIPrefix+"{method}", func(w http.ResponseWriter, r *http.Request) {
 		name := r.PathValue("method")
 		body, err := readBody(w, r)
+		if errors.Is(err, errBodyTooBig) {
+			b, _ := json.Marshal(ErrorReply{Code: codes.ResourceExhausted.String(), Message: err.Error()})
+			writeJSON(w, http.StatusRequestEntityTooLarge, b)
+			return
+		}
 		if err != nil {
 			writeAPIError(w, err)
 			return
@@ -88,6 +94,8 @@ func (api *API) register(mux *http.ServeMux) {
 	})
 }
 
+var errBodyTooBig = fmt.Errorf("request body over %d bytes", maxAPIBody)
+
 // readBody reads a bounded JSON body. The JSON content type is required:
 // a cross-site form or text/plain post cannot be one without a CORS
 // preflight, which this server does not answer.
@@ -98,7 +106,7 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAPIBody))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return nil, status.Errorf(codes.ResourceExhausted, "request body over %d bytes", maxAPIBody)
+		return nil, errBodyTooBig
 	}
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "reading the request: %v", err)
