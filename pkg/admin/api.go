@@ -35,7 +35,7 @@ const maxAPIBody = 64 << 10
 const maxAPIStream = 15 * time.Minute
 
 // apiHidden are the calls replicas make to each other: not for a page.
-var apiHidden = map[string]bool{"LocalRebalance": true}
+var apiHidden = map[string]bool{"LocalRebalance": true, "LocalConnections": true, "LocalKick": true}
 
 // API serves the admin service's calls as JSON (protojson of the same
 // messages) through the same Auth interceptors as the gRPC server, so a
@@ -58,7 +58,9 @@ var marshal = protojson.MarshalOptions{EmitUnpopulated: true}
 func (api *API) register(mux *http.ServeMux) {
 	unary := map[string]grpc.MethodDesc{}
 	for _, m := range adminv1.Admin_ServiceDesc.Methods {
-		unary[m.MethodName] = m
+		if !apiHidden[m.MethodName] {
+			unary[m.MethodName] = m
+		}
 	}
 	streams := map[string]grpc.StreamDesc{}
 	for _, s := range adminv1.Admin_ServiceDesc.Streams {
@@ -227,7 +229,7 @@ func (s *httpStream) RecvMsg(m any) error {
 }
 
 func (api *API) history(ctx context.Context, w http.ResponseWriter) {
-	if _, _, err := api.Auth.check(ctx, adminService+HistoryMethod); err != nil {
+	if _, err := api.checkRead(ctx, HistoryMethod); err != nil {
 		writeAPIError(w, err)
 		return
 	}
@@ -251,13 +253,27 @@ type WhoamiReply struct {
 }
 
 func (api *API) whoami(ctx context.Context, w http.ResponseWriter) {
-	_, c, err := api.Auth.check(ctx, adminService+WhoamiMethod)
+	c, err := api.checkRead(ctx, WhoamiMethod)
 	if err != nil {
 		writeAPIError(w, err)
 		return
 	}
 	b, _ := json.Marshal(WhoamiReply{Role: c.Role.String(), Principal: c.Principal})
 	writeJSON(w, http.StatusOK, b)
+}
+
+// checkRead authorizes the API's own calls (History, Whoami; not gRPC
+// methods): any role that can read, refusals counted as gRPC's are.
+func (api *API) checkRead(ctx context.Context, name string) (Caller, error) {
+	a := api.Auth
+	c, err := a.identify(ctx, adminService+name)
+	if err == nil && c.Role < RoleRead {
+		err = refuse(codes.Unauthenticated, "unauthenticated", "a bearer token or a client certificate is required")
+	}
+	if err != nil {
+		a.refused(ctx, adminService+name, c, err)
+	}
+	return c, err
 }
 
 func writeJSON(w http.ResponseWriter, code int, b []byte) {

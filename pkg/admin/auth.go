@@ -89,7 +89,8 @@ type Auth struct {
 
 // peerMethods are the calls replicas make to each other; a peer
 // credential is good for nothing else.
-var peerMethods = map[string]bool{"LocalStatus": true, "LocalRebalance": true, "DrainGateway": true, "UndrainGateway": true}
+var peerMethods = map[string]bool{"LocalStatus": true, "LocalRebalance": true, "DrainGateway": true, "UndrainGateway": true,
+	"LocalConnections": true, "LocalKick": true}
 
 const adminService = "/devgate.admin.v1.Admin/"
 
@@ -101,7 +102,8 @@ func required(fullMethod string) Role {
 		return RoleNone
 	}
 	switch m {
-	case "ListBackends", "Lookup", "ListGateways", "LocalStatus", HistoryMethod, WhoamiMethod:
+	case "ListBackends", "Lookup", "ListGateways", "LocalStatus",
+		"FindDevice", "ListConnections", "LocalConnections":
 		return RoleRead
 	}
 	return RoleAdmin

@@ -1608,6 +1608,587 @@ func (*LocalStatusRequest) Descriptor() ([]byte, []int) {
 	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
+// Connection is one live device connection on one replica.
+type Connection struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Devid         string                 `protobuf:"bytes,1,opt,name=devid,proto3" json:"devid,omitempty"`                             // as the device sent it (bytes that are not UTF-8 are escaped)
+	Gateway       string                 `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`                         // replica holding it
+	Backend       string                 `protobuf:"bytes,3,opt,name=backend,proto3" json:"backend,omitempty"`                         // backend it is proxied to now
+	ClientAddr    string                 `protobuf:"bytes,4,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"` // the device's address (after the PROXY protocol header)
+	Since         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`                             // accepted at
+	BytesIn       uint64                 `protobuf:"varint,6,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`         // device -> backend, as far as the replica counts them
+	BytesOut      uint64                 `protobuf:"varint,7,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`      // backend -> device
+	Tries         uint32                 `protobuf:"varint,8,opt,name=tries,proto3" json:"tries,omitempty"`                            // dials it took to connect (1: the owner answered)
+	Moves         uint32                 `protobuf:"varint,9,opt,name=moves,proto3" json:"moves,omitempty"`                            // times moved live to another backend
+	Id            uint64                 `protobuf:"varint,10,opt,name=id,proto3" json:"id,omitempty"`                                 // the replica's id of the connection (pages are in gateway, id order)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Connection) Reset() {
+	*x = Connection{}
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Connection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Connection) ProtoMessage() {}
+
+func (x *Connection) ProtoReflect() protoreflect.Message {
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Connection.ProtoReflect.Descriptor instead.
+func (*Connection) Descriptor() ([]byte, []int) {
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Connection) GetDevid() string {
+	if x != nil {
+		return x.Devid
+	}
+	return ""
+}
+
+func (x *Connection) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *Connection) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *Connection) GetClientAddr() string {
+	if x != nil {
+		return x.ClientAddr
+	}
+	return ""
+}
+
+func (x *Connection) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *Connection) GetBytesIn() uint64 {
+	if x != nil {
+		return x.BytesIn
+	}
+	return 0
+}
+
+func (x *Connection) GetBytesOut() uint64 {
+	if x != nil {
+		return x.BytesOut
+	}
+	return 0
+}
+
+func (x *Connection) GetTries() uint32 {
+	if x != nil {
+		return x.Tries
+	}
+	return 0
+}
+
+func (x *Connection) GetMoves() uint32 {
+	if x != nil {
+		return x.Moves
+	}
+	return 0
+}
+
+func (x *Connection) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type FindDeviceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Devid         string                 `protobuf:"bytes,1,opt,name=devid,proto3" json:"devid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindDeviceRequest) Reset() {
+	*x = FindDeviceRequest{}
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindDeviceRequest) ProtoMessage() {}
+
+func (x *FindDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindDeviceRequest.ProtoReflect.Descriptor instead.
+func (*FindDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *FindDeviceRequest) GetDevid() string {
+	if x != nil {
+		return x.Devid
+	}
+	return ""
+}
+
+type FindDeviceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Connections   []*Connection          `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"` // usually one; more while a device reconnects or is duplicated
+	Partial       *Partial               `protobuf:"bytes,2,opt,name=partial,proto3" json:"partial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindDeviceResponse) Reset() {
+	*x = FindDeviceResponse{}
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindDeviceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindDeviceResponse) ProtoMessage() {}
+
+func (x *FindDeviceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindDeviceResponse.ProtoReflect.Descriptor instead.
+func (*FindDeviceResponse) Descriptor() ([]byte, []int) {
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *FindDeviceResponse) GetConnections() []*Connection {
+	if x != nil {
+		return x.Connections
+	}
+	return nil
+}
+
+func (x *FindDeviceResponse) GetPartial() *Partial {
+	if x != nil {
+		return x.Partial
+	}
+	return nil
+}
+
+type KickDeviceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Devid         string                 `protobuf:"bytes,1,opt,name=devid,proto3" json:"devid,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"` // for the audit and access log; up to 256 bytes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KickDeviceRequest) Reset() {
+	*x = KickDeviceRequest{}
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KickDeviceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KickDeviceRequest) ProtoMessage() {}
+
+func (x *KickDeviceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KickDeviceRequest.ProtoReflect.Descriptor instead.
+func (*KickDeviceRequest) Descriptor() ([]byte, []int) {
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *KickDeviceRequest) GetDevid() string {
+	if x != nil {
+		return x.Devid
+	}
+	return ""
+}
+
+func (x *KickDeviceRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type KickDeviceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kicked        []*Connection          `protobuf:"bytes,1,rep,name=kicked,proto3" json:"kicked,omitempty"` // the connections closed, as they were
+	Partial       *Partial               `protobuf:"bytes,2,opt,name=partial,proto3" json:"partial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KickDeviceResponse) Reset() {
+	*x = KickDeviceResponse{}
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KickDeviceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KickDeviceResponse) ProtoMessage() {}
+
+func (x *KickDeviceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KickDeviceResponse.ProtoReflect.Descriptor instead.
+func (*KickDeviceResponse) Descriptor() ([]byte, []int) {
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *KickDeviceResponse) GetKicked() []*Connection {
+	if x != nil {
+		return x.Kicked
+	}
+	return nil
+}
+
+func (x *KickDeviceResponse) GetPartial() *Partial {
+	if x != nil {
+		return x.Partial
+	}
+	return nil
+}
+
+type ListConnectionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Backend       string                 `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`                      // only connections to this backend
+	Gateway       string                 `protobuf:"bytes,2,opt,name=gateway,proto3" json:"gateway,omitempty"`                      // only connections on this replica
+	MinAge        *durationpb.Duration   `protobuf:"bytes,3,opt,name=min_age,json=minAge,proto3" json:"min_age,omitempty"`          // only connections at least this old
+	PageSize      int32                  `protobuf:"varint,4,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`   // zero: the server's default; capped at the server's max
+	PageToken     string                 `protobuf:"bytes,5,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"` // next_page_token of the previous page
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConnectionsRequest) Reset() {
+	*x = ListConnectionsRequest{}
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConnectionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConnectionsRequest) ProtoMessage() {}
+
+func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConnectionsRequest.ProtoReflect.Descriptor instead.
+func (*ListConnectionsRequest) Descriptor() ([]byte, []int) {
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListConnectionsRequest) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *ListConnectionsRequest) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *ListConnectionsRequest) GetMinAge() *durationpb.Duration {
+	if x != nil {
+		return x.MinAge
+	}
+	return nil
+}
+
+func (x *ListConnectionsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListConnectionsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListConnectionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Connections   []*Connection          `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`                            // in gateway, id order
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"` // empty on the last page
+	Partial       *Partial               `protobuf:"bytes,3,opt,name=partial,proto3" json:"partial,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListConnectionsResponse) Reset() {
+	*x = ListConnectionsResponse{}
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListConnectionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListConnectionsResponse) ProtoMessage() {}
+
+func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListConnectionsResponse.ProtoReflect.Descriptor instead.
+func (*ListConnectionsResponse) Descriptor() ([]byte, []int) {
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *ListConnectionsResponse) GetConnections() []*Connection {
+	if x != nil {
+		return x.Connections
+	}
+	return nil
+}
+
+func (x *ListConnectionsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListConnectionsResponse) GetPartial() *Partial {
+	if x != nil {
+		return x.Partial
+	}
+	return nil
+}
+
+type LocalConnectionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Devid         string                 `protobuf:"bytes,1,opt,name=devid,proto3" json:"devid,omitempty"` // set: this device's connections only
+	Backend       string                 `protobuf:"bytes,2,opt,name=backend,proto3" json:"backend,omitempty"`
+	MinAge        *durationpb.Duration   `protobuf:"bytes,3,opt,name=min_age,json=minAge,proto3" json:"min_age,omitempty"`
+	AfterId       uint64                 `protobuf:"varint,4,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"` // only connections with a larger id
+	Limit         int32                  `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`                    // zero: the server's max
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalConnectionsRequest) Reset() {
+	*x = LocalConnectionsRequest{}
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalConnectionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalConnectionsRequest) ProtoMessage() {}
+
+func (x *LocalConnectionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalConnectionsRequest.ProtoReflect.Descriptor instead.
+func (*LocalConnectionsRequest) Descriptor() ([]byte, []int) {
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *LocalConnectionsRequest) GetDevid() string {
+	if x != nil {
+		return x.Devid
+	}
+	return ""
+}
+
+func (x *LocalConnectionsRequest) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *LocalConnectionsRequest) GetMinAge() *durationpb.Duration {
+	if x != nil {
+		return x.MinAge
+	}
+	return nil
+}
+
+func (x *LocalConnectionsRequest) GetAfterId() uint64 {
+	if x != nil {
+		return x.AfterId
+	}
+	return 0
+}
+
+func (x *LocalConnectionsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type LocalConnectionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Connections   []*Connection          `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"` // in id order
+	More          bool                   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`              // the limit cut the list
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalConnectionsResponse) Reset() {
+	*x = LocalConnectionsResponse{}
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalConnectionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalConnectionsResponse) ProtoMessage() {}
+
+func (x *LocalConnectionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalConnectionsResponse.ProtoReflect.Descriptor instead.
+func (*LocalConnectionsResponse) Descriptor() ([]byte, []int) {
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *LocalConnectionsResponse) GetConnections() []*Connection {
+	if x != nil {
+		return x.Connections
+	}
+	return nil
+}
+
+func (x *LocalConnectionsResponse) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 var File_devgate_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_devgate_admin_v1_admin_proto_rawDesc = "" +
@@ -1750,12 +2331,58 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x16UndrainGatewayResponse\x12!\n" +
 	"\fwas_draining\x18\x01 \x01(\bR\vwasDraining\x123\n" +
 	"\agateway\x18\x02 \x01(\v2\x19.devgate.admin.v1.GatewayR\agateway\"\x14\n" +
-	"\x12LocalStatusRequest*{\n" +
+	"\x12LocalStatusRequest\"\x9d\x02\n" +
+	"\n" +
+	"Connection\x12\x14\n" +
+	"\x05devid\x18\x01 \x01(\tR\x05devid\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\x12\x18\n" +
+	"\abackend\x18\x03 \x01(\tR\abackend\x12\x1f\n" +
+	"\vclient_addr\x18\x04 \x01(\tR\n" +
+	"clientAddr\x120\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x19\n" +
+	"\bbytes_in\x18\x06 \x01(\x04R\abytesIn\x12\x1b\n" +
+	"\tbytes_out\x18\a \x01(\x04R\bbytesOut\x12\x14\n" +
+	"\x05tries\x18\b \x01(\rR\x05tries\x12\x14\n" +
+	"\x05moves\x18\t \x01(\rR\x05moves\x12\x0e\n" +
+	"\x02id\x18\n" +
+	" \x01(\x04R\x02id\")\n" +
+	"\x11FindDeviceRequest\x12\x14\n" +
+	"\x05devid\x18\x01 \x01(\tR\x05devid\"\x89\x01\n" +
+	"\x12FindDeviceResponse\x12>\n" +
+	"\vconnections\x18\x01 \x03(\v2\x1c.devgate.admin.v1.ConnectionR\vconnections\x123\n" +
+	"\apartial\x18\x02 \x01(\v2\x19.devgate.admin.v1.PartialR\apartial\"A\n" +
+	"\x11KickDeviceRequest\x12\x14\n" +
+	"\x05devid\x18\x01 \x01(\tR\x05devid\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x7f\n" +
+	"\x12KickDeviceResponse\x124\n" +
+	"\x06kicked\x18\x01 \x03(\v2\x1c.devgate.admin.v1.ConnectionR\x06kicked\x123\n" +
+	"\apartial\x18\x02 \x01(\v2\x19.devgate.admin.v1.PartialR\apartial\"\xbc\x01\n" +
+	"\x16ListConnectionsRequest\x12\x18\n" +
+	"\abackend\x18\x01 \x01(\tR\abackend\x12\x18\n" +
+	"\agateway\x18\x02 \x01(\tR\agateway\x122\n" +
+	"\amin_age\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06minAge\x12\x1b\n" +
+	"\tpage_size\x18\x04 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x05 \x01(\tR\tpageToken\"\xb6\x01\n" +
+	"\x17ListConnectionsResponse\x12>\n" +
+	"\vconnections\x18\x01 \x03(\v2\x1c.devgate.admin.v1.ConnectionR\vconnections\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x123\n" +
+	"\apartial\x18\x03 \x01(\v2\x19.devgate.admin.v1.PartialR\apartial\"\xae\x01\n" +
+	"\x17LocalConnectionsRequest\x12\x14\n" +
+	"\x05devid\x18\x01 \x01(\tR\x05devid\x12\x18\n" +
+	"\abackend\x18\x02 \x01(\tR\abackend\x122\n" +
+	"\amin_age\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06minAge\x12\x19\n" +
+	"\bafter_id\x18\x04 \x01(\x04R\aafterId\x12\x14\n" +
+	"\x05limit\x18\x05 \x01(\x05R\x05limit\"n\n" +
+	"\x18LocalConnectionsResponse\x12>\n" +
+	"\vconnections\x18\x01 \x03(\v2\x1c.devgate.admin.v1.ConnectionR\vconnections\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more*{\n" +
 	"\fBackendState\x12\x1d\n" +
 	"\x19BACKEND_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14BACKEND_STATE_ACTIVE\x10\x01\x12\x1a\n" +
 	"\x16BACKEND_STATE_DRAINING\x10\x02\x12\x16\n" +
-	"\x12BACKEND_STATE_HELD\x10\x032\x9f\a\n" +
+	"\x12BACKEND_STATE_HELD\x10\x032\xfc\n" +
+	"\n" +
 	"\x05Admin\x12]\n" +
 	"\fListBackends\x12%.devgate.admin.v1.ListBackendsRequest\x1a&.devgate.admin.v1.ListBackendsResponse\x12]\n" +
 	"\fDrainBackend\x12%.devgate.admin.v1.DrainBackendRequest\x1a&.devgate.admin.v1.DrainBackendResponse\x12c\n" +
@@ -1764,9 +2391,16 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\tRebalance\x12\".devgate.admin.v1.RebalanceRequest\x1a#.devgate.admin.v1.RebalanceProgress0\x01\x12]\n" +
 	"\fListGateways\x12%.devgate.admin.v1.ListGatewaysRequest\x1a&.devgate.admin.v1.ListGatewaysResponse\x12]\n" +
 	"\fDrainGateway\x12%.devgate.admin.v1.DrainGatewayRequest\x1a&.devgate.admin.v1.DrainGatewayResponse\x12c\n" +
-	"\x0eUndrainGateway\x12'.devgate.admin.v1.UndrainGatewayRequest\x1a(.devgate.admin.v1.UndrainGatewayResponse\x12N\n" +
+	"\x0eUndrainGateway\x12'.devgate.admin.v1.UndrainGatewayRequest\x1a(.devgate.admin.v1.UndrainGatewayResponse\x12W\n" +
+	"\n" +
+	"FindDevice\x12#.devgate.admin.v1.FindDeviceRequest\x1a$.devgate.admin.v1.FindDeviceResponse\x12W\n" +
+	"\n" +
+	"KickDevice\x12#.devgate.admin.v1.KickDeviceRequest\x1a$.devgate.admin.v1.KickDeviceResponse\x12f\n" +
+	"\x0fListConnections\x12(.devgate.admin.v1.ListConnectionsRequest\x1a).devgate.admin.v1.ListConnectionsResponse\x12N\n" +
 	"\vLocalStatus\x12$.devgate.admin.v1.LocalStatusRequest\x1a\x19.devgate.admin.v1.Gateway\x12[\n" +
-	"\x0eLocalRebalance\x12\".devgate.admin.v1.RebalanceRequest\x1a#.devgate.admin.v1.RebalanceProgress0\x01B9Z7github.com/devgate/devgate/api/devgate/admin/v1;adminv1b\x06proto3"
+	"\x0eLocalRebalance\x12\".devgate.admin.v1.RebalanceRequest\x1a#.devgate.admin.v1.RebalanceProgress0\x01\x12i\n" +
+	"\x10LocalConnections\x12).devgate.admin.v1.LocalConnectionsRequest\x1a*.devgate.admin.v1.LocalConnectionsResponse\x12V\n" +
+	"\tLocalKick\x12#.devgate.admin.v1.KickDeviceRequest\x1a$.devgate.admin.v1.KickDeviceResponseB9Z7github.com/devgate/devgate/api/devgate/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_devgate_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -1781,101 +2415,130 @@ func file_devgate_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_devgate_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_devgate_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_devgate_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_devgate_admin_v1_admin_proto_goTypes = []any{
-	(BackendState)(0),              // 0: devgate.admin.v1.BackendState
-	(*Drain)(nil),                  // 1: devgate.admin.v1.Drain
-	(*Backend)(nil),                // 2: devgate.admin.v1.Backend
-	(*Ejection)(nil),               // 3: devgate.admin.v1.Ejection
-	(*MoveProgress)(nil),           // 4: devgate.admin.v1.MoveProgress
-	(*Partial)(nil),                // 5: devgate.admin.v1.Partial
-	(*ListBackendsRequest)(nil),    // 6: devgate.admin.v1.ListBackendsRequest
-	(*ListBackendsResponse)(nil),   // 7: devgate.admin.v1.ListBackendsResponse
-	(*DrainBackendRequest)(nil),    // 8: devgate.admin.v1.DrainBackendRequest
-	(*DrainBackendResponse)(nil),   // 9: devgate.admin.v1.DrainBackendResponse
-	(*UndrainBackendRequest)(nil),  // 10: devgate.admin.v1.UndrainBackendRequest
-	(*UndrainBackendResponse)(nil), // 11: devgate.admin.v1.UndrainBackendResponse
-	(*LookupRequest)(nil),          // 12: devgate.admin.v1.LookupRequest
-	(*LookupResponse)(nil),         // 13: devgate.admin.v1.LookupResponse
-	(*RebalanceRequest)(nil),       // 14: devgate.admin.v1.RebalanceRequest
-	(*GatewayProgress)(nil),        // 15: devgate.admin.v1.GatewayProgress
-	(*RebalanceProgress)(nil),      // 16: devgate.admin.v1.RebalanceProgress
-	(*ListGatewaysRequest)(nil),    // 17: devgate.admin.v1.ListGatewaysRequest
-	(*Gateway)(nil),                // 18: devgate.admin.v1.Gateway
-	(*ListGatewaysResponse)(nil),   // 19: devgate.admin.v1.ListGatewaysResponse
-	(*DrainGatewayRequest)(nil),    // 20: devgate.admin.v1.DrainGatewayRequest
-	(*DrainGatewayResponse)(nil),   // 21: devgate.admin.v1.DrainGatewayResponse
-	(*UndrainGatewayRequest)(nil),  // 22: devgate.admin.v1.UndrainGatewayRequest
-	(*UndrainGatewayResponse)(nil), // 23: devgate.admin.v1.UndrainGatewayResponse
-	(*LocalStatusRequest)(nil),     // 24: devgate.admin.v1.LocalStatusRequest
-	nil,                            // 25: devgate.admin.v1.Backend.MetaEntry
-	nil,                            // 26: devgate.admin.v1.Backend.ConnectionsByGatewayEntry
-	nil,                            // 27: devgate.admin.v1.Backend.EjectionsByGatewayEntry
-	nil,                            // 28: devgate.admin.v1.Partial.ErrorsEntry
-	nil,                            // 29: devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
-	nil,                            // 30: devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
-	nil,                            // 31: devgate.admin.v1.Gateway.ConnectionsByBackendEntry
-	nil,                            // 32: devgate.admin.v1.Gateway.DrainsEntry
-	nil,                            // 33: devgate.admin.v1.Gateway.EjectionsEntry
-	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),    // 35: google.protobuf.Duration
+	(BackendState)(0),                // 0: devgate.admin.v1.BackendState
+	(*Drain)(nil),                    // 1: devgate.admin.v1.Drain
+	(*Backend)(nil),                  // 2: devgate.admin.v1.Backend
+	(*Ejection)(nil),                 // 3: devgate.admin.v1.Ejection
+	(*MoveProgress)(nil),             // 4: devgate.admin.v1.MoveProgress
+	(*Partial)(nil),                  // 5: devgate.admin.v1.Partial
+	(*ListBackendsRequest)(nil),      // 6: devgate.admin.v1.ListBackendsRequest
+	(*ListBackendsResponse)(nil),     // 7: devgate.admin.v1.ListBackendsResponse
+	(*DrainBackendRequest)(nil),      // 8: devgate.admin.v1.DrainBackendRequest
+	(*DrainBackendResponse)(nil),     // 9: devgate.admin.v1.DrainBackendResponse
+	(*UndrainBackendRequest)(nil),    // 10: devgate.admin.v1.UndrainBackendRequest
+	(*UndrainBackendResponse)(nil),   // 11: devgate.admin.v1.UndrainBackendResponse
+	(*LookupRequest)(nil),            // 12: devgate.admin.v1.LookupRequest
+	(*LookupResponse)(nil),           // 13: devgate.admin.v1.LookupResponse
+	(*RebalanceRequest)(nil),         // 14: devgate.admin.v1.RebalanceRequest
+	(*GatewayProgress)(nil),          // 15: devgate.admin.v1.GatewayProgress
+	(*RebalanceProgress)(nil),        // 16: devgate.admin.v1.RebalanceProgress
+	(*ListGatewaysRequest)(nil),      // 17: devgate.admin.v1.ListGatewaysRequest
+	(*Gateway)(nil),                  // 18: devgate.admin.v1.Gateway
+	(*ListGatewaysResponse)(nil),     // 19: devgate.admin.v1.ListGatewaysResponse
+	(*DrainGatewayRequest)(nil),      // 20: devgate.admin.v1.DrainGatewayRequest
+	(*DrainGatewayResponse)(nil),     // 21: devgate.admin.v1.DrainGatewayResponse
+	(*UndrainGatewayRequest)(nil),    // 22: devgate.admin.v1.UndrainGatewayRequest
+	(*UndrainGatewayResponse)(nil),   // 23: devgate.admin.v1.UndrainGatewayResponse
+	(*LocalStatusRequest)(nil),       // 24: devgate.admin.v1.LocalStatusRequest
+	(*Connection)(nil),               // 25: devgate.admin.v1.Connection
+	(*FindDeviceRequest)(nil),        // 26: devgate.admin.v1.FindDeviceRequest
+	(*FindDeviceResponse)(nil),       // 27: devgate.admin.v1.FindDeviceResponse
+	(*KickDeviceRequest)(nil),        // 28: devgate.admin.v1.KickDeviceRequest
+	(*KickDeviceResponse)(nil),       // 29: devgate.admin.v1.KickDeviceResponse
+	(*ListConnectionsRequest)(nil),   // 30: devgate.admin.v1.ListConnectionsRequest
+	(*ListConnectionsResponse)(nil),  // 31: devgate.admin.v1.ListConnectionsResponse
+	(*LocalConnectionsRequest)(nil),  // 32: devgate.admin.v1.LocalConnectionsRequest
+	(*LocalConnectionsResponse)(nil), // 33: devgate.admin.v1.LocalConnectionsResponse
+	nil,                              // 34: devgate.admin.v1.Backend.MetaEntry
+	nil,                              // 35: devgate.admin.v1.Backend.ConnectionsByGatewayEntry
+	nil,                              // 36: devgate.admin.v1.Backend.EjectionsByGatewayEntry
+	nil,                              // 37: devgate.admin.v1.Partial.ErrorsEntry
+	nil,                              // 38: devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
+	nil,                              // 39: devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
+	nil,                              // 40: devgate.admin.v1.Gateway.ConnectionsByBackendEntry
+	nil,                              // 41: devgate.admin.v1.Gateway.DrainsEntry
+	nil,                              // 42: devgate.admin.v1.Gateway.EjectionsEntry
+	(*timestamppb.Timestamp)(nil),    // 43: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 44: google.protobuf.Duration
 }
 var file_devgate_admin_v1_admin_proto_depIdxs = []int32{
-	34, // 0: devgate.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
-	25, // 1: devgate.admin.v1.Backend.meta:type_name -> devgate.admin.v1.Backend.MetaEntry
+	43, // 0: devgate.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	34, // 1: devgate.admin.v1.Backend.meta:type_name -> devgate.admin.v1.Backend.MetaEntry
 	0,  // 2: devgate.admin.v1.Backend.state:type_name -> devgate.admin.v1.BackendState
-	26, // 3: devgate.admin.v1.Backend.connections_by_gateway:type_name -> devgate.admin.v1.Backend.ConnectionsByGatewayEntry
+	35, // 3: devgate.admin.v1.Backend.connections_by_gateway:type_name -> devgate.admin.v1.Backend.ConnectionsByGatewayEntry
 	1,  // 4: devgate.admin.v1.Backend.drain:type_name -> devgate.admin.v1.Drain
 	4,  // 5: devgate.admin.v1.Backend.drain_progress:type_name -> devgate.admin.v1.MoveProgress
-	27, // 6: devgate.admin.v1.Backend.ejections_by_gateway:type_name -> devgate.admin.v1.Backend.EjectionsByGatewayEntry
-	35, // 7: devgate.admin.v1.Ejection.backoff:type_name -> google.protobuf.Duration
-	35, // 8: devgate.admin.v1.Ejection.remaining:type_name -> google.protobuf.Duration
-	28, // 9: devgate.admin.v1.Partial.errors:type_name -> devgate.admin.v1.Partial.ErrorsEntry
+	36, // 6: devgate.admin.v1.Backend.ejections_by_gateway:type_name -> devgate.admin.v1.Backend.EjectionsByGatewayEntry
+	44, // 7: devgate.admin.v1.Ejection.backoff:type_name -> google.protobuf.Duration
+	44, // 8: devgate.admin.v1.Ejection.remaining:type_name -> google.protobuf.Duration
+	37, // 9: devgate.admin.v1.Partial.errors:type_name -> devgate.admin.v1.Partial.ErrorsEntry
 	2,  // 10: devgate.admin.v1.ListBackendsResponse.backends:type_name -> devgate.admin.v1.Backend
 	5,  // 11: devgate.admin.v1.ListBackendsResponse.partial:type_name -> devgate.admin.v1.Partial
-	35, // 12: devgate.admin.v1.DrainBackendRequest.deadline:type_name -> google.protobuf.Duration
+	44, // 12: devgate.admin.v1.DrainBackendRequest.deadline:type_name -> google.protobuf.Duration
 	1,  // 13: devgate.admin.v1.DrainBackendResponse.drain:type_name -> devgate.admin.v1.Drain
-	29, // 14: devgate.admin.v1.DrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
-	30, // 15: devgate.admin.v1.UndrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
+	38, // 14: devgate.admin.v1.DrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
+	39, // 15: devgate.admin.v1.UndrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
 	15, // 16: devgate.admin.v1.RebalanceProgress.gateways:type_name -> devgate.admin.v1.GatewayProgress
 	5,  // 17: devgate.admin.v1.RebalanceProgress.partial:type_name -> devgate.admin.v1.Partial
-	35, // 18: devgate.admin.v1.Gateway.uptime:type_name -> google.protobuf.Duration
-	35, // 19: devgate.admin.v1.Gateway.etcd_staleness:type_name -> google.protobuf.Duration
-	31, // 20: devgate.admin.v1.Gateway.connections_by_backend:type_name -> devgate.admin.v1.Gateway.ConnectionsByBackendEntry
-	32, // 21: devgate.admin.v1.Gateway.drains:type_name -> devgate.admin.v1.Gateway.DrainsEntry
-	33, // 22: devgate.admin.v1.Gateway.ejections:type_name -> devgate.admin.v1.Gateway.EjectionsEntry
+	44, // 18: devgate.admin.v1.Gateway.uptime:type_name -> google.protobuf.Duration
+	44, // 19: devgate.admin.v1.Gateway.etcd_staleness:type_name -> google.protobuf.Duration
+	40, // 20: devgate.admin.v1.Gateway.connections_by_backend:type_name -> devgate.admin.v1.Gateway.ConnectionsByBackendEntry
+	41, // 21: devgate.admin.v1.Gateway.drains:type_name -> devgate.admin.v1.Gateway.DrainsEntry
+	42, // 22: devgate.admin.v1.Gateway.ejections:type_name -> devgate.admin.v1.Gateway.EjectionsEntry
 	18, // 23: devgate.admin.v1.ListGatewaysResponse.gateways:type_name -> devgate.admin.v1.Gateway
 	5,  // 24: devgate.admin.v1.ListGatewaysResponse.partial:type_name -> devgate.admin.v1.Partial
 	18, // 25: devgate.admin.v1.DrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
 	18, // 26: devgate.admin.v1.UndrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
-	3,  // 27: devgate.admin.v1.Backend.EjectionsByGatewayEntry.value:type_name -> devgate.admin.v1.Ejection
-	4,  // 28: devgate.admin.v1.Gateway.DrainsEntry.value:type_name -> devgate.admin.v1.MoveProgress
-	3,  // 29: devgate.admin.v1.Gateway.EjectionsEntry.value:type_name -> devgate.admin.v1.Ejection
-	6,  // 30: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
-	8,  // 31: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
-	10, // 32: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
-	12, // 33: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
-	14, // 34: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	17, // 35: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
-	20, // 36: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
-	22, // 37: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
-	24, // 38: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
-	14, // 39: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	7,  // 40: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
-	9,  // 41: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
-	11, // 42: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
-	13, // 43: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
-	16, // 44: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	19, // 45: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
-	21, // 46: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
-	23, // 47: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
-	18, // 48: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
-	16, // 49: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	40, // [40:50] is the sub-list for method output_type
-	30, // [30:40] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	43, // 27: devgate.admin.v1.Connection.since:type_name -> google.protobuf.Timestamp
+	25, // 28: devgate.admin.v1.FindDeviceResponse.connections:type_name -> devgate.admin.v1.Connection
+	5,  // 29: devgate.admin.v1.FindDeviceResponse.partial:type_name -> devgate.admin.v1.Partial
+	25, // 30: devgate.admin.v1.KickDeviceResponse.kicked:type_name -> devgate.admin.v1.Connection
+	5,  // 31: devgate.admin.v1.KickDeviceResponse.partial:type_name -> devgate.admin.v1.Partial
+	44, // 32: devgate.admin.v1.ListConnectionsRequest.min_age:type_name -> google.protobuf.Duration
+	25, // 33: devgate.admin.v1.ListConnectionsResponse.connections:type_name -> devgate.admin.v1.Connection
+	5,  // 34: devgate.admin.v1.ListConnectionsResponse.partial:type_name -> devgate.admin.v1.Partial
+	44, // 35: devgate.admin.v1.LocalConnectionsRequest.min_age:type_name -> google.protobuf.Duration
+	25, // 36: devgate.admin.v1.LocalConnectionsResponse.connections:type_name -> devgate.admin.v1.Connection
+	3,  // 37: devgate.admin.v1.Backend.EjectionsByGatewayEntry.value:type_name -> devgate.admin.v1.Ejection
+	4,  // 38: devgate.admin.v1.Gateway.DrainsEntry.value:type_name -> devgate.admin.v1.MoveProgress
+	3,  // 39: devgate.admin.v1.Gateway.EjectionsEntry.value:type_name -> devgate.admin.v1.Ejection
+	6,  // 40: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
+	8,  // 41: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
+	10, // 42: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
+	12, // 43: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
+	14, // 44: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	17, // 45: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
+	20, // 46: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
+	22, // 47: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
+	26, // 48: devgate.admin.v1.Admin.FindDevice:input_type -> devgate.admin.v1.FindDeviceRequest
+	28, // 49: devgate.admin.v1.Admin.KickDevice:input_type -> devgate.admin.v1.KickDeviceRequest
+	30, // 50: devgate.admin.v1.Admin.ListConnections:input_type -> devgate.admin.v1.ListConnectionsRequest
+	24, // 51: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
+	14, // 52: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	32, // 53: devgate.admin.v1.Admin.LocalConnections:input_type -> devgate.admin.v1.LocalConnectionsRequest
+	28, // 54: devgate.admin.v1.Admin.LocalKick:input_type -> devgate.admin.v1.KickDeviceRequest
+	7,  // 55: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
+	9,  // 56: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
+	11, // 57: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
+	13, // 58: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
+	16, // 59: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	19, // 60: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
+	21, // 61: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
+	23, // 62: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
+	27, // 63: devgate.admin.v1.Admin.FindDevice:output_type -> devgate.admin.v1.FindDeviceResponse
+	29, // 64: devgate.admin.v1.Admin.KickDevice:output_type -> devgate.admin.v1.KickDeviceResponse
+	31, // 65: devgate.admin.v1.Admin.ListConnections:output_type -> devgate.admin.v1.ListConnectionsResponse
+	18, // 66: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
+	16, // 67: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	33, // 68: devgate.admin.v1.Admin.LocalConnections:output_type -> devgate.admin.v1.LocalConnectionsResponse
+	29, // 69: devgate.admin.v1.Admin.LocalKick:output_type -> devgate.admin.v1.KickDeviceResponse
+	55, // [55:70] is the sub-list for method output_type
+	40, // [40:55] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_devgate_admin_v1_admin_proto_init() }
@@ -1889,7 +2552,7 @@ func file_devgate_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devgate_admin_v1_admin_proto_rawDesc), len(file_devgate_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   33,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,16 +23,21 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_ListBackends_FullMethodName   = "/devgate.admin.v1.Admin/ListBackends"
-	Admin_DrainBackend_FullMethodName   = "/devgate.admin.v1.Admin/DrainBackend"
-	Admin_UndrainBackend_FullMethodName = "/devgate.admin.v1.Admin/UndrainBackend"
-	Admin_Lookup_FullMethodName         = "/devgate.admin.v1.Admin/Lookup"
-	Admin_Rebalance_FullMethodName      = "/devgate.admin.v1.Admin/Rebalance"
-	Admin_ListGateways_FullMethodName   = "/devgate.admin.v1.Admin/ListGateways"
-	Admin_DrainGateway_FullMethodName   = "/devgate.admin.v1.Admin/DrainGateway"
-	Admin_UndrainGateway_FullMethodName = "/devgate.admin.v1.Admin/UndrainGateway"
-	Admin_LocalStatus_FullMethodName    = "/devgate.admin.v1.Admin/LocalStatus"
-	Admin_LocalRebalance_FullMethodName = "/devgate.admin.v1.Admin/LocalRebalance"
+	Admin_ListBackends_FullMethodName     = "/devgate.admin.v1.Admin/ListBackends"
+	Admin_DrainBackend_FullMethodName     = "/devgate.admin.v1.Admin/DrainBackend"
+	Admin_UndrainBackend_FullMethodName   = "/devgate.admin.v1.Admin/UndrainBackend"
+	Admin_Lookup_FullMethodName           = "/devgate.admin.v1.Admin/Lookup"
+	Admin_Rebalance_FullMethodName        = "/devgate.admin.v1.Admin/Rebalance"
+	Admin_ListGateways_FullMethodName     = "/devgate.admin.v1.Admin/ListGateways"
+	Admin_DrainGateway_FullMethodName     = "/devgate.admin.v1.Admin/DrainGateway"
+	Admin_UndrainGateway_FullMethodName   = "/devgate.admin.v1.Admin/UndrainGateway"
+	Admin_FindDevice_FullMethodName       = "/devgate.admin.v1.Admin/FindDevice"
+	Admin_KickDevice_FullMethodName       = "/devgate.admin.v1.Admin/KickDevice"
+	Admin_ListConnections_FullMethodName  = "/devgate.admin.v1.Admin/ListConnections"
+	Admin_LocalStatus_FullMethodName      = "/devgate.admin.v1.Admin/LocalStatus"
+	Admin_LocalRebalance_FullMethodName   = "/devgate.admin.v1.Admin/LocalRebalance"
+	Admin_LocalConnections_FullMethodName = "/devgate.admin.v1.Admin/LocalConnections"
+	Admin_LocalKick_FullMethodName        = "/devgate.admin.v1.Admin/LocalKick"
 )
 
 // AdminClient is the client API for Admin service.
@@ -61,10 +66,24 @@ type AdminClient interface {
 	DrainGateway(ctx context.Context, in *DrainGatewayRequest, opts ...grpc.CallOption) (*DrainGatewayResponse, error)
 	// Ends that replica's drain: it accepts devices again and is ready (admin role).
 	UndrainGateway(ctx context.Context, in *UndrainGatewayRequest, opts ...grpc.CallOption) (*UndrainGatewayResponse, error)
+	// Every live connection of a device on any replica (read role).
+	FindDevice(ctx context.Context, in *FindDeviceRequest, opts ...grpc.CallOption) (*FindDeviceResponse, error)
+	// Closes every live connection of a device on any replica, with the
+	// reconnect notice frame if one is configured; counted as reason
+	// "kicked" (admin role).
+	KickDevice(ctx context.Context, in *KickDeviceRequest, opts ...grpc.CallOption) (*KickDeviceResponse, error)
+	// Live connections of the fleet, paged, filtered by backend, gateway
+	// and minimum age (read role).
+	ListConnections(ctx context.Context, in *ListConnectionsRequest, opts ...grpc.CallOption) (*ListConnectionsResponse, error)
 	// This replica only: what fleet-wide calls collect from each peer (read role).
 	LocalStatus(ctx context.Context, in *LocalStatusRequest, opts ...grpc.CallOption) (*Gateway, error)
 	// This replica only: its share of a rebalance (admin role).
 	LocalRebalance(ctx context.Context, in *RebalanceRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RebalanceProgress], error)
+	// This replica only: its live connections, one device's or filtered and
+	// paged (read role).
+	LocalConnections(ctx context.Context, in *LocalConnectionsRequest, opts ...grpc.CallOption) (*LocalConnectionsResponse, error)
+	// This replica only: closes a device's live connections (admin role).
+	LocalKick(ctx context.Context, in *KickDeviceRequest, opts ...grpc.CallOption) (*KickDeviceResponse, error)
 }
 
 type adminClient struct {
@@ -164,6 +183,36 @@ func (c *adminClient) UndrainGateway(ctx context.Context, in *UndrainGatewayRequ
 	return out, nil
 }
 
+func (c *adminClient) FindDevice(ctx context.Context, in *FindDeviceRequest, opts ...grpc.CallOption) (*FindDeviceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FindDeviceResponse)
+	err := c.cc.Invoke(ctx, Admin_FindDevice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) KickDevice(ctx context.Context, in *KickDeviceRequest, opts ...grpc.CallOption) (*KickDeviceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KickDeviceResponse)
+	err := c.cc.Invoke(ctx, Admin_KickDevice_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListConnections(ctx context.Context, in *ListConnectionsRequest, opts ...grpc.CallOption) (*ListConnectionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListConnectionsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListConnections_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) LocalStatus(ctx context.Context, in *LocalStatusRequest, opts ...grpc.CallOption) (*Gateway, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Gateway)
@@ -193,6 +242,26 @@ func (c *adminClient) LocalRebalance(ctx context.Context, in *RebalanceRequest, 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Admin_LocalRebalanceClient = grpc.ServerStreamingClient[RebalanceProgress]
 
+func (c *adminClient) LocalConnections(ctx context.Context, in *LocalConnectionsRequest, opts ...grpc.CallOption) (*LocalConnectionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocalConnectionsResponse)
+	err := c.cc.Invoke(ctx, Admin_LocalConnections_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) LocalKick(ctx context.Context, in *KickDeviceRequest, opts ...grpc.CallOption) (*KickDeviceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KickDeviceResponse)
+	err := c.cc.Invoke(ctx, Admin_LocalKick_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -219,10 +288,24 @@ type AdminServer interface {
 	DrainGateway(context.Context, *DrainGatewayRequest) (*DrainGatewayResponse, error)
 	// Ends that replica's drain: it accepts devices again and is ready (admin role).
 	UndrainGateway(context.Context, *UndrainGatewayRequest) (*UndrainGatewayResponse, error)
+	// Every live connection of a device on any replica (read role).
+	FindDevice(context.Context, *FindDeviceRequest) (*FindDeviceResponse, error)
+	// Closes every live connection of a device on any replica, with the
+	// reconnect notice frame if one is configured; counted as reason
+	// "kicked" (admin role).
+	KickDevice(context.Context, *KickDeviceRequest) (*KickDeviceResponse, error)
+	// Live connections of the fleet, paged, filtered by backend, gateway
+	// and minimum age (read role).
+	ListConnections(context.Context, *ListConnectionsRequest) (*ListConnectionsResponse, error)
 	// This replica only: what fleet-wide calls collect from each peer (read role).
 	LocalStatus(context.Context, *LocalStatusRequest) (*Gateway, error)
 	// This replica only: its share of a rebalance (admin role).
 	LocalRebalance(*RebalanceRequest, grpc.ServerStreamingServer[RebalanceProgress]) error
+	// This replica only: its live connections, one device's or filtered and
+	// paged (read role).
+	LocalConnections(context.Context, *LocalConnectionsRequest) (*LocalConnectionsResponse, error)
+	// This replica only: closes a device's live connections (admin role).
+	LocalKick(context.Context, *KickDeviceRequest) (*KickDeviceResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -257,11 +340,26 @@ func (UnimplementedAdminServer) DrainGateway(context.Context, *DrainGatewayReque
 func (UnimplementedAdminServer) UndrainGateway(context.Context, *UndrainGatewayRequest) (*UndrainGatewayResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UndrainGateway not implemented")
 }
+func (UnimplementedAdminServer) FindDevice(context.Context, *FindDeviceRequest) (*FindDeviceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FindDevice not implemented")
+}
+func (UnimplementedAdminServer) KickDevice(context.Context, *KickDeviceRequest) (*KickDeviceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method KickDevice not implemented")
+}
+func (UnimplementedAdminServer) ListConnections(context.Context, *ListConnectionsRequest) (*ListConnectionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListConnections not implemented")
+}
 func (UnimplementedAdminServer) LocalStatus(context.Context, *LocalStatusRequest) (*Gateway, error) {
 	return nil, status.Error(codes.Unimplemented, "method LocalStatus not implemented")
 }
 func (UnimplementedAdminServer) LocalRebalance(*RebalanceRequest, grpc.ServerStreamingServer[RebalanceProgress]) error {
 	return status.Error(codes.Unimplemented, "method LocalRebalance not implemented")
+}
+func (UnimplementedAdminServer) LocalConnections(context.Context, *LocalConnectionsRequest) (*LocalConnectionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LocalConnections not implemented")
+}
+func (UnimplementedAdminServer) LocalKick(context.Context, *KickDeviceRequest) (*KickDeviceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LocalKick not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -421,6 +519,60 @@ func _Admin_UndrainGateway_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_FindDevice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FindDeviceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).FindDevice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_FindDevice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).FindDevice(ctx, req.(*FindDeviceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_KickDevice_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KickDeviceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).KickDevice(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_KickDevice_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).KickDevice(ctx, req.(*KickDeviceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListConnections_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListConnectionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListConnections(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListConnections_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListConnections(ctx, req.(*ListConnectionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_LocalStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(LocalStatusRequest)
 	if err := dec(in); err != nil {
@@ -449,6 +601,42 @@ func _Admin_LocalRebalance_Handler(srv interface{}, stream grpc.ServerStream) er
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Admin_LocalRebalanceServer = grpc.ServerStreamingServer[RebalanceProgress]
+
+func _Admin_LocalConnections_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocalConnectionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).LocalConnections(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_LocalConnections_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).LocalConnections(ctx, req.(*LocalConnectionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_LocalKick_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KickDeviceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).LocalKick(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_LocalKick_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).LocalKick(ctx, req.(*KickDeviceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
 
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
@@ -486,8 +674,28 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Admin_UndrainGateway_Handler,
 		},
 		{
+			MethodName: "FindDevice",
+			Handler:    _Admin_FindDevice_Handler,
+		},
+		{
+			MethodName: "KickDevice",
+			Handler:    _Admin_KickDevice_Handler,
+		},
+		{
+			MethodName: "ListConnections",
+			Handler:    _Admin_ListConnections_Handler,
+		},
+		{
 			MethodName: "LocalStatus",
 			Handler:    _Admin_LocalStatus_Handler,
+		},
+		{
+			MethodName: "LocalConnections",
+			Handler:    _Admin_LocalConnections_Handler,
+		},
+		{
+			MethodName: "LocalKick",
+			Handler:    _Admin_LocalKick_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
