@@ -6,7 +6,7 @@
 
 const TOKEN_KEY = "devgate.token";
 const POLL_MS = 2000;
-const HISTORY_MS = 10000;
+const HISTORY_MS = 5000;
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
 const $ = (id) => document.getElementById(id);
@@ -139,8 +139,8 @@ function renderFleet(r) {
   tb.replaceChildren();
   for (const g of r.gateways || []) {
     const ready = el("td", g.ready ? (g.draining ? "draining" : "ready") : "not ready", g.ready && !g.draining ? "" : "error");
-    const etcd = el("td", g.etcdConnected ? "connected, " + (g.etcdStaleness || "0s") + " stale" : "disconnected", g.etcdConnected ? "" : "error");
-    const tr = row([g.id, g.admin, g.version, g.ringRevision, g.ringSize, ready, etcd, el("td", num(g.connections), "num"), g.uptime]);
+    const etcd = el("td", g.etcdConnected ? "connected, " + fmtDur(g.etcdStaleness) + " stale" : "disconnected", g.etcdConnected ? "" : "error");
+    const tr = row([g.id, g.admin, g.version, g.ringRevision, g.ringSize, ready, etcd, el("td", num(g.connections), "num"), fmtDur(g.uptime)]);
     tr.dataset.gateway = g.id;
     tb.appendChild(tr);
   }
@@ -174,23 +174,31 @@ function renderBackends(r) {
   }
 }
 
-// actionButton asks for a second click within 5 s before acting.
+// actionButton asks for a second click within 5 s before acting; the
+// pending confirmation outlives the table's redraw every POLL_MS.
+const pending = {}; // label + " " + id -> time the confirmation expires
 function actionButton(label, id, act) {
+  const key = label + " " + id;
   const btn = el("button", label);
   btn.dataset.action = label;
   btn.dataset.backend = id;
+  if ((pending[key] || 0) > Date.now()) {
+    btn.classList.add("confirm");
+    btn.textContent = key + "?";
+  }
   btn.addEventListener("click", async () => {
-    if (!btn.classList.contains("confirm")) {
+    if ((pending[key] || 0) <= Date.now()) {
+      pending[key] = Date.now() + 5000;
       btn.classList.add("confirm");
-      btn.textContent = label + " " + id + "?";
-      setTimeout(() => { btn.classList.remove("confirm"); btn.textContent = label; }, 5000);
+      btn.textContent = key + "?";
       return;
     }
+    delete pending[key];
     btn.disabled = true;
     try {
       const r = await act();
       const unconf = Object.keys(r.unconfirmed || {});
-      $("action-result").textContent = label + " " + id + ": done" + (unconf.length ? "; not confirmed by " + unconf.join(", ") : "");
+      $("action-result").textContent = key + ": done" + (unconf.length ? "; not confirmed by " + unconf.join(", ") : "");
     } catch (err) {
       showError("action-result", err);
     }
@@ -217,8 +225,10 @@ function renderProgress(r) {
   for (const b of r.backends || []) {
     if (b.state !== "BACKEND_STATE_DRAINING") { delete drainStart[b.id]; continue; }
     const left = num(b.connections);
-    drainStart[b.id] = Math.max(drainStart[b.id] || 0, left);
     const p = b.drainProgress || {};
+    // The bar's full length: the most connections seen draining, or those
+    // left plus those relocated since the deadline.
+    drainStart[b.id] = Math.max(drainStart[b.id] || 0, left, left + num(p.moved) + num(p.evicted) + num(p.gone));
     const dl = b.drain && b.drain.deadline ? " deadline " + new Date(b.drain.deadline).toLocaleTimeString() : "";
     const e = bar("drain-" + b.id, "drain " + b.id, left, drainStart[b.id],
       left + " connections left of " + drainStart[b.id] + "; moved " + num(p.moved) + ", evicted " + num(p.evicted) + ", gone " + num(p.gone) + dl);
@@ -323,22 +333,25 @@ function drawHistory(samples) {
     legend.appendChild(sp);
   }
   const times = samples.map((s) => Date.parse(s.at));
+  $("chart-conns").dataset.samples = samples.length;
   drawChart($("chart-conns"), times, series);
   drawChart($("chart-rates"), times, rates);
 }
 
-// drawChart draws line series over the last hour on a canvas, with a
-// y axis from zero to a rounded maximum and a tick every 15 minutes.
+// drawChart draws line series on a canvas over the time the samples span
+// (a minute to the last hour), with a y axis from zero to a rounded
+// maximum and four time ticks.
 function drawChart(cv, times, series) {
   const ctx = cv.getContext("2d");
   const W = cv.width, H = cv.height, L = 48, R = 8, T = 8, B = 22;
   ctx.clearRect(0, 0, W, H);
   const now = times.length ? times[times.length - 1] : Date.now();
-  const t0 = now - 3600e3;
+  const span = Math.min(3600e3, Math.max(60e3, times.length ? now - times[0] : 0));
+  const t0 = now - span;
   let max = 0;
   for (const s of series) for (const v of s.values) max = Math.max(max, v);
   max = niceMax(max);
-  const x = (t) => L + (W - L - R) * (t - t0) / 3600e3;
+  const x = (t) => L + (W - L - R) * (t - t0) / span;
   const y = (v) => H - B - (H - B - T) * v / max;
   ctx.font = "11px system-ui, sans-serif";
   ctx.strokeStyle = "#eceff3";
@@ -349,10 +362,10 @@ function drawChart(cv, times, series) {
     ctx.beginPath(); ctx.moveTo(L, y(v)); ctx.lineTo(W - R, y(v)); ctx.stroke();
     ctx.fillText(fmtNum(v), 4, y(v) + 4);
   }
-  for (let m = 60; m >= 0; m -= 15) {
-    const t = now - m * 60e3;
+  for (let i = 4; i >= 0; i--) {
+    const t = now - span * i / 4;
     ctx.beginPath(); ctx.moveTo(x(t), T); ctx.lineTo(x(t), H - B); ctx.stroke();
-    ctx.fillText(m ? "-" + m + " min" : "now", x(t) - (m ? 18 : 20), H - 6);
+    ctx.fillText(i ? "-" + fmtDur(String(span * i / 4000)) : "now", x(t) - (i ? 18 : 20), H - 6);
   }
   ctx.lineWidth = 2;
   for (const s of series) {
@@ -362,6 +375,15 @@ function drawChart(cv, times, series) {
     if (s.values.length === 1) ctx.arc(x(times[0]), y(s.values[0]), 2, 0, 2 * Math.PI);
     ctx.stroke();
   }
+}
+
+// fmtDur shortens a protojson duration ("4.189715601s") to "4.2s", "3m 12s" or "2h 5m".
+function fmtDur(d) {
+  const s = parseFloat(d || "0");
+  if (s < 60) return (Math.round(s * 10) / 10) + "s";
+  const two = (big, bu, small, su) => big + bu + (small ? " " + small + su : "");
+  if (s < 3600) return two(Math.floor(s / 60), "m", Math.floor(s % 60), "s");
+  return two(Math.floor(s / 3600), "h", Math.floor((s % 3600) / 60), "m");
 }
 
 function niceMax(v) {
