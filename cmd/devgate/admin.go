@@ -127,6 +127,9 @@ func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy
 		Name: "devgate_admin_refused_total", Help: "Admin API calls refused, by reason.",
 	}, []string{"reason"})
 	reg.MustRegister(refused)
+	for _, r := range []string{"unauthenticated", "permission_denied"} { // at 0 before the first: alerts and panels see the series
+		refused.WithLabelValues(r)
+	}
 	auth.OnRefused = func(reason string) { refused.WithLabelValues(reason).Inc() }
 	auth.Audit = log.Named("audit")
 	a.auth = auth
