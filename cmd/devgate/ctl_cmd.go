@@ -49,7 +49,7 @@ exit codes: 0 ok, 1 the call failed, 2 usage, 130 interrupted`,
 		},
 	}
 	g.register(cmd.PersistentFlags())
-	for _, v := range ctlVerbs() {
+	for _, v := range append(ctlVerbs(), connVerbs()...) {
 		cmd.AddCommand(newCtlVerbCmd(v, g))
 	}
 	return cmd

@@ -94,6 +94,7 @@ func runDev(out io.Writer, f devFlags) error {
 	}
 	// Every simulated device comes from 127.0.0.1: per-address limits off.
 	cfg.Limits.MaxConnectionsPerIP, cfg.Limits.AcceptRatePerIP = -1, -1
+	cfg.Log.Access = "all" // a line per device: what dev mode is for
 	// Devices move instead of disconnecting, and come back by themselves.
 	on := true
 	cfg.Rehome.Enabled, cfg.Rebalance.Auto = &on, &on

@@ -5,6 +5,9 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/devgate/devgate/pkg/config"
+	"github.com/devgate/devgate/pkg/proxy"
 )
 
 func newLogger(level, format string) (*zap.Logger, error) {
@@ -23,4 +26,22 @@ func newLogger(level, format string) (*zap.Logger, error) {
 		cfg.Level = zap.NewAtomicLevelAt(l)
 	}
 	return cfg.Build()
+}
+
+// accessLog is the proxy's access log from log.access: JSON lines at info
+// on stderr whatever log.level and log.format say, and never sampled by
+// zap (log.accessSample samples, errors never).
+func accessLog(cfg *config.Config) (*proxy.AccessLog, error) {
+	mode, err := proxy.ParseAccessMode(cfg.Log.AccessOr())
+	if err != nil || mode == proxy.AccessOff {
+		return nil, err
+	}
+	zc := zap.NewProductionConfig()
+	zc.Sampling, zc.DisableStacktrace, zc.DisableCaller = nil, true, true
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	l, err := zc.Build()
+	if err != nil {
+		return nil, fmt.Errorf("access log: %w", err)
+	}
+	return &proxy.AccessLog{Logger: l.Named("access"), Mode: mode, Sample: cfg.Log.AccessSample, Gateway: gatewayID(cfg)}, nil
 }

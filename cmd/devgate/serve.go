@@ -145,6 +145,9 @@ func newProxy(cfg *config.Config, src proxy.RingSource, log *zap.Logger) (*proxy
 		SendProxyV2:           cfg.ProxyProtocol.SendV2,
 		Goroutines:            !cfg.EventLoopOn(),
 	}
+	if p.Access, err = accessLog(cfg); err != nil {
+		return nil, err
+	}
 	if p.Rehome, err = rehomeOptions(cfg); err != nil {
 		return nil, err
 	}

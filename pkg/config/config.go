@@ -229,6 +229,25 @@ func parsePrefixes(field string, ss []string) ([]netip.Prefix, error) {
 type Log struct {
 	Level  string `yaml:"level"`  // debug, info (default), warn, error
 	Format string `yaml:"format"` // json (default) or console
+	// Access: a JSON line per device connection that ends (logger
+	// "access"; docs/access-log.md): all, errors (default: the ends that
+	// are not a normal close) or off.
+	Access string `yaml:"access"`
+	// AccessSample keeps 1 in N lines of normal closes with access: all
+	// (0 or 1: every line). Error lines are never sampled.
+	AccessSample int `yaml:"accessSample"`
+}
+
+// DefaultAccessLog is log.access when unset: errors only, so a fleet of
+// devices that reconnect all day does not fill the log.
+const DefaultAccessLog = "errors"
+
+// AccessOr is log.access or its default.
+func (l Log) AccessOr() string {
+	if l.Access == "" {
+		return DefaultAccessLog
+	}
+	return l.Access
 }
 
 // Duration is a time.Duration written as "10s" in YAML.
@@ -343,6 +362,14 @@ func (c *Config) Validate() error {
 	case "", "json", "console":
 	default:
 		return fmt.Errorf("log.format %q: want json or console", c.Log.Format)
+	}
+	switch c.Log.Access {
+	case "", "all", "errors", "off":
+	default:
+		return fmt.Errorf("log.access %q: want all, errors or off", c.Log.Access)
+	}
+	if c.Log.AccessSample < 0 {
+		return fmt.Errorf("log.accessSample %d: want 0 or more (keep 1 in N)", c.Log.AccessSample)
 	}
 	if err := c.validateRehome(); err != nil {
 		return err

@@ -7,7 +7,8 @@ import (
 	"time"
 )
 
-// conn is one proxied connection.
+// conn is one proxied connection. The fields are ordered so the struct
+// packs (one size class): the small ones share words.
 type conn struct {
 	client, backend net.Conn
 	device          string
@@ -15,20 +16,24 @@ type conn struct {
 	since           time.Time
 	ev              *evPair          // set when an event loop copies for this connection
 	finWait         [2]time.Duration // after direction d's FIN (Proxy.finTimeouts)
-	finArmed        [2]atomic.Bool   // direction d ended: the other runs under finWait[d]
-	// The device cache's entry before login (restore puts it back), and
-	// whether this connection (or the one it fell back from) counted a move.
+	// The device cache's entry before login (restore puts it back).
 	lastBackend string
-	seen, moved bool
 	n           [2]atomic.Uint64 // bytes copied by goroutines so far: client to backend, back
+	lg          *session         // set before routing when moves are on; owned by whoever copies
+	gm          *goMove          // copied by goroutines with lg: the move state (goroutine_move.go)
+	reason      Reason
 
-	once    sync.Once
-	closing atomic.Bool // set by the first close: Evict must not pick it again
-	moving  atomic.Bool // a move is under way (rehome.go)
-	lg      *session    // set before routing when moves are on; owned by whoever copies
-	gm      *goMove     // copied by goroutines with lg: the move state (goroutine_move.go)
-	mu      sync.Mutex
-	reason  Reason
+	once     sync.Once
+	mu       sync.Mutex
+	id       uint32         // the table's, in routing order; wraps (pages go by since, then id)
+	remote   packedAddr     // the device's address, after a PROXY header (ConnInfo.Client)
+	finArmed [2]atomic.Bool // direction d ended: the other runs under finWait[d]
+	closing  atomic.Bool    // set by the first close: Evict must not pick it again
+	moving   atomic.Bool    // a move is under way (rehome.go)
+	// Whether this connection (or the one it fell back from) counted a move.
+	seen, moved bool
+	tries       uint8 // its owner's place in the device's owner order, from 1 (fallbacks+1)
+	moves       uint8 // times moved live to another backend (saturates)
 }
 
 // routedConn accounts for a connection just routed: counters, the table,

@@ -51,6 +51,7 @@ func (p *Proxy) end(e ending) {
 		}
 	}
 	p.count(reason)
+	p.access(&e, reason)
 	if e.release != nil {
 		e.release()
 	}

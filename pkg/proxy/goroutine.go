@@ -60,7 +60,7 @@ func (p *Proxy) serveConn(c net.Conn, inheritsKeepAlive bool) {
 	p.setKeepAlive(backend)
 
 	pc := &conn{client: client, backend: backend, device: device, backendID: b.ID, since: time.Now(),
-		finWait: p.finTimeouts(), lg: lg}
+		finWait: p.finTimeouts(), lg: lg, remote: packAddr(addrPort(src)), tries: ownerRank(r, key, b.ID)}
 	if p.useEventLoop(client, backend) { // before the table can hand pc to close
 		if pc.ev, err = p.newEvPair(pc, release); err != nil {
 			p.badLog.Warn("copying with goroutines", zap.Error(err))

@@ -101,7 +101,7 @@ func (l *evLoop) loopFlush(pr *evPair, d int) {
 func (l *evLoop) loopWrite(pr *evPair, d int, b []byte) (rest []byte, ok bool) {
 	rest, err := netpoll.WriteSome(pr.side[1-d].Fd, b)
 	if n := len(b) - len(rest); n > 0 {
-		pr.n[d] += int64(n)
+		pr.n[d].Add(int64(n))
 		l.bytes.n[d].Add(uint64(n))
 	}
 	if err != nil {
@@ -151,7 +151,7 @@ func (l *evLoop) loopArmFin(pr *evPair, d int) {
 		return
 	}
 	l.mu.Lock()
-	q.push(evTimer{at: time.Now().Add(q.d), pr: pr, mark: pr.n[0] + pr.n[1]})
+	q.push(evTimer{at: time.Now().Add(q.d), pr: pr, mark: pr.n[0].Load() + pr.n[1].Load()})
 	l.mu.Unlock()
 }
 
@@ -178,7 +178,7 @@ func (l *evLoop) loopRunFins() {
 		pr, d := t.pr, int(t.gen)
 		switch {
 		case pr.done:
-		case pr.n[0]+pr.n[1] != t.mark:
+		case pr.n[0].Load()+pr.n[1].Load() != t.mark:
 			l.loopArmFin(pr, d)
 		default:
 			pr.pc.finTimedOut(d)
@@ -199,7 +199,7 @@ func (l *evLoop) loopRunFins() {
 // (err, or EOF when nil) before any byte moved; false if it cannot.
 func (l *evLoop) loopFallBack(pr *evPair, err error) bool {
 	a := pr.replay
-	if a == nil || pr.killed.Load() || pr.ended[0] || pr.n[0] != 0 || pr.n[1] != 0 ||
+	if a == nil || pr.killed.Load() || pr.ended[0] || pr.n[0].Load() != 0 || pr.n[1].Load() != 0 ||
 		pr.pending[0] != nil || pr.pending[1] != nil || time.Since(a.sent) >= l.p.firstByteWait() {
 		return false
 	}

@@ -184,10 +184,10 @@ type evPair struct {
 	mv       *move       // a move under way (loop_move_linux.go); the loop's
 
 	// Owned by the loop once attached.
-	pending [2][]byte  // bytes of direction d read but not yet written
-	pbuf    [2]*[]byte // the pooled buffers behind pending
-	ended   [2]bool    // direction d saw EOF and half-closed its peer
-	n       [2]int64   // bytes written, per direction (FIN timeout and fallback look at it)
+	pending [2][]byte       // bytes of direction d read but not yet written
+	pbuf    [2]*[]byte      // the pooled buffers behind pending
+	ended   [2]bool         // direction d saw EOF and half-closed its peer
+	n       [2]atomic.Int64 // bytes written, per direction (FIN timeout and fallback look at it; ConnInfo reads it)
 	done    bool
 }
 

@@ -279,7 +279,8 @@ func (l *evLoop) loopConnected(pr *evPair) {
 		client = a.c
 	}
 	pc := &conn{client: client, device: a.device, backendID: a.b.ID, since: time.Now(), ev: pr,
-		finWait: p.finTimeouts(), moved: a.moved, lg: p.newLogin(a.buf, nil, a.remote)}
+		finWait: p.finTimeouts(), moved: a.moved, lg: p.newLogin(a.buf, nil, a.remote),
+		remote: packAddr(a.remote), tries: uint8(min(a.try, 255))}
 	a.sent = time.Now()
 	pr.pc, pr.stage, pr.adm, pr.replay = pc, evCopy, nil, a // a.buf kept until a byte moves
 	l.routed.Add(1)

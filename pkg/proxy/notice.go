@@ -106,10 +106,10 @@ func (p *Proxy) noticeFrame() []byte {
 	return f
 }
 
-// noticeFor says whether an end for reason gets a notice: evictions and
-// the cut at shutdown.
+// noticeFor says whether an end for reason gets a notice: evictions,
+// kicks and the cut at shutdown.
 func noticeFor(reason Reason) bool {
-	return reason == ReasonShutdown || strings.HasPrefix(string(reason), string(ReasonEvicted))
+	return reason == ReasonShutdown || reason == ReasonKicked || strings.HasPrefix(string(reason), string(ReasonEvicted))
 }
 
 // trackOn says whether routed connections follow their frames: for moves

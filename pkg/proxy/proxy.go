@@ -159,6 +159,9 @@ type Proxy struct {
 	// (notice.go).
 	EvictNotice EvictNotice
 
+	// Access writes a line per connection that ends (access.go); nil: none.
+	Access *AccessLog
+
 	// Dial opens a connection to a backend. If nil, a net.Dialer is used.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 

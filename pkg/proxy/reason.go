@@ -29,6 +29,7 @@ const (
 	ReasonBackendClosed  Reason = "backend_closed"   // proxied; the backend ended it
 	ReasonReplaced       Reason = "replaced"         // proxied; the same device logged in again on this replica
 	ReasonEvicted        Reason = "evicted"          // proxied; closed by Evict: "evicted_<cause>" (drain, rebalance...)
+	ReasonKicked         Reason = "kicked"           // proxied; closed by an operator (KickDevice)
 )
 
 // Reasons a half-closed pair ends: nothing moved for ClientFinTimeout after

@@ -10,6 +10,13 @@ type connTable struct {
 	mu        sync.Mutex
 	byBackend map[string]map[*conn]struct{}
 	closedN   [2]uint64 // conn.n of the connections removed
+
+	// byDevice indexes them by device (table_device.go): one
+	// connection each; a device's other live ones (a duplicate login not
+	// yet closed) wait in dups, which is empty nearly always.
+	byDevice map[uint64]*conn
+	dups     map[*conn]struct{}
+	nextID   uint32
 }
 
 func (t *connTable) add(c *conn) {
@@ -23,6 +30,9 @@ func (t *connTable) add(c *conn) {
 		t.byBackend[c.backendID] = set
 	}
 	set[c] = struct{}{}
+	t.nextID++
+	c.id = t.nextID
+	t.indexDevice(c)
 	t.mu.Unlock()
 }
 
@@ -38,6 +48,7 @@ func (t *connTable) remove(c *conn) {
 			delete(t.byBackend, c.backendID)
 		}
 	}
+	t.unindexDevice(c)
 	t.mu.Unlock()
 }
 
@@ -144,6 +155,9 @@ func (t *connTable) rekey(c *conn, id string) {
 		}
 	}
 	c.backendID = id
+	if c.moves < ^uint8(0) {
+		c.moves++
+	}
 	set := t.byBackend[id]
 	if set == nil {
 		set = make(map[*conn]struct{})

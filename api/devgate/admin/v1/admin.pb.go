@@ -1620,7 +1620,7 @@ type Connection struct {
 	BytesOut      uint64                 `protobuf:"varint,7,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`      // backend -> device
 	Tries         uint32                 `protobuf:"varint,8,opt,name=tries,proto3" json:"tries,omitempty"`                            // dials it took to connect (1: the owner answered)
 	Moves         uint32                 `protobuf:"varint,9,opt,name=moves,proto3" json:"moves,omitempty"`                            // times moved live to another backend
-	Id            uint64                 `protobuf:"varint,10,opt,name=id,proto3" json:"id,omitempty"`                                 // the replica's id of the connection (pages are in gateway, id order)
+	Id            uint64                 `protobuf:"varint,10,opt,name=id,proto3" json:"id,omitempty"`                                 // the replica's id of the connection (pages are in gateway, since, id order)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2003,7 +2003,7 @@ func (x *ListConnectionsRequest) GetPageToken() string {
 
 type ListConnectionsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Connections   []*Connection          `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`                            // in gateway, id order
+	Connections   []*Connection          `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"`                            // in gateway, since, id order
 	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"` // empty on the last page
 	Partial       *Partial               `protobuf:"bytes,3,opt,name=partial,proto3" json:"partial,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -2066,8 +2066,9 @@ type LocalConnectionsRequest struct {
 	Devid         string                 `protobuf:"bytes,1,opt,name=devid,proto3" json:"devid,omitempty"` // set: this device's connections only
 	Backend       string                 `protobuf:"bytes,2,opt,name=backend,proto3" json:"backend,omitempty"`
 	MinAge        *durationpb.Duration   `protobuf:"bytes,3,opt,name=min_age,json=minAge,proto3" json:"min_age,omitempty"`
-	AfterId       uint64                 `protobuf:"varint,4,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"` // only connections with a larger id
+	AfterId       uint64                 `protobuf:"varint,4,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"` // with after_since: only connections after (after_since, after_id)
 	Limit         int32                  `protobuf:"varint,5,opt,name=limit,proto3" json:"limit,omitempty"`                    // zero: the server's max
+	AfterSince    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=after_since,json=afterSince,proto3" json:"after_since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2137,9 +2138,16 @@ func (x *LocalConnectionsRequest) GetLimit() int32 {
 	return 0
 }
 
+func (x *LocalConnectionsRequest) GetAfterSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AfterSince
+	}
+	return nil
+}
+
 type LocalConnectionsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Connections   []*Connection          `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"` // in id order
+	Connections   []*Connection          `protobuf:"bytes,1,rep,name=connections,proto3" json:"connections,omitempty"` // in since, id order
 	More          bool                   `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`              // the limit cut the list
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2367,13 +2375,15 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x17ListConnectionsResponse\x12>\n" +
 	"\vconnections\x18\x01 \x03(\v2\x1c.devgate.admin.v1.ConnectionR\vconnections\x12&\n" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x123\n" +
-	"\apartial\x18\x03 \x01(\v2\x19.devgate.admin.v1.PartialR\apartial\"\xae\x01\n" +
+	"\apartial\x18\x03 \x01(\v2\x19.devgate.admin.v1.PartialR\apartial\"\xeb\x01\n" +
 	"\x17LocalConnectionsRequest\x12\x14\n" +
 	"\x05devid\x18\x01 \x01(\tR\x05devid\x12\x18\n" +
 	"\abackend\x18\x02 \x01(\tR\abackend\x122\n" +
 	"\amin_age\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x06minAge\x12\x19\n" +
 	"\bafter_id\x18\x04 \x01(\x04R\aafterId\x12\x14\n" +
-	"\x05limit\x18\x05 \x01(\x05R\x05limit\"n\n" +
+	"\x05limit\x18\x05 \x01(\x05R\x05limit\x12;\n" +
+	"\vafter_since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"afterSince\"n\n" +
 	"\x18LocalConnectionsResponse\x12>\n" +
 	"\vconnections\x18\x01 \x03(\v2\x1c.devgate.admin.v1.ConnectionR\vconnections\x12\x12\n" +
 	"\x04more\x18\x02 \x01(\bR\x04more*{\n" +
@@ -2500,45 +2510,46 @@ var file_devgate_admin_v1_admin_proto_depIdxs = []int32{
 	25, // 33: devgate.admin.v1.ListConnectionsResponse.connections:type_name -> devgate.admin.v1.Connection
 	5,  // 34: devgate.admin.v1.ListConnectionsResponse.partial:type_name -> devgate.admin.v1.Partial
 	44, // 35: devgate.admin.v1.LocalConnectionsRequest.min_age:type_name -> google.protobuf.Duration
-	25, // 36: devgate.admin.v1.LocalConnectionsResponse.connections:type_name -> devgate.admin.v1.Connection
-	3,  // 37: devgate.admin.v1.Backend.EjectionsByGatewayEntry.value:type_name -> devgate.admin.v1.Ejection
-	4,  // 38: devgate.admin.v1.Gateway.DrainsEntry.value:type_name -> devgate.admin.v1.MoveProgress
-	3,  // 39: devgate.admin.v1.Gateway.EjectionsEntry.value:type_name -> devgate.admin.v1.Ejection
-	6,  // 40: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
-	8,  // 41: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
-	10, // 42: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
-	12, // 43: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
-	14, // 44: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	17, // 45: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
-	20, // 46: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
-	22, // 47: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
-	26, // 48: devgate.admin.v1.Admin.FindDevice:input_type -> devgate.admin.v1.FindDeviceRequest
-	28, // 49: devgate.admin.v1.Admin.KickDevice:input_type -> devgate.admin.v1.KickDeviceRequest
-	30, // 50: devgate.admin.v1.Admin.ListConnections:input_type -> devgate.admin.v1.ListConnectionsRequest
-	24, // 51: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
-	14, // 52: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	32, // 53: devgate.admin.v1.Admin.LocalConnections:input_type -> devgate.admin.v1.LocalConnectionsRequest
-	28, // 54: devgate.admin.v1.Admin.LocalKick:input_type -> devgate.admin.v1.KickDeviceRequest
-	7,  // 55: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
-	9,  // 56: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
-	11, // 57: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
-	13, // 58: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
-	16, // 59: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	19, // 60: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
-	21, // 61: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
-	23, // 62: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
-	27, // 63: devgate.admin.v1.Admin.FindDevice:output_type -> devgate.admin.v1.FindDeviceResponse
-	29, // 64: devgate.admin.v1.Admin.KickDevice:output_type -> devgate.admin.v1.KickDeviceResponse
-	31, // 65: devgate.admin.v1.Admin.ListConnections:output_type -> devgate.admin.v1.ListConnectionsResponse
-	18, // 66: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
-	16, // 67: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	33, // 68: devgate.admin.v1.Admin.LocalConnections:output_type -> devgate.admin.v1.LocalConnectionsResponse
-	29, // 69: devgate.admin.v1.Admin.LocalKick:output_type -> devgate.admin.v1.KickDeviceResponse
-	55, // [55:70] is the sub-list for method output_type
-	40, // [40:55] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	43, // 36: devgate.admin.v1.LocalConnectionsRequest.after_since:type_name -> google.protobuf.Timestamp
+	25, // 37: devgate.admin.v1.LocalConnectionsResponse.connections:type_name -> devgate.admin.v1.Connection
+	3,  // 38: devgate.admin.v1.Backend.EjectionsByGatewayEntry.value:type_name -> devgate.admin.v1.Ejection
+	4,  // 39: devgate.admin.v1.Gateway.DrainsEntry.value:type_name -> devgate.admin.v1.MoveProgress
+	3,  // 40: devgate.admin.v1.Gateway.EjectionsEntry.value:type_name -> devgate.admin.v1.Ejection
+	6,  // 41: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
+	8,  // 42: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
+	10, // 43: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
+	12, // 44: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
+	14, // 45: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	17, // 46: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
+	20, // 47: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
+	22, // 48: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
+	26, // 49: devgate.admin.v1.Admin.FindDevice:input_type -> devgate.admin.v1.FindDeviceRequest
+	28, // 50: devgate.admin.v1.Admin.KickDevice:input_type -> devgate.admin.v1.KickDeviceRequest
+	30, // 51: devgate.admin.v1.Admin.ListConnections:input_type -> devgate.admin.v1.ListConnectionsRequest
+	24, // 52: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
+	14, // 53: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	32, // 54: devgate.admin.v1.Admin.LocalConnections:input_type -> devgate.admin.v1.LocalConnectionsRequest
+	28, // 55: devgate.admin.v1.Admin.LocalKick:input_type -> devgate.admin.v1.KickDeviceRequest
+	7,  // 56: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
+	9,  // 57: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
+	11, // 58: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
+	13, // 59: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
+	16, // 60: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	19, // 61: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
+	21, // 62: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
+	23, // 63: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
+	27, // 64: devgate.admin.v1.Admin.FindDevice:output_type -> devgate.admin.v1.FindDeviceResponse
+	29, // 65: devgate.admin.v1.Admin.KickDevice:output_type -> devgate.admin.v1.KickDeviceResponse
+	31, // 66: devgate.admin.v1.Admin.ListConnections:output_type -> devgate.admin.v1.ListConnectionsResponse
+	18, // 67: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
+	16, // 68: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	33, // 69: devgate.admin.v1.Admin.LocalConnections:output_type -> devgate.admin.v1.LocalConnectionsResponse
+	29, // 70: devgate.admin.v1.Admin.LocalKick:output_type -> devgate.admin.v1.KickDeviceResponse
+	56, // [56:71] is the sub-list for method output_type
+	41, // [41:56] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_devgate_admin_v1_admin_proto_init() }
