@@ -84,10 +84,14 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 	}
 	ho := admin.HTTPOptions{Gatherer: reg, Ready: func() (bool, string) { return a.ready() }, Pprof: cfg.Admin.Pprof}
 	if a.svc != nil { // the JSON API and the dashboard, on the same service and auth
-		hist := &admin.History{}
-		a.wg.Add(1)
-		go func() { defer a.wg.Done(); hist.Run(ctx, p) }()
-		ho.API = &admin.API{Server: a.svc, Auth: a.auth, History: hist, ID: a.svc.ID}
+		if ok, why := apiExposed(cfg.Admin, a.auth.Open); ok {
+			hist := &admin.History{}
+			a.wg.Add(1)
+			go func() { defer a.wg.Done(); hist.Run(ctx, p) }()
+			ho.API = &admin.API{Server: a.svc, Auth: a.auth, History: hist, ID: a.svc.ID}
+		} else {
+			log.Warn("dashboard and JSON API off on the admin HTTP port: "+why, zap.String("addr", cfg.Admin.HTTPAddr()))
+		}
 	}
 	h := admin.NewHTTPHandler(ho)
 	a.http = admin.NewHTTPServer(cfg.Admin.HTTPAddr(), h)
@@ -95,6 +99,15 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 	if err != nil {
 		a.stop()
 		return nil, fmt.Errorf("admin http: %w", err)
+	}
+	if cfg.Admin.HTTPTLS {
+		serverTLS, _, err := loadAdminTLS(cfg.Admin)
+		if err != nil {
+			l.Close()
+			a.stop()
+			return nil, err
+		}
+		l = tls.NewListener(l, serverTLS)
 	}
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.http.Serve(l) }()
@@ -194,6 +207,20 @@ func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy
 		zap.Bool("peerKey", peerKey != nil), zap.Strings("peerNetworks", ac.PeerNetworks))
 	warnInsecure(ac, auth.Open, serverTLS != nil, log)
 	return nil
+}
+
+// apiExposed says whether the dashboard and the JSON API may be served on
+// the HTTP port: not to more of the network than the gRPC API, and tokens
+// not in clear unless admin.plaintextTokens allows it.
+func apiExposed(ac config.Admin, open bool) (bool, string) {
+	switch {
+	case loopback(ac.HTTPAddr()):
+	case open && !ac.Insecure:
+		return false, "the admin API has no tokens or client CA and admin.httpListen is not loopback (set admin.tokens, or admin.insecure)"
+	case len(ac.Tokens) > 0 && !ac.HTTPTLS && !ac.PlaintextTokens:
+		return false, "tokens would cross the network in clear (set admin.httpTLS, or admin.plaintextTokens)"
+	}
+	return true, ""
 }
 
 // warnInsecure says loudly what an insecure opt-in exposes.
