@@ -7,6 +7,7 @@ import (
 
 	"io"
 	"net"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -137,4 +138,27 @@ func accessLine(log, devid string) map[string]any {
 		}
 	}
 	return last
+}
+
+// `devgate config check` validates log.access and log.accessSample.
+func TestConfigCheckAccessLog(t *testing.T) {
+	bin := devgateBin(t)
+	dir := t.TempDir()
+	const static = "listen: 127.0.0.1:0\nbackends: [{id: a, addr: '127.0.0.1:1'}]\n"
+	good := writeFile(t, dir, "good.yaml", static+"log: {access: all, accessSample: 10}\n")
+	bad := writeFile(t, dir, "bad.yaml", static+"log: {access: sometimes}\n")
+	sample := writeFile(t, dir, "sample.yaml", static+"log: {accessSample: -3}\n")
+	for _, tc := range []struct {
+		file, want string
+		code       int
+	}{{good, "OK", 0}, {bad, `log.access "sometimes"`, 1}, {sample, "log.accessSample -3", 1}} {
+		out, err := exec.Command(bin, "config", "check", tc.file).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != tc.code || !strings.Contains(string(out), tc.want) {
+			t.Errorf("config check %s: exit %d, want %d and %q:\n%s", tc.file, code, tc.code, tc.want, out)
+		}
+	}
 }

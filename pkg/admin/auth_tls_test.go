@@ -117,7 +117,8 @@ func TestTLSClientCertRoles(t *testing.T) {
 }
 
 func TestRequiredRoles(t *testing.T) {
-	read := map[string]bool{"ListBackends": true, "Lookup": true, "ListGateways": true, "LocalStatus": true}
+	read := map[string]bool{"ListBackends": true, "Lookup": true, "ListGateways": true, "LocalStatus": true,
+		"FindDevice": true, "ListConnections": true, "LocalConnections": true}
 	svc := "/" + adminv1.Admin_ServiceDesc.ServiceName + "/"
 	var names []string
 	for _, m := range adminv1.Admin_ServiceDesc.Methods {
@@ -126,8 +127,8 @@ func TestRequiredRoles(t *testing.T) {
 	for _, s := range adminv1.Admin_ServiceDesc.Streams {
 		names = append(names, s.StreamName)
 	}
-	if len(names) != 10 { // UndrainGateway (admin role) is the tenth
-		t.Errorf("Admin service has %d methods, want 10: update this test", len(names))
+	if len(names) != 15 { // KickDevice and LocalKick (admin role) are the 14th and 15th
+		t.Errorf("Admin service has %d methods, want 15: update this test", len(names))
 	}
 	for _, n := range names {
 		want := RoleAdmin

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -278,6 +279,9 @@ func (s *Service) ListConnections(ctx context.Context, req *adminv1.ListConnecti
 	}
 	resp := &adminv1.ListConnectionsResponse{Partial: &adminv1.Partial{Errors: map[string]string{}}}
 	gws := s.gateways()
+	if req.Gateway != "" && !slices.ContainsFunc(gws, func(g registry.Gateway) bool { return g.ID == req.Gateway }) {
+		return nil, status.Errorf(codes.NotFound, "gateway %q is not registered; 'devgate ctl gateways' lists the ids", req.Gateway)
+	}
 	for i, gw := range gws {
 		if gw.ID < tok.G || (req.Gateway != "" && gw.ID != req.Gateway) {
 			continue

@@ -78,6 +78,8 @@ func TestErrors(t *testing.T) {
 		{"bad duration", "limits: {prereadTimeout: soon}\n", "duration"},
 		{"negative limit", "limits: {maxTries: -2}\n", "negative"},
 		{"bad level", "log: {level: loud}\n", "log.level"},
+		{"bad access log", "log: {access: some}\n", "log.access"},
+		{"negative access sample", "log: {access: all, accessSample: -1}\n", "log.accessSample"},
 		{"not yaml", "{{{", "parse"},
 		{"admin open to the world", "admin: {listen: '0.0.0.0:9090', advertise: 'g:9090'}\n", "not loopback"},
 		{"admin no advertise", "admin: {listen: '0.0.0.0:9090', insecure: true}\n", "advertise"},
@@ -103,6 +105,20 @@ func TestErrors(t *testing.T) {
 				t.Fatalf("err = %v, want it to mention %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestAccessLogDefault(t *testing.T) {
+	const static = "backends: [{id: a, addr: 'h:1'}]\n"
+	c, err := Parse([]byte(static + "log: {accessSample: 10}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Log.AccessOr() != "errors" || c.Log.AccessSample != 10 {
+		t.Fatalf("log = %+v; want access errors by default", c.Log)
+	}
+	if c, err = Parse([]byte(static + "log: {access: all}\n")); err != nil || c.Log.AccessOr() != "all" {
+		t.Fatalf("log = %+v, %v", c, err)
 	}
 }
 

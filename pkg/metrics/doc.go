@@ -44,7 +44,7 @@
 // Reasons of devgate_connections_closed_total are the proxy's Reason*
 // constants (max_conns, shutdown, empty, client_gone, preread_timeout,
 // read_error, no_backends, dial_failed, backend_write, client_closed,
-// backend_closed, replaced, evicted_<cause>) and, for bad input, the frame
+// backend_closed, replaced, kicked (ctl kick), evicted_<cause>) and, for bad input, the frame
 // package's labels (bad_header, too_large, no_key, key_too_long, not_json,
 // too_many_frames, preread_cap, bad_key, dup_key). These and the evicted_<cause> of
 // EvictionCauses are exported as 0 before they first happen, so rate() and

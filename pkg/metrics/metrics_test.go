@@ -152,6 +152,7 @@ func TestCollectorsOnALiveGateway(t *testing.T) {
 		`devgate_backend_connections{backend="b1"}`:           1,
 		`devgate_routed_total`:                                1,
 		`devgate_connections_closed_total{reason="replaced"}`: 0,
+		`devgate_connections_closed_total{reason="kicked"}`:   0,
 	})
 
 	// One bad frame: closed before any backend sees it.

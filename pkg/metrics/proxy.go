@@ -36,7 +36,7 @@ func closedReasons() []proxy.Reason {
 		proxy.ReasonMaxConnsPerIP, proxy.ReasonRateLimited, proxy.ReasonProxyUntrusted,
 		proxy.ReasonProxyHeader, proxy.ReasonTLSHandshake, proxy.ReasonIdleTimeout,
 		proxy.ReasonClientFinTimeout, proxy.ReasonServerFinTimeout,
-		proxy.ReasonAdmissionTimeout, proxy.ReasonFlapping,
+		proxy.ReasonAdmissionTimeout, proxy.ReasonFlapping, proxy.ReasonKicked,
 	}
 	for _, err := range []error{
 		frame.ErrBadHeader, frame.ErrTooLarge, frame.ErrNoKey, frame.ErrKeyTooLong, frame.ErrNotJSON,

@@ -102,6 +102,12 @@ func TestAccessLogReasons(t *testing.T) {
 		c.proxy.Kick("dev-kicked")
 		buf.line(t, "dev-kicked", ReasonKicked)
 
+		old, _ := c.connect("dev-relogin")
+		defer old.Close()
+		conn, _ = c.connect("dev-relogin") // the older connection is closed: replaced
+		defer conn.Close()
+		buf.line(t, "dev-relogin", ReasonReplaced)
+
 		conn, backend = c.connect("dev-drained")
 		defer conn.Close()
 		c.proxy.Evict(backend, 0, CauseDrain)
@@ -254,4 +260,50 @@ func closingBackend(t *testing.T) string {
 		}
 	}()
 	return l.Addr().String()
+}
+
+// A device moved live (rehome) is found on its new backend with one move,
+// and its access line says so.
+func TestAccessLogMoves(t *testing.T) {
+	bothPaths(t, func(t *testing.T) {
+		acc, buf := newAccess(AccessAll, 0)
+		c := newMoveCluster(t, []string{"b1", "b2"}, func(p *Proxy) { p.Access = acc })
+		d := c.devices(1)[0]
+		if err := d.beat(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "answered", func() bool { a, _, _, _ := d.state(); return a == 1 })
+		from := c.proxy.FindDevice(d.id)[0].Backend
+		to := map[string]string{"b1": "b2", "b2": "b1"}[from]
+		c.route(to)
+		var tally MoveTally
+		c.proxy.Relocate(from, 0, CauseDrain, &tally)
+		waitFor(t, "moved", func() bool { return tally.Moved.Load() == 1 })
+		if got := c.proxy.FindDevice(d.id); len(got) != 1 || got[0].Backend != to || got[0].Moves != 1 {
+			t.Fatalf("after the move FindDevice = %+v, want on %s with one move", got, to)
+		}
+		d.conn.Close()
+		if m := buf.line(t, d.id, ReasonClientClosed); m["backend"] != to || m["moves"] != 1.0 {
+			t.Fatalf("access line %v, want backend %s and one move", m, to)
+		}
+	})
+}
+
+// A line the access log does not keep costs no allocation: off, a normal
+// close in errors mode, or one sampled out.
+func TestAccessLogSkipAllocsNothing(t *testing.T) {
+	errorsOnly, _ := newAccess(AccessErrors, 0)
+	sampled, _ := newAccess(AccessAll, 1000)
+	sampled.n.Store(1) // the next 999 are sampled out
+	pc := &conn{device: "dev-1", backendID: "b1", since: time.Now()}
+	for name, a := range map[string]*AccessLog{"nil": nil, "off": {Mode: AccessOff}, "errors": errorsOnly, "sampled": sampled} {
+		p := &Proxy{Access: a}
+		e := ending{pc: pc}
+		if n := testing.AllocsPerRun(100, func() { p.access(&e, ReasonClientClosed) }); n != 0 {
+			t.Errorf("%s: %v allocations per skipped line", name, n)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { sanitize("dev-000042") }); n != 0 {
+		t.Errorf("sanitize of a clean id allocates %v", n)
+	}
 }

@@ -16,12 +16,10 @@ type conn struct {
 	since           time.Time
 	ev              *evPair          // set when an event loop copies for this connection
 	finWait         [2]time.Duration // after direction d's FIN (Proxy.finTimeouts)
-	// The device cache's entry before login (restore puts it back).
-	lastBackend string
-	n           [2]atomic.Uint64 // bytes copied by goroutines so far: client to backend, back
-	lg          *session         // set before routing when moves are on; owned by whoever copies
-	gm          *goMove          // copied by goroutines with lg: the move state (goroutine_move.go)
-	reason      Reason
+	n               [2]atomic.Uint64 // bytes copied by goroutines so far: client to backend, back
+	lg              *session         // set before routing when moves are on; owned by whoever copies
+	gm              *goMove          // copied by goroutines with lg: the move state (goroutine_move.go)
+	reason          Reason
 
 	once     sync.Once
 	mu       sync.Mutex
@@ -31,24 +29,29 @@ type conn struct {
 	closing  atomic.Bool    // set by the first close: Evict must not pick it again
 	moving   atomic.Bool    // a move is under way (rehome.go)
 	// Whether this connection (or the one it fell back from) counted a move.
-	seen, moved bool
-	tries       uint8 // its owner's place in the device's owner order, from 1 (fallbacks+1)
-	moves       uint8 // times moved live to another backend (saturates)
+	moved bool
+	tries uint8 // its owner's place in the device's owner order, from 1 (fallbacks+1)
+	moves uint8 // times moved live to another backend (saturates)
+	// The device cache no longer holds it (devices_find.go); under its mu.
+	unindexed bool
 }
 
 // routedConn accounts for a connection just routed: counters, the table,
 // the device cache (closing the device's older connection).
-func (p *Proxy) routedConn(pc *conn) {
+func (p *Proxy) routedConn(pc *conn) priorEntry {
 	p.stats.routed.Add(1)
-	p.trackRouted(pc)
+	return p.trackRouted(pc)
 }
 
 // trackRouted is routedConn without counting it as routed (a pair that
-// fell back to another owner was counted once).
-func (p *Proxy) trackRouted(pc *conn) {
+// fell back to another owner was counted once). It returns the device
+// cache's entry before, which untrackRouted puts back (kept by the
+// caller that may fall back, not in every conn).
+func (p *Proxy) trackRouted(pc *conn) priorEntry {
 	p.stats.proxied.Add(1)
 	p.table.add(pc)
-	if old, moved := p.devices.login(pc); old != nil || moved {
+	old, moved, prior := p.devices.login(pc)
+	if old != nil || moved {
 		if moved && !pc.moved { // a fallback counts a device's move once
 			pc.moved = true
 			p.stats.moved.Add(1)
@@ -60,12 +63,13 @@ func (p *Proxy) trackRouted(pc *conn) {
 	if p.isClosing() { // Shutdown may have walked the table before add
 		pc.close(ReasonShutdown)
 	}
+	return prior
 }
 
 // untrackRouted undoes trackRouted for a pair that falls back to another
 // owner before any byte moved.
-func (p *Proxy) untrackRouted(pc *conn) {
-	p.devices.restore(pc)
+func (p *Proxy) untrackRouted(pc *conn, prior priorEntry) {
+	p.devices.restore(pc, prior)
 	p.table.remove(pc)
 	p.stats.proxied.Add(-1)
 }

@@ -16,8 +16,8 @@ type ConnInfo struct {
 	Backend  string         // the backend it copies to now
 	Client   netip.AddrPort // the device's address, after a PROXY header
 	Since    time.Time
-	BytesIn  uint64 // device to backend
-	BytesOut uint64 // backend to device
+	BytesIn  uint64 // device to backend, after the key frame
+	BytesOut uint64 // backend to device (goroutines: not the reply read while dialling)
 	Tries    int    // its backend's place in the device's owner order, from 1
 	Moves    int    // times moved live to another backend
 }
@@ -39,7 +39,7 @@ type ConnFilter struct {
 
 // FindDevice returns the live connections of a device on this replica.
 func (p *Proxy) FindDevice(device string) []ConnInfo {
-	cs := p.table.device(device)
+	cs := p.deviceConns(device)
 	out := make([]ConnInfo, 0, len(cs))
 	for _, c := range cs {
 		out = append(out, p.info(c))
@@ -54,7 +54,7 @@ func (p *Proxy) FindDevice(device string) []ConnInfo {
 // closed first.
 func (p *Proxy) Kick(device string) []ConnInfo {
 	var out []ConnInfo
-	for _, c := range p.table.device(device) {
+	for _, c := range p.deviceConns(device) {
 		info := p.info(c)
 		if c.close(ReasonKicked) {
 			out = append(out, info)

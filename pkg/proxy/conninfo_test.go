@@ -134,3 +134,34 @@ func TestPackedAddr(t *testing.T) {
 		t.Fatalf("zero address round trips to %s", got)
 	}
 }
+
+// A device is found even when the device cache no longer holds it (more
+// devices than DeviceCacheSize): the lookup walks the table then.
+func TestFindDevicePastTheCache(t *testing.T) {
+	c := newCluster(t, 2, func(p *Proxy) { p.DeviceCacheSize = 2 })
+	conns := c.connectN(5)
+	for i := range 5 {
+		dev := fmt.Sprintf("dev-%d", i)
+		if got := c.proxy.FindDevice(dev); len(got) != 1 || got[0].Device != dev {
+			t.Fatalf("FindDevice(%s) = %+v", dev, got)
+		}
+	}
+	if got := c.proxy.Kick("dev-0"); len(got) != 1 {
+		t.Fatalf("Kick(dev-0) = %+v", got)
+	}
+	waitFor(t, "kicked", func() bool { return c.proxy.Proxied() == 4 })
+	c.proxy.devices.mu.Lock()
+	lost := c.proxy.devices.unindexed
+	c.proxy.devices.mu.Unlock()
+	if lost != 2 { // dev-1 and dev-2 (dev-0 was one, and ended)
+		t.Fatalf("unindexed = %d, want 2", lost)
+	}
+	for _, cn := range conns {
+		cn.Close()
+	}
+	waitFor(t, "all closed, none left unindexed", func() bool {
+		c.proxy.devices.mu.Lock()
+		defer c.proxy.devices.mu.Unlock()
+		return c.proxy.Proxied() == 0 && c.proxy.devices.unindexed == 0
+	})
+}

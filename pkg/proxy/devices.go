@@ -9,10 +9,15 @@ import (
 // deviceCache remembers, per device, the backend it last reached through
 // this replica and its live connection. It feeds the stickiness metric and
 // closes a device's older connection when it logs in again (a half-open
-// mobile connection), so the backend does not hold two sessions.
+// mobile connection), so the backend does not hold two sessions. It is
+// also the index FindDevice and Kick look a device up in, at no extra
+// memory per connection: unindexed counts the live connections it does
+// not hold (pushed out by the LRU bound, or an older duplicate), and while
+// there are any, a lookup walks the table instead (devices_find.go).
 type deviceCache struct {
-	mu  sync.Mutex
-	lru *simplelru.LRU[string, deviceEntry]
+	mu        sync.Mutex
+	lru       *simplelru.LRU[string, deviceEntry]
+	unindexed int // live connections marked conn.unindexed
 }
 
 type deviceEntry struct {
@@ -21,37 +26,51 @@ type deviceEntry struct {
 }
 
 func newDeviceCache(size int) *deviceCache {
-	l, err := simplelru.NewLRU[string, deviceEntry](size, nil)
+	d := &deviceCache{}
+	l, err := simplelru.NewLRU[string, deviceEntry](size, func(_ string, e deviceEntry) {
+		d.lost(e.live) // called by Add, under d.mu
+	})
 	if err != nil { // only for size <= 0, which callers exclude
 		panic(err)
 	}
-	return &deviceCache{lru: l}
+	d.lru = l
+	return d
+}
+
+// priorEntry is a device's entry before a login: what restore puts back.
+type priorEntry struct {
+	backend string
+	seen    bool
 }
 
 // login records c as the device's live connection. It returns the older
-// live connection, if any, and whether the device reached a different
-// backend than the last time this replica saw it.
-func (d *deviceCache) login(c *conn) (old *conn, moved bool) {
+// live connection, if any, whether the device reached a different
+// backend than the last time this replica saw it, and the entry before.
+func (d *deviceCache) login(c *conn) (old *conn, moved bool, prior priorEntry) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	prev, ok := d.lru.Get(c.device)
-	c.lastBackend, c.seen = prev.backend, ok
+	prior = priorEntry{backend: prev.backend, seen: ok}
 	d.lru.Add(c.device, deviceEntry{backend: c.backendID, live: c})
 	if !ok {
-		return nil, false
+		return nil, false, prior
 	}
-	return prev.live, prev.backend != c.backendID
+	if prev.live != c {
+		d.lost(prev.live) // still open until it ends (replaced, or a kept duplicate)
+	}
+	return prev.live, prev.backend != c.backendID, prior
 }
 
 // restore undoes login for a connection that falls back to another owner
 // before any byte moved: the device's entry is what it was before.
-func (d *deviceCache) restore(c *conn) {
+func (d *deviceCache) restore(c *conn, prior priorEntry) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if e, ok := d.lru.Peek(c.device); ok && e.live == c {
-		if c.seen {
-			d.lru.Add(c.device, deviceEntry{backend: c.lastBackend})
+		if prior.seen {
+			d.lru.Add(c.device, deviceEntry{backend: prior.backend})
 		} else {
+			d.lru.Add(c.device, deviceEntry{}) // so the eviction callback sees no live connection lost
 			d.lru.Remove(c.device)
 		}
 	}
@@ -62,6 +81,10 @@ func (d *deviceCache) restore(c *conn) {
 func (d *deviceCache) logout(c *conn) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if c.unindexed {
+		c.unindexed = false
+		d.unindexed--
+	}
 	if e, ok := d.lru.Peek(c.device); ok && e.live == c {
 		d.lru.Add(c.device, deviceEntry{backend: e.backend})
 	}

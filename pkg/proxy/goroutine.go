@@ -48,8 +48,10 @@ func (p *Proxy) serveConn(c net.Conn, inheritsKeepAlive bool) {
 	r := p.Source.Ring()
 	b, backend, first, reason := p.dial(r, key, sendPreread{buf: buf, src: src, local: c.LocalAddr()})
 	var lg *session
+	var tries uint8
 	if backend != nil {
 		lg = p.newLogin(buf, first, addrPort(src))
+		tries = ownerRank(r, key, b.ID) // key goes back to the pool with buf
 	}
 	p.putBuf(bp, buf)
 	if backend == nil {
@@ -60,7 +62,7 @@ func (p *Proxy) serveConn(c net.Conn, inheritsKeepAlive bool) {
 	p.setKeepAlive(backend)
 
 	pc := &conn{client: client, backend: backend, device: device, backendID: b.ID, since: time.Now(),
-		finWait: p.finTimeouts(), lg: lg, remote: packAddr(addrPort(src)), tries: ownerRank(r, key, b.ID)}
+		finWait: p.finTimeouts(), lg: lg, remote: packAddr(addrPort(src)), tries: tries}
 	if p.useEventLoop(client, backend) { // before the table can hand pc to close
 		if pc.ev, err = p.newEvPair(pc, release); err != nil {
 			p.badLog.Warn("copying with goroutines", zap.Error(err))

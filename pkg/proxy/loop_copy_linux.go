@@ -210,7 +210,7 @@ func (l *evLoop) loopFallBack(pr *evPair, err error) bool {
 	a.again, a.moved = true, pr.pc.moved
 	pr.stage = evDial
 	l.routed.Add(-1)
-	l.p.untrackRouted(pr.pc)
+	l.p.untrackRouted(pr.pc, a.prior)
 	pr.pc = nil
 	l.loopDialFailed(pr, errors.Join(errBackendGone, err))
 	return true

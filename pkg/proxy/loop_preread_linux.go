@@ -44,6 +44,7 @@ type evPre struct {
 	try    int          // owners dialled so far
 	again  bool         // routed once, then fell back (loop_copy_linux.go)
 	moved  bool         // and counted the device as moved then
+	prior  priorEntry   // the device cache's entry before routing: a fallback restores it
 	sent   time.Time    // when the preread bytes went to the backend
 	b      ring.Backend // the owner being dialled
 
@@ -285,9 +286,9 @@ func (l *evLoop) loopConnected(pr *evPair) {
 	pr.pc, pr.stage, pr.adm, pr.replay = pc, evCopy, nil, a // a.buf kept until a byte moves
 	l.routed.Add(1)
 	if a.again {
-		p.trackRouted(pc)
+		a.prior = p.trackRouted(pc)
 	} else {
-		p.routedConn(pc)
+		a.prior = p.routedConn(pc)
 	}
 	l.loopRearm(pr)
 }

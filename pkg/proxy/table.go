@@ -10,13 +10,7 @@ type connTable struct {
 	mu        sync.Mutex
 	byBackend map[string]map[*conn]struct{}
 	closedN   [2]uint64 // conn.n of the connections removed
-
-	// byDevice indexes them by device (table_device.go): one
-	// connection each; a device's other live ones (a duplicate login not
-	// yet closed) wait in dups, which is empty nearly always.
-	byDevice map[uint64]*conn
-	dups     map[*conn]struct{}
-	nextID   uint32
+	nextID    uint32    // ids of conns, in routing order
 }
 
 func (t *connTable) add(c *conn) {
@@ -32,7 +26,6 @@ func (t *connTable) add(c *conn) {
 	set[c] = struct{}{}
 	t.nextID++
 	c.id = t.nextID
-	t.indexDevice(c)
 	t.mu.Unlock()
 }
 
@@ -48,7 +41,6 @@ func (t *connTable) remove(c *conn) {
 			delete(t.byBackend, c.backendID)
 		}
 	}
-	t.unindexDevice(c)
 	t.mu.Unlock()
 }
 

@@ -1616,9 +1616,9 @@ type Connection struct {
 	Backend       string                 `protobuf:"bytes,3,opt,name=backend,proto3" json:"backend,omitempty"`                         // backend it is proxied to now
 	ClientAddr    string                 `protobuf:"bytes,4,opt,name=client_addr,json=clientAddr,proto3" json:"client_addr,omitempty"` // the device's address (after the PROXY protocol header)
 	Since         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`                             // accepted at
-	BytesIn       uint64                 `protobuf:"varint,6,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`         // device -> backend, as far as the replica counts them
-	BytesOut      uint64                 `protobuf:"varint,7,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`      // backend -> device
-	Tries         uint32                 `protobuf:"varint,8,opt,name=tries,proto3" json:"tries,omitempty"`                            // dials it took to connect (1: the owner answered)
+	BytesIn       uint64                 `protobuf:"varint,6,opt,name=bytes_in,json=bytesIn,proto3" json:"bytes_in,omitempty"`         // device -> backend, after the key frame
+	BytesOut      uint64                 `protobuf:"varint,7,opt,name=bytes_out,json=bytesOut,proto3" json:"bytes_out,omitempty"`      // backend -> device (goroutine path: not the reply read while dialling)
+	Tries         uint32                 `protobuf:"varint,8,opt,name=tries,proto3" json:"tries,omitempty"`                            // its backend's place in the owner order, from 1 (fallbacks + 1)
 	Moves         uint32                 `protobuf:"varint,9,opt,name=moves,proto3" json:"moves,omitempty"`                            // times moved live to another backend
 	Id            uint64                 `protobuf:"varint,10,opt,name=id,proto3" json:"id,omitempty"`                                 // the replica's id of the connection (pages are in gateway, since, id order)
 	unknownFields protoimpl.UnknownFields
