@@ -249,3 +249,32 @@ func FuzzJSONAPI(f *testing.F) {
 		}
 	})
 }
+
+// FindDevice and KickDevice over JSON reach a device held by another
+// replica, through the same fleet-wide service; a read-only token cannot kick.
+func TestJSONAPIFindAndKickThroughPeer(t *testing.T) {
+	f := newFleet(t, 2, 2)
+	a, b := f.gateways[0], f.gateways[1]
+	c, backend := login(t, b.addr, "dev-json")
+	defer c.Close()
+	srv := httptest.NewServer(NewHTTPHandler(HTTPOptions{API: &API{Server: a.svc, Auth: a.auth, ID: a.id}}))
+	t.Cleanup(srv.Close)
+	code, body := apiPost(t, srv.Client(), srv.URL, "FindDevice", readToken, `{"devid":"dev-json"}`)
+	var found adminv1.FindDeviceResponse
+	if code != http.StatusOK || protojson.Unmarshal(body, &found) != nil || len(found.Connections) != 1 ||
+		found.Connections[0].Gateway != b.id || found.Connections[0].Backend != backend {
+		t.Fatalf("FindDevice through %s: %d %s; want on %s, %s", a.id, code, body, b.id, backend)
+	}
+	if code, body = apiPost(t, srv.Client(), srv.URL, "KickDevice", readToken, `{"devid":"dev-json"}`); code != http.StatusForbidden {
+		t.Fatalf("read-only kick: %d %s", code, body)
+	}
+	code, body = apiPost(t, srv.Client(), srv.URL, "KickDevice", adminToken, `{"devid":"dev-json","reason":"json test"}`)
+	var kicked adminv1.KickDeviceResponse
+	if code != http.StatusOK || protojson.Unmarshal(body, &kicked) != nil || len(kicked.Kicked) != 1 {
+		t.Fatalf("kick: %d %s", code, body)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, c); err != nil {
+		t.Fatalf("the kicked connection did not end cleanly: %v", err)
+	}
+}
