@@ -38,6 +38,8 @@ test:
 	  echo "== [$$i/$$n $$(( $$(date +%s) - t0 ))s] $$p"; \
 	  $(GO) test -race -count=1 -timeout 10m $$p || fail="$$fail $$p"; \
 	done; \
+	echo "== $$(( $$(date +%s) - t0 ))s deploy/k8s/monitoring (its own module: alert rules and dashboard against a real devgate)"; \
+	(cd deploy/k8s/monitoring/check && $(GO) test -count=1 -timeout 5m ./...) || fail="$$fail deploy/k8s/monitoring"; \
 	echo "== $$(( $$(date +%s) - t0 ))s"; \
 	if [ -n "$$fail" ]; then echo "FAIL:$$fail"; exit 1; fi
 
@@ -67,6 +69,7 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./test/e2e/
+	cd deploy/k8s/monitoring/check && $(GO) vet ./...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -33,6 +33,7 @@ import (
 // replica.
 type adminPlane struct {
 	svc    *admin.Service // nil without etcd
+	auth   *admin.Auth    // nil without the admin API
 	ready  func() (bool, string)
 	grpc   *grpc.Server
 	health *health.Server
@@ -81,12 +82,32 @@ func startAdmin(cfg *config.Config, p *proxy.Proxy, src proxy.RingSource, m *mem
 		}
 		a.ready = a.svc.Ready
 	}
-	h := admin.NewHTTPHandler(admin.HTTPOptions{Gatherer: reg, Ready: func() (bool, string) { return a.ready() }, Pprof: cfg.Admin.Pprof})
+	ho := admin.HTTPOptions{Gatherer: reg, Ready: func() (bool, string) { return a.ready() }, Pprof: cfg.Admin.Pprof}
+	if a.svc != nil { // the JSON API and the dashboard, on the same service and auth
+		if ok, why := apiExposed(cfg.Admin, a.auth.Open); ok {
+			hist := &admin.History{}
+			a.wg.Add(1)
+			go func() { defer a.wg.Done(); hist.Run(ctx, p) }()
+			ho.API = &admin.API{Server: a.svc, Auth: a.auth, History: hist, ID: a.svc.ID}
+		} else {
+			log.Warn("dashboard and JSON API off on the admin HTTP port: "+why, zap.String("addr", cfg.Admin.HTTPAddr()))
+		}
+	}
+	h := admin.NewHTTPHandler(ho)
 	a.http = admin.NewHTTPServer(cfg.Admin.HTTPAddr(), h)
 	l, err := net.Listen("tcp", cfg.Admin.HTTPAddr())
 	if err != nil {
 		a.stop()
 		return nil, fmt.Errorf("admin http: %w", err)
+	}
+	if cfg.Admin.HTTPTLS {
+		serverTLS, _, err := loadAdminTLS(cfg.Admin)
+		if err != nil {
+			l.Close()
+			a.stop()
+			return nil, err
+		}
+		l = tls.NewListener(l, serverTLS)
 	}
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.http.Serve(l) }()
@@ -119,8 +140,12 @@ func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy
 		Name: "devgate_admin_refused_total", Help: "Admin API calls refused, by reason.",
 	}, []string{"reason"})
 	reg.MustRegister(refused)
+	for _, r := range []string{"unauthenticated", "permission_denied"} { // at 0 before the first: alerts and panels see the series
+		refused.WithLabelValues(r)
+	}
 	auth.OnRefused = func(reason string) { refused.WithLabelValues(reason).Inc() }
 	auth.Audit = log.Named("audit")
+	a.auth = auth
 	gm := metrics.NewGRPCServerMetrics()
 	reg.MustRegister(gm)
 	opts := append([]grpc.ServerOption{ // first: calls auth refuses are counted too
@@ -182,6 +207,20 @@ func (a *adminPlane) startGRPC(ctx context.Context, cfg *config.Config, p *proxy
 		zap.Bool("peerKey", peerKey != nil), zap.Strings("peerNetworks", ac.PeerNetworks))
 	warnInsecure(ac, auth.Open, serverTLS != nil, log)
 	return nil
+}
+
+// apiExposed says whether the dashboard and the JSON API may be served on
+// the HTTP port: not to more of the network than the gRPC API, and tokens
+// not in clear unless admin.plaintextTokens allows it.
+func apiExposed(ac config.Admin, open bool) (bool, string) {
+	switch {
+	case loopback(ac.HTTPAddr()):
+	case open && !ac.Insecure:
+		return false, "the admin API has no tokens or client CA and admin.httpListen is not loopback (set admin.tokens, or admin.insecure)"
+	case len(ac.Tokens) > 0 && !ac.HTTPTLS && !ac.PlaintextTokens:
+		return false, "tokens would cross the network in clear (set admin.httpTLS, or admin.plaintextTokens)"
+	}
+	return true, ""
 }
 
 // warnInsecure says loudly what an insecure opt-in exposes.

@@ -28,6 +28,7 @@ import (
 type devFlags struct {
 	listen, etcdAddr, dataDir, level string
 	adminAddr, adminHTTP             string
+	tokenFile, readTokenFile         string
 	backends                         int
 	ttl, grace                       time.Duration
 }
@@ -48,6 +49,8 @@ under leases, and a gateway with its admin API. make run starts it.`,
 	fs.StringVar(&f.etcdAddr, "etcd-listen", "127.0.0.1:2379", "client address of the embedded etcd")
 	fs.StringVar(&f.adminAddr, "admin-listen", "127.0.0.1:9090", "admin gRPC address (devgate ctl --addr)")
 	fs.StringVar(&f.adminHTTP, "admin-http-listen", "127.0.0.1:9091", "admin HTTP address (/metrics, /readyz)")
+	fs.StringVar(&f.tokenFile, "admin-token-file", "", "file holding an admin token (default: the admin API and /ui/ are open on loopback)")
+	fs.StringVar(&f.readTokenFile, "admin-read-token-file", "", "file holding a read-only token")
 	fs.StringVar(&f.dataDir, "data-dir", "", "etcd data directory (default: a temporary one, removed on exit)")
 	fs.DurationVar(&f.ttl, "ttl", 5*time.Second, "lease TTL of the demo backends' registrations")
 	fs.DurationVar(&f.grace, "grace", 5*time.Second, "shutdown grace period")
@@ -84,6 +87,11 @@ func runDev(out io.Writer, f devFlags) error {
 	defer etcd.Stop()
 	cfg := &config.Config{Listen: f.listen, Etcd: &config.Etcd{Endpoints: []string{etcd.Endpoint()}},
 		Admin: config.Admin{Listen: f.adminAddr, HTTPListen: f.adminHTTP}}
+	for _, t := range []config.AdminToken{{File: f.tokenFile, Role: "admin"}, {File: f.readTokenFile, Role: "read"}} {
+		if t.File != "" {
+			cfg.Admin.Tokens = append(cfg.Admin.Tokens, t)
+		}
+	}
 	// Every simulated device comes from 127.0.0.1: per-address limits off.
 	cfg.Limits.MaxConnectionsPerIP, cfg.Limits.AcceptRatePerIP = -1, -1
 	cfg.Log.Access = "all" // a line per device: what dev mode is for
@@ -128,7 +136,7 @@ func runDev(out io.Writer, f devFlags) error {
 		return err
 	}
 	self := selfName(os.Args[0])
-	fmt.Fprintf(out, "devgate dev %s\n  etcd      %s (embedded, data in %s)\n  gateway   %s (devices connect here)\n  admin     %s (gRPC: %s ctl), http://%s/metrics\n",
+	fmt.Fprintf(out, "devgate dev %s\n  etcd      %s (embedded, data in %s)\n  gateway   %s (devices connect here)\n  admin     %s (gRPC: %s ctl), http://%s/metrics\n  dashboard http://%[7]s/ui/\n",
 		version, etcd.Endpoint(), dir, l.Addr(), cfg.Admin.GRPCAddr(), self, cfg.Admin.HTTPAddr())
 	for _, b := range backends {
 		fmt.Fprintf(out, "  backend   %-8s %s (registered in etcd, lease TTL %s)\n", b.id, b.addr, f.ttl)

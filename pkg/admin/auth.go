@@ -268,25 +268,33 @@ func remote(ctx context.Context) string {
 
 // ServerOptions returns the interceptors that enforce a and audit calls.
 func (a *Auth) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			ctx, c, err := a.check(ctx, info.FullMethod)
-			if err != nil {
-				return nil, err
-			}
-			resp, err := h(ctx, req)
-			a.audited(ctx, info.FullMethod, c, req, err)
-			return resp, err
-		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			ctx, c, err := a.check(ss.Context(), info.FullMethod)
-			if err != nil {
-				return err
-			}
-			err = h(srv, &callerStream{ss, ctx})
-			a.audited(ctx, info.FullMethod, c, nil, err)
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(a.UnaryInterceptor()), grpc.ChainStreamInterceptor(a.StreamInterceptor())}
+}
+
+// UnaryInterceptor enforces a and audits unary calls; the JSON API
+// (api.go) runs the same one.
+func (a *Auth) UnaryInterceptor() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		ctx, c, err := a.check(ctx, info.FullMethod)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := h(ctx, req)
+		a.audited(ctx, info.FullMethod, c, req, err)
+		return resp, err
+	}
+}
+
+// StreamInterceptor enforces a and audits streaming calls.
+func (a *Auth) StreamInterceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		ctx, c, err := a.check(ss.Context(), info.FullMethod)
+		if err != nil {
 			return err
-		}),
+		}
+		err = h(srv, &callerStream{ss, ctx})
+		a.audited(ctx, info.FullMethod, c, nil, err)
+		return err
 	}
 }
 

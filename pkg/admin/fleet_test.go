@@ -33,6 +33,7 @@ type gateway struct {
 	watcher *registry.Watcher
 	proxy   *proxy.Proxy
 	svc     *Service
+	auth    *Auth
 	addr    string // devices
 	admin   string // gRPC
 }
@@ -112,6 +113,7 @@ func (f *fleet) addGateway(id string) *gateway {
 	g.admin = al.Addr().String()
 	key := NewPeerKey([]byte(peerSecret), g.admin)
 	auth := &Auth{Tokens: map[string]Role{adminToken: RoleAdmin, readToken: RoleRead}, Peer: key}
+	g.auth = auth
 	g.svc = &Service{
 		ID: id, Version: "test", Started: time.Now(), Proxy: g.proxy, Watcher: g.watcher,
 		Client: f.cli, Keys: fleetKeys, PeerTimeout: time.Second,

@@ -26,6 +26,10 @@ type HTTPOptions struct {
 	// Pprof serves /debug/pprof/ when true; otherwise those paths are 404.
 	// /debug/pprof/cmdline is never served: flags may carry secrets.
 	Pprof bool
+
+	// API, if set, serves the JSON API under APIPrefix and the dashboard
+	// under /ui/.
+	API *API
 }
 
 // MaxProfileSeconds caps the seconds parameter of /debug/pprof/profile and
@@ -41,6 +45,8 @@ const maxScrapesInFlight = 4
 //	GET /metrics        Prometheus text format from o.Gatherer
 //	GET /healthz        200 "ok" while the process serves
 //	GET /readyz         200 "ok[: detail]" or 503 "<reason>", from o.Ready
+//	POST /api/v1/<M>    the JSON API (api.go), only with o.API
+//	GET /ui/            the dashboard (ui.go), only with o.API
 //	/debug/pprof/...    net/http/pprof, only when o.Pprof
 //
 // Serve it with NewHTTPServer, whose timeouts bound what a client can hold.
@@ -61,6 +67,11 @@ func NewHTTPHandler(o HTTPOptions) http.Handler {
 		writeText(w, code, body)
 	})
 	paths := "/metrics /healthz /readyz"
+	if o.API != nil {
+		o.API.register(mux)
+		mux.Handle("GET /ui/", uiHandler())
+		paths += " " + APIPrefix + " /ui/"
+	}
 	if o.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index) // named profiles: heap, goroutine, ...
 		mux.HandleFunc("/debug/pprof/profile", capSeconds(pprof.Profile))

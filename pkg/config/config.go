@@ -144,6 +144,10 @@ type Admin struct {
 	Tokens       []AdminToken `yaml:"tokens"`       // bearer tokens
 	Insecure     bool         `yaml:"insecure"`     // allow a non-loopback listener without auth, or pprof on one
 	Pprof        bool         `yaml:"pprof"`        // /debug/pprof on the HTTP port
+	// HTTPTLS serves the HTTP port with TLS too (certFile, keyFile and,
+	// for client certificates on the dashboard and JSON API, clientCAFile);
+	// probes and scrapes then use https.
+	HTTPTLS bool `yaml:"httpTLS"`
 	// PlaintextTokens allows tokens on a non-loopback listener without
 	// TLS: they cross the network in clear (a pod network fenced by a
 	// NetworkPolicy, say).
@@ -441,6 +445,9 @@ func (a *Admin) validate() error {
 	}
 	if a.ClientCAFile != "" && a.CertFile == "" {
 		return errors.New("admin: clientCAFile needs certFile and keyFile (mTLS)")
+	}
+	if a.HTTPTLS && a.CertFile == "" {
+		return errors.New("admin: httpTLS needs certFile and keyFile")
 	}
 	if err := checkListen("admin.httpListen", a.HTTPAddr()); err != nil {
 		return err

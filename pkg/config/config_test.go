@@ -142,10 +142,14 @@ func TestAdminSection(t *testing.T) {
 		"admin: {listen: '0.0.0.0:9090', advertise: 'g:9090', insecure: true}\n",
 		"admin: {listen: '127.0.0.1:9090'}\n",
 		"admin: {listen: 'off'}\n",
+		"admin: {listen: '127.0.0.1:9090', certFile: c, keyFile: k, httpTLS: true}\n",
 	} {
 		if _, err := Parse([]byte(oneBackend + doc)); err != nil {
 			t.Errorf("%s: %v", doc, err)
 		}
+	}
+	if _, err := Parse([]byte(oneBackend + "admin: {httpTLS: true}\n")); err == nil || !strings.Contains(err.Error(), "httpTLS needs certFile") {
+		t.Errorf("httpTLS without a certificate: %v", err)
 	}
 }
 

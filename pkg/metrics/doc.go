@@ -96,6 +96,8 @@
 //	                                               reconnect, silent, ended, error
 //	devgate_registry_regressions_total    counter  lists that found etcd's revision or cluster gone back
 //	devgate_registry_relist_repairs_total counter  lists that found changes the watch had not delivered
+//	devgate_drain_deadline_timestamp_seconds{backend}
+//	                                      gauge    Unix time of the deadline of each backend's drain
 //
 // Fed by the proxy through Proxy.OnPreread (NewPrereadHistogram):
 //

@@ -218,6 +218,12 @@ func TestCollectorsOnALiveGateway(t *testing.T) {
 	if in := m[`devgate_bytes_total{direction="in"}`]; in != float64(2*len(good)+len(hb)) || in != float64(g.proxy.Stats().BytesIn) {
 		t.Errorf("bytes in %v; heartbeat %d, Stats().BytesIn %d", in, len(hb), g.proxy.Stats().BytesIn)
 	}
+	if d := m[`devgate_drain_deadline_timestamp_seconds{backend="b2"}`]; d <= 0 {
+		t.Errorf("drain deadline of b2: %v", d)
+	}
+	if _, ok := m[`devgate_drain_deadline_timestamp_seconds{backend="b1"}`]; ok {
+		t.Errorf("a drain deadline for b1, which is not draining")
+	}
 	if snap.Revision <= 0 {
 		t.Errorf("snapshot revision %d", snap.Revision)
 	}

@@ -22,6 +22,7 @@ type registryCollector struct {
 
 	revision, backends, connected, staleness, relists, badValues, builds, panicHolds *prometheus.Desc
 	relistReasons, regressions, repairs, panicExtended                               *prometheus.Desc
+	drainDeadline                                                                    *prometheus.Desc
 }
 
 // relistReasons are the reasons exported, 0 until they happen.
@@ -48,12 +49,14 @@ func NewRegistryCollector(w RegistrySource) prometheus.Collector {
 		repairs:     desc("registry_relist_repairs_total", "Lists that found changes the watch had not delivered (missed while away, or lost in a restore)."),
 		panicExtended: desc("panic_hold_extended_total",
 			"Times a panic hold went on past panicHold because etcd could not confirm the departures or nothing routable would be left."),
+		drainDeadline: desc("drain_deadline_timestamp_seconds",
+			"Unix time of the deadline of each backend's drain (alert: past it with connections left).", "backend"),
 	}
 }
 
 func (c *registryCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.revision, c.backends, c.connected, c.staleness,
-		c.relists, c.badValues, c.builds, c.panicHolds, c.relistReasons, c.regressions, c.repairs, c.panicExtended} {
+		c.relists, c.badValues, c.builds, c.panicHolds, c.relistReasons, c.regressions, c.repairs, c.panicExtended, c.drainDeadline} {
 		ch <- d
 	}
 }
@@ -76,6 +79,11 @@ func (c *registryCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	gauge(c.revision, float64(rev))
+	if snap != nil {
+		for id, d := range snap.Drains {
+			gauge(c.drainDeadline, float64(d.Deadline.UnixMilli())/1e3, id)
+		}
+	}
 	for _, st := range states {
 		gauge(c.backends, float64(byState[st]), string(st))
 	}

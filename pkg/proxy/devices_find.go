@@ -20,6 +20,7 @@ func (d *deviceCache) find(dev string) (c *conn, complete bool) {
 // deviceConns returns the live connections of a device: from the device
 // cache, or by walking the table while the cache misses some.
 func (p *Proxy) deviceConns(dev string) []*conn {
+	p.init() // p.devices is made there; an admin call may come before or alongside Serve
 	if c, complete := p.devices.find(dev); complete {
 		if c == nil {
 			return nil
