@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"syscall"
+	"unsafe"
 )
 
 // ipBindAddressNoPort is IP_BIND_ADDRESS_NO_PORT (linux/in.h, every arch):
@@ -14,52 +15,47 @@ import (
 // address instead of a port range in all.
 const ipBindAddressNoPort = 24
 
-// BindNoPort binds fd to the address of lsa (port 0) with
-// IP_BIND_ADDRESS_NO_PORT set, as net.Dialer's Control does on the
-// goroutine path.
-func BindNoPort(fd int, lsa syscall.Sockaddr) error {
-	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_IP, ipBindAddressNoPort, 1); err != nil {
-		return os.NewSyscallError("setsockopt", err)
-	}
-	if err := syscall.Bind(fd, lsa); err != nil {
-		return os.NewSyscallError("bind", err)
-	}
-	return nil
-}
-
 // SetBindNoPort sets IP_BIND_ADDRESS_NO_PORT on fd (net.Dialer.Control
 // binds LocalAddr after it).
 func SetBindNoPort(fd int) error {
-	if err := syscall.SetsockoptInt(fd, syscall.IPPROTO_IP, ipBindAddressNoPort, 1); err != nil {
+	if err := setsockoptInt(fd, syscall.IPPROTO_IP, ipBindAddressNoPort, 1); err != nil {
 		return os.NewSyscallError("setsockopt", err)
 	}
 	return nil
 }
 
-// sockaddr is ap as a syscall address and its family (IPv4-mapped
-// addresses as IPv4, no zones: source addresses are configured literals).
-func sockaddr(ap netip.AddrPort) (syscall.Sockaddr, int, error) {
-	ip := ap.Addr().Unmap()
-	switch {
-	case ip.Is4():
-		return &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ip.As4()}, syscall.AF_INET, nil
-	case ip.Is6() && ip.Zone() == "":
-		return &syscall.SockaddrInet6{Port: int(ap.Port()), Addr: ip.As16()}, syscall.AF_INET6, nil
+// bindNoPort binds fd to lsa's address with IP_BIND_ADDRESS_NO_PORT, so
+// the port is chosen at connect for the whole 4-tuple.
+func bindNoPort(fd int, lsa *rawSockaddr) error {
+	if err := SetBindNoPort(fd); err != nil {
+		return err
 	}
-	return nil, 0, os.NewSyscallError("connect", syscall.EAFNOSUPPORT)
+	_, _, e := syscall.RawSyscall(syscall.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&lsa.v6)), uintptr(lsa.len))
+	if e != 0 {
+		return os.NewSyscallError("bind", e)
+	}
+	return nil
 }
 
 // CheckSource binds a throwaway socket to src (no port): an error says src
-// is not an address of this host (EADDRNOTAVAIL) or not usable.
+// is not an address of this host (EADDRNOTAVAIL) or not usable. Source
+// addresses are configured literals: no zones.
 func CheckSource(src netip.Addr) error {
-	lsa, family, err := sockaddr(netip.AddrPortFrom(src, 0))
-	if err != nil {
-		return err
+	ip := src.Unmap()
+	family := syscall.AF_INET
+	switch {
+	case ip.Is4():
+	case ip.Is6() && ip.Zone() == "":
+		family = syscall.AF_INET6
+	default:
+		return os.NewSyscallError("connect", syscall.EAFNOSUPPORT)
 	}
+	var lsa rawSockaddr
+	lsa.set(netip.AddrPortFrom(ip, 0), 0)
 	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
 	if err != nil {
 		return os.NewSyscallError("socket", err)
 	}
-	defer syscall.Close(fd)
-	return BindNoPort(fd, lsa)
+	defer Close(fd)
+	return bindNoPort(fd, &lsa)
 }

@@ -4,7 +4,6 @@ package netpoll
 
 import (
 	"net/netip"
-	"os"
 	"syscall"
 	"unsafe"
 )
@@ -99,19 +98,6 @@ func (s *rawSockaddr) set(ap netip.AddrPort, scope uint32) {
 func connect(fd int, sa *rawSockaddr) error {
 	_, _, e := syscall.RawSyscall(syscall.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa.v6)), uintptr(sa.len))
 	return errno(e)
-}
-
-// bindNoPort binds fd to lsa's address with IP_BIND_ADDRESS_NO_PORT, so
-// the port is chosen at connect for the whole 4-tuple.
-func bindNoPort(fd int, lsa *rawSockaddr) error {
-	if err := setsockoptInt(fd, syscall.IPPROTO_IP, ipBindAddressNoPort, 1); err != nil {
-		return os.NewSyscallError("setsockopt", err)
-	}
-	_, _, e := syscall.RawSyscall(syscall.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&lsa.v6)), uintptr(lsa.len))
-	if e != 0 {
-		return os.NewSyscallError("bind", e)
-	}
-	return nil
 }
 
 func accept4(fd, flags int) (int, netip.AddrPort, error) {
