@@ -60,7 +60,7 @@ const (
 	DefaultFlapWindow      = time.Minute
 	DefaultFlapDelay       = 5 * time.Second
 	DefaultFlapDevices     = 100000
-	// MaxFlapDevices bounds flap.devices (about 170 bytes each).
+	// MaxFlapDevices bounds flap.devices (the device cache grows to it, about 190 bytes each).
 	MaxFlapDevices = 10_000_000
 	// MaxFlapDelay bounds flap.delay: a held login keeps its device socket.
 	MaxFlapDelay          = 5 * time.Minute

@@ -51,7 +51,7 @@ func TestHelperIdleProxy(t *testing.T) {
 	os.Exit(0)
 }
 
-type selfCost struct{ Heap, Stack, RSS, FDs int64 }
+type selfCost struct{ Heap, Stack, RSS, FDs, Allocs, AllocBytes int64 }
 
 func measureSelf() selfCost {
 	runtime.GC()
@@ -68,7 +68,8 @@ func measureSelf() selfCost {
 			}
 		}
 	}
-	return selfCost{Heap: int64(ms.HeapInuse), Stack: int64(ms.StackInuse), RSS: rss, FDs: int64(len(ents))}
+	return selfCost{Heap: int64(ms.HeapInuse), Stack: int64(ms.StackInuse), RSS: rss, FDs: int64(len(ents)),
+		Allocs: int64(ms.Mallocs), AllocBytes: int64(ms.TotalAlloc)}
 }
 
 // TestIdleDeviceCost measures what an idle proxied device (login and one
@@ -101,6 +102,7 @@ func TestIdleDeviceCost(t *testing.T) {
 		t.Logf("%-10s %d devices: heap+stack %6.0f B/device (heap %.0f, stack %.0f), RSS %6.0f B/device, %.2f fds/device",
 			mode, n, float64(c.Heap+c.Stack)/float64(n), float64(c.Heap)/float64(n), float64(c.Stack)/float64(n),
 			float64(c.RSS)/float64(n), float64(c.FDs)/float64(n))
+		t.Logf("%-10s allocated during login and one heartbeat: %.1f objects, %.0f B per device", mode, float64(c.Allocs)/float64(n), float64(c.AllocBytes)/float64(n))
 	}
 }
 
@@ -186,7 +188,8 @@ func idleCost(t *testing.T, backendAddr, mode string, n int) selfCost {
 	time.Sleep(time.Second)
 	after := measure()
 	return selfCost{Heap: after.Heap - before.Heap, Stack: after.Stack - before.Stack,
-		RSS: after.RSS - before.RSS, FDs: after.FDs - before.FDs}
+		RSS: after.RSS - before.RSS, FDs: after.FDs - before.FDs,
+		Allocs: after.Allocs - before.Allocs, AllocBytes: after.AllocBytes - before.AllocBytes}
 }
 
 func firstOf(a, b error) error {

@@ -1,11 +1,8 @@
 package proxy
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 
 	"github.com/devgate/devgate/internal/opt"
 )
@@ -20,9 +17,10 @@ import (
 // (the device goes on). Holding costs no goroutine and no backend socket on
 // the loops (on the goroutine path it is a timer in the connection's own
 // goroutine, which Shutdown ends), and paces a tight loop to one login per Delay without a
-// backend ever seeing it. The devices counted are an LRU of Flap.Devices
-// ids (about 170 bytes each with a 32-byte id), so memory is bounded; a
-// device pushed out simply starts counting again.
+// backend ever seeing it. The counts live in the device cache's entries
+// (devices.go), which holds at least Flap.Devices devices, so memory is
+// bounded at no extra entry per device; a device pushed out simply starts
+// counting again.
 
 // Flap configures the hold of flapping devices. The zero value is off
 // (the config's admission.flap.max defaults to DefaultFlapMax).
@@ -34,7 +32,8 @@ type Flap struct {
 	Window time.Duration
 	// Delay is how long a login over Max is held; if zero, 5s.
 	Delay time.Duration
-	// Devices bounds the devices counted; if zero, 100000.
+	// Devices is the least number of devices counted (the device cache
+	// grows to it); if zero, 100000.
 	Devices int
 }
 
@@ -59,17 +58,9 @@ const (
 )
 
 type flapCounter struct {
-	once     sync.Once
-	mu       sync.Mutex
-	lru      *simplelru.LRU[string, flapEntry]
 	held     atomic.Uint64 // logins held so far
 	holding  atomic.Int64  // logins held now
 	refusals atomic.Uint64
-}
-
-type flapEntry struct {
-	start int64 // unix nanoseconds: the window's start
-	n     int32 // logins counted in it
 }
 
 func (p *Proxy) flapDelay() time.Duration { return opt.Or(p.Flap.Delay, DefaultFlapDelay) }
@@ -79,26 +70,12 @@ func (p *Proxy) flapCheck(device string) flapVerdict {
 	if p.Flap.Max <= 0 {
 		return flapPass
 	}
-	f := &p.flaps
-	f.once.Do(func() {
-		f.lru, _ = simplelru.NewLRU[string, flapEntry](opt.Or(p.Flap.Devices, DefaultFlapDevices), nil)
-	})
 	max := int32(p.Flap.Max)
-	now := time.Now().UnixNano()
-	f.mu.Lock()
-	e, ok := f.lru.Get(device)
-	if !ok || now-e.start >= int64(opt.Or(p.Flap.Window, DefaultFlapWindow)) {
-		e = flapEntry{start: now}
-	}
-	if e.n <= max+1 { // no need to count further
-		e.n++
-	}
-	f.lru.Add(device, e)
-	f.mu.Unlock()
+	n := p.devices.countLogin(device, time.Now().UnixNano(), int64(opt.Or(p.Flap.Window, DefaultFlapWindow)), max+2)
 	switch {
-	case e.n <= max:
+	case n <= max:
 		return flapPass
-	case e.n == max+1:
+	case n == max+1:
 		return flapHold
 	}
 	return flapRefuse

@@ -135,6 +135,31 @@ func TestFlapOff(t *testing.T) {
 	}
 }
 
+// The flap count shares the device cache's entry: a device counted
+// before its first routing is not a move, a login again replaces its older
+// connection, and the count goes on across the two.
+func TestFlapCountInDeviceCache(t *testing.T) {
+	bothPaths(t, func(t *testing.T) {
+		c := newCluster(t, 2, func(p *Proxy) { p.Flap = Flap{Max: 2, Window: time.Minute, Delay: 200 * time.Millisecond} })
+		first, _ := c.connect("dev")
+		second, _ := c.connect("dev")
+		defer second.Close()
+		first.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := first.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("older connection: read = %v, want EOF (replaced)", err)
+		}
+		waitFor(t, "replaced counted", func() bool { return c.proxy.Stats().Closed[ReasonReplaced] == 1 })
+		if s := c.proxy.Stats(); s.Moved != 0 {
+			t.Fatalf("moved %d, want 0: the flap count alone is no earlier backend", s.Moved)
+		}
+		third, _ := c.connect("dev") // the 3rd login in the window: held
+		defer third.Close()
+		if g := c.proxy.GuardStats(); g.FlapHeld != 1 {
+			t.Fatalf("held %d, want the 3rd login held", g.FlapHeld)
+		}
+	})
+}
+
 // Shutdown during a hold: the held device is closed (shutdown), never dialled.
 func TestFlapHoldEndsAtShutdown(t *testing.T) {
 	bothPaths(t, func(t *testing.T) {

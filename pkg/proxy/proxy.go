@@ -60,7 +60,8 @@ type Proxy struct {
 	KeepAlive time.Duration
 
 	// DeviceCacheSize bounds the devices remembered for the stickiness
-	// metric and duplicate-login replacement. If zero, 100000.
+	// metric, duplicate-login replacement and flap counts (at least
+	// Flap.Devices while Flap is on). If zero, 100000.
 	DeviceCacheSize int
 
 	// MaxConnsPerIP caps open connections from one source address (the
@@ -213,7 +214,7 @@ func (p *Proxy) init() {
 		if p.Matcher == nil {
 			p.Matcher = &frame.Matcher{} // DESIGN.md defaults: 6-byte header, "devid"
 		}
-		p.devices = newDeviceCache(opt.Or(p.DeviceCacheSize, DefaultDeviceCacheSize))
+		p.devices = newDeviceCache(p.deviceCacheSize())
 		p.perIP = newIPLimiter(opt.OrNone(p.MaxConnsPerIP, DefaultMaxConnsPerIP),
 			opt.OrNone(p.AcceptRatePerIP, DefaultAcceptRatePerIP), p.AcceptBurstPerIP, maxTrackedIPs)
 		p.serves = make(map[*serving]struct{})
@@ -223,6 +224,16 @@ func (p *Proxy) init() {
 		p.closeCh = make(chan struct{})
 		p.initRehome()
 	})
+}
+
+// deviceCacheSize is DeviceCacheSize, grown to Flap.Devices when flapping
+// devices are counted: their counts live in the same entries.
+func (p *Proxy) deviceCacheSize() int {
+	n := opt.Or(p.DeviceCacheSize, DefaultDeviceCacheSize)
+	if p.Flap.Max > 0 {
+		n = max(n, opt.Or(p.Flap.Devices, DefaultFlapDevices))
+	}
+	return n
 }
 
 // Defaults of the options (a zero field means its default).
