@@ -39,6 +39,13 @@ type evAcceptor struct {
 	until  time.Time     // out of the epoll set until then
 	inSet  bool
 	closed bool
+
+	// accept runs under el.rc.Control with its results in the fields
+	// below: made once, so an accept allocates no closure.
+	accept    func(fd uintptr)
+	acceptFD  int
+	acceptRem netip.AddrPort
+	acceptErr error
 }
 
 // evServe serves tl from the loops until it is closed (stop: by the proxy);
@@ -99,6 +106,7 @@ func (p *Proxy) evServe(tl *net.TCPListener, inherits bool, stop <-chan struct{}
 
 func (l *evLoop) addListener(el *evListener) error {
 	a := &evAcceptor{el: el}
+	a.accept = func(fd uintptr) { a.acceptFD, a.acceptRem, a.acceptErr = netpoll.Accept(int(fd)) }
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.watchListener(a); err != nil {
@@ -149,17 +157,15 @@ func (l *evLoop) loopAccept(fd int32) {
 	}
 	p := l.p
 	for range 64 {
-		var nfd int
-		var remote netip.AddrPort
-		var err error
-		if a.el.rc.Control(func(fd uintptr) { nfd, remote, err = netpoll.Accept(int(fd)) }) != nil {
+		if a.el.rc.Control(a.accept) != nil {
 			l.loopListenerClosed(a, net.ErrClosed)
 			return
 		}
+		err := a.acceptErr
 		switch {
 		case err == nil:
 			a.pause = 0
-			l.loopAdopt(a.el, nfd, remote)
+			l.loopAdopt(a.el, a.acceptFD, a.acceptRem)
 		case err == syscall.EAGAIN:
 			return
 		case err == syscall.ECONNABORTED || err == syscall.EINTR:

@@ -30,20 +30,20 @@ type evQueue struct {
 }
 
 // popDue moves q's deadlines that fell by now to due and drops the stale
-// ones (live says which are not; it may also tag the copy that goes to
-// due). It returns due and the earliest deadline still queued (zero if
+// ones (live says which are not; it sees each in place and may tag it only
+// with what all of q's deadlines share, such as the queue's direction). It returns due and the earliest deadline still queued (zero if
 // none). l.mu held.
 func (q *evQueue) popDue(now time.Time, live func(t *evTimer) bool, due []evTimer) ([]evTimer, time.Time) {
 	var next time.Time
 	for q.head < len(q.q) {
-		t := q.q[q.head]
-		ok := live(&t)
+		t := &q.q[q.head] // in place: a copy passed to live would escape, one allocation a look
+		ok := live(t)
 		if ok && t.at.After(now) {
 			next = t.at
 			break
 		}
 		if ok {
-			due = append(due, t)
+			due = append(due, *t)
 		}
 		q.q[q.head] = evTimer{}
 		q.head++
