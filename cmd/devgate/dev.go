@@ -72,6 +72,10 @@ func runDev(out io.Writer, f devFlags) error {
 		return err
 	}
 	defer log.Sync()
+	// A signal from here on, start-up included, runs the cleanups below
+	// (the etcd data directory, the registrations) instead of killing.
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
 
 	dir := f.dataDir
 	if dir == "" {
@@ -107,16 +111,14 @@ func runDev(out io.Writer, f devFlags) error {
 	}
 	defer cli.Close()
 
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer cancel()
 	backends, stopBackends, err := startDemoBackends(ctx, cli, f.backends, f.ttl, log)
 	defer stopBackends()
 	if err != nil {
-		return err
+		return startErr(ctx, err, log)
 	}
-	src, m, stopSource, err := ringSource(cfg, log.Named("gateway"))
+	src, m, stopSource, err := ringSource(ctx, cfg, log.Named("gateway"))
 	if err != nil {
-		return err
+		return startErr(ctx, err, log)
 	}
 	defer stopSource()
 	p, err := newProxy(cfg, src, log.Named("gateway"))
@@ -143,7 +145,7 @@ func runDev(out io.Writer, f devFlags) error {
 	}
 	fmt.Fprintf(out, "\ntry, in another terminal here:\n  %[1]s sim --target %[2]s --devices 1000\n  %[1]s sim --target %[2]s --devices 1000 --check   # numbered heartbeats, every answer checked; ctrl-C for the report\n  %[1]s ctl backends\n  %[1]s backend --id demo-%[3]d --listen 127.0.0.1:0 --etcd %[4]s --rehome   # one more backend; kill -9 it to see its lease expire\n\n",
 		self, l.Addr(), f.backends+1, etcd.Endpoint())
-	return serveUntilSignal(p, l, f.grace, log)
+	return serveUntilSignal(ctx, p, l, f.grace, log)
 }
 
 type devBackend struct{ id, addr string }

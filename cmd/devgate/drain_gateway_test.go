@@ -179,12 +179,21 @@ type serveProc struct {
 
 func startServe(t *testing.T, dir, bin string, args ...string) *serveProc {
 	t.Helper()
+	return startServeEnv(t, dir, bin, nil, args...)
+}
+
+// startServeEnv is startServe with env added to the process's environment.
+func startServeEnv(t *testing.T, dir, bin string, env []string, args ...string) *serveProc {
+	t.Helper()
 	p := &serveProc{logPath: filepath.Join(dir, "serve.log"), done: make(chan struct{})}
 	logf, err := os.Create(p.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.cmd = exec.Command(bin, args...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -32,17 +32,21 @@ func etcdClient(e *config.Etcd, log *zap.Logger) (*clientv3.Client, error) {
 }
 
 // membership runs the watcher that turns etcd into rings and registers this
-// gateway under gateways/, until ctx ends.
+// gateway under gateways/, until stop.
 type membership struct {
 	id      string
 	client  *clientv3.Client
 	keys    registry.Keys
 	watcher *registry.Watcher
 	reg     *registry.Registration
+	cancel  context.CancelFunc // the watcher's
 	done    chan struct{}
 }
 
-func startMembership(ctx context.Context, cli *clientv3.Client, e *config.Etcd, mode ring.Mode, gatewayID, adminAddr string, log *zap.Logger) (*membership, error) {
+// start bounds only the start: the wait for the first ring and the
+// registration (a signal then ends it); the watcher and the registration's
+// keepalive outlive it, so the ring stays current while draining.
+func startMembership(start context.Context, cli *clientv3.Client, e *config.Etcd, mode ring.Mode, gatewayID, adminAddr string, log *zap.Logger) (*membership, error) {
 	keys := registry.Keys{Prefix: e.Prefix, Cluster: e.Cluster}
 	w := &registry.Watcher{
 		Client: cli, Keys: keys, Mode: mode, Logger: log.Named("registry"),
@@ -62,29 +66,31 @@ func startMembership(ctx context.Context, cli *clientv3.Client, e *config.Etcd, 
 			last = now
 		}
 	}
-	m := &membership{id: gatewayID, client: cli, keys: keys, watcher: w, done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &membership{id: gatewayID, client: cli, keys: keys, watcher: w, cancel: cancel, done: make(chan struct{})}
 	go func() { defer close(m.done); w.Run(ctx) }()
 
 	log.Info("waiting for the first ring from etcd", zap.Strings("endpoints", e.Endpoints), zap.String("root", keys.Root()))
 	select {
 	case <-w.Ready():
-	case <-ctx.Done():
-		<-m.done
-		return nil, ctx.Err()
+	case <-start.Done():
+		m.stop()
+		return nil, start.Err()
 	}
-	reg, err := registry.RegisterGateway(ctx, cli, keys, gatewayID,
+	reg, err := registry.RegisterGateway(start, cli, keys, gatewayID,
 		registry.GatewayValue{Admin: adminAddr, Version: version, Started: time.Now().UTC()},
 		registry.RegisterOptions{TTL: time.Duration(e.LeaseTTL), Logger: log.Named("register")})
 	if err != nil {
-		<-m.done
+		m.stop()
 		return nil, fmt.Errorf("register gateway %s: %w", gatewayID, err)
 	}
 	m.reg = reg
 	return m, nil
 }
 
-// stop deregisters the gateway and waits for the watcher (ctx must be done).
+// stop ends the watcher, deregisters the gateway and waits for the watcher.
 func (m *membership) stop() {
+	m.cancel()
 	if m.reg != nil {
 		m.reg.Close()
 	}

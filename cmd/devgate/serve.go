@@ -56,9 +56,13 @@ func runServe(f serveFlags, configGiven bool) error {
 	}
 	defer log.Sync()
 
-	src, m, stop, err := ringSource(cfg, log)
+	// From here on a signal ends start-up cleanly too (no registration left
+	// behind to expire): the same context serveUntilSignal waits on.
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	src, m, stop, err := ringSource(ctx, cfg, log)
 	if err != nil {
-		return err
+		return startErr(ctx, err, log)
 	}
 	defer stop()
 	p, err := newProxy(cfg, src, log)
@@ -79,12 +83,23 @@ func runServe(f serveFlags, configGiven bool) error {
 	}
 	log.Info("devgate serving", zap.String("version", version), zap.Stringer("listen", l.Addr()),
 		zap.Int("backends", src.Ring().Len()), zap.String("ring", string(src.Ring().Mode())))
-	return serveUntilSignal(p, l, f.grace, log)
+	return serveUntilSignal(ctx, p, l, f.grace, log)
+}
+
+// startErr is what a start-up that failed with err returns: nil when a
+// signal ended it (ctx done), which is no failure.
+func startErr(ctx context.Context, err error, log *zap.Logger) error {
+	if ctx.Err() != nil {
+		log.Info("signal during start-up; exiting", zap.Error(err))
+		return nil
+	}
+	return err
 }
 
 // ringSource is the static list, or etcd when the config has it (then m
-// is set); stop releases what it started.
-func ringSource(cfg *config.Config, log *zap.Logger) (src proxy.RingSource, m *membership, stop func(), err error) {
+// is set); a signal (start done) ends the wait for etcd; stop releases what
+// it started.
+func ringSource(start context.Context, cfg *config.Config, log *zap.Logger) (src proxy.RingSource, m *membership, stop func(), err error) {
 	if cfg.Etcd == nil {
 		r, err := cfg.BuildRing()
 		if err != nil {
@@ -100,19 +115,16 @@ func ringSource(cfg *config.Config, log *zap.Logger) (src proxy.RingSource, m *m
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	// The watcher outlives SIGTERM: the ring stays current while draining.
-	ctx, cancel := context.WithCancel(context.Background())
 	adminAddr := ""
 	if cfg.Admin.GRPCAddr() != "off" {
 		adminAddr = cfg.Admin.AdvertiseAddr()
 	}
-	m, err = startMembership(ctx, cli, cfg.Etcd, mode, gatewayID(cfg), adminAddr, log)
+	m, err = startMembership(start, cli, cfg.Etcd, mode, gatewayID(cfg), adminAddr, log)
 	if err != nil {
-		cancel()
 		cli.Close()
 		return nil, nil, nil, err
 	}
-	return m.watcher, m, func() { cancel(); m.stop(); cli.Close() }, nil
+	return m.watcher, m, func() { m.stop(); cli.Close() }, nil
 }
 
 // newProxy turns the config's limits into proxy options.
@@ -202,13 +214,12 @@ func admissionOptions(a config.Admission) proxy.Admission {
 	return proxy.Admission{LoginsPerSecond: a.LoginsPerSecond, MaxWait: a.MaxWaitOr(), SlowStart: slow}
 }
 
-// serveUntilSignal serves until SIGINT or SIGTERM, then stops accepting and
-// gives open connections the grace period before closing them. A drain
-// (ctl drain-gateway) does not end it: Serve waits for an undrain, and the
-// replica stays up, not ready, until the signal.
-func serveUntilSignal(p *proxy.Proxy, l net.Listener, grace time.Duration, log *zap.Logger) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+// serveUntilSignal serves until ctx ends (SIGINT or SIGTERM, maybe already
+// during start-up), then stops accepting and gives open connections the
+// grace period before closing them. A drain (ctl drain-gateway) does not
+// end it: Serve waits for an undrain, and the replica stays up, not ready,
+// until the signal.
+func serveUntilSignal(ctx context.Context, p *proxy.Proxy, l net.Listener, grace time.Duration, log *zap.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- p.Serve(l) }()
 	select {
