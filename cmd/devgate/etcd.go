@@ -43,8 +43,9 @@ type membership struct {
 	done    chan struct{}
 }
 
-// start bounds only the start: the wait for the first ring and the
-// registration (a signal then ends it); the watcher and the registration's
+// startMembership starts the watcher and registers the gateway. start
+// bounds only that: the wait for the first ring and the registration (a
+// signal then ends it); the watcher and the registration's
 // keepalive outlive it, so the ring stays current while draining.
 func startMembership(start context.Context, cli *clientv3.Client, e *config.Etcd, mode ring.Mode, gatewayID, adminAddr string, log *zap.Logger) (*membership, error) {
 	keys := registry.Keys{Prefix: e.Prefix, Cluster: e.Cluster}
