@@ -140,18 +140,21 @@ func accessLine(log, devid string) map[string]any {
 	return last
 }
 
-// `devgate config check` validates log.access and log.accessSample.
+// `devgate config check` validates log.access, log.accessSample and
+// log.accessErrorsPerSecond.
 func TestConfigCheckAccessLog(t *testing.T) {
 	bin := devgateBin(t)
 	dir := t.TempDir()
 	const static = "listen: 127.0.0.1:0\nbackends: [{id: a, addr: '127.0.0.1:1'}]\n"
-	good := writeFile(t, dir, "good.yaml", static+"log: {access: all, accessSample: 10}\n")
+	good := writeFile(t, dir, "good.yaml", static+"log: {access: all, accessSample: 10, accessErrorsPerSecond: 20}\n")
+	perSec := writeFile(t, dir, "persec.yaml", static+"log: {accessErrorsPerSecond: -2}\n")
 	bad := writeFile(t, dir, "bad.yaml", static+"log: {access: sometimes}\n")
 	sample := writeFile(t, dir, "sample.yaml", static+"log: {accessSample: -3}\n")
 	for _, tc := range []struct {
 		file, want string
 		code       int
-	}{{good, "OK", 0}, {bad, `log.access "sometimes"`, 1}, {sample, "log.accessSample -3", 1}} {
+	}{{good, "OK", 0}, {bad, `log.access "sometimes"`, 1}, {sample, "log.accessSample -3", 1},
+		{perSec, "log.accessErrorsPerSecond -2", 1}} {
 		out, err := exec.Command(bin, "config", "check", tc.file).CombinedOutput()
 		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {

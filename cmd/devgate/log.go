@@ -30,7 +30,8 @@ func newLogger(level, format string) (*zap.Logger, error) {
 
 // accessLog is the proxy's access log from log.access: JSON lines at info
 // on stderr whatever log.level and log.format say, and never sampled by
-// zap (log.accessSample samples, errors never).
+// zap (log.accessSample samples normal closes; log.accessErrorsPerSecond
+// caps the error lines).
 func accessLog(cfg *config.Config) (*proxy.AccessLog, error) {
 	mode, err := proxy.ParseAccessMode(cfg.Log.AccessOr())
 	if err != nil || mode == proxy.AccessOff {
@@ -43,5 +44,6 @@ func accessLog(cfg *config.Config) (*proxy.AccessLog, error) {
 	if err != nil {
 		return nil, fmt.Errorf("access log: %w", err)
 	}
-	return &proxy.AccessLog{Logger: l.Named("access"), Mode: mode, Sample: cfg.Log.AccessSample, Gateway: gatewayID(cfg)}, nil
+	return &proxy.AccessLog{Logger: l.Named("access"), Mode: mode, Sample: cfg.Log.AccessSample,
+		ErrorsPerSecond: cfg.Log.AccessErrorsPerSecond, Gateway: gatewayID(cfg)}, nil
 }

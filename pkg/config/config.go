@@ -245,6 +245,9 @@ type Log struct {
 	// AccessSample keeps 1 in N lines of normal closes with access: all
 	// (0 or 1: every line). Error lines are never sampled.
 	AccessSample int `yaml:"accessSample"`
+	// AccessErrorsPerSecond caps the error lines of one reason within a
+	// second (default 100; -1: no cap); the rest are counted and summed up.
+	AccessErrorsPerSecond int `yaml:"accessErrorsPerSecond"`
 }
 
 // DefaultAccessLog is log.access when unset: errors only, so a fleet of
@@ -379,6 +382,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Log.AccessSample < 0 {
 		return fmt.Errorf("log.accessSample %d: want 0 or more (keep 1 in N)", c.Log.AccessSample)
+	}
+	if c.Log.AccessErrorsPerSecond < -1 {
+		return fmt.Errorf("log.accessErrorsPerSecond %d: want -1 (no cap), 0 (default 100) or more", c.Log.AccessErrorsPerSecond)
 	}
 	if err := c.validateRehome(); err != nil {
 		return err

@@ -80,6 +80,7 @@ func TestErrors(t *testing.T) {
 		{"bad level", "log: {level: loud}\n", "log.level"},
 		{"bad access log", "log: {access: some}\n", "log.access"},
 		{"negative access sample", "log: {access: all, accessSample: -1}\n", "log.accessSample"},
+		{"access errors per second below -1", "log: {accessErrorsPerSecond: -2}\n", "log.accessErrorsPerSecond"},
 		{"not yaml", "{{{", "parse"},
 		{"admin open to the world", "admin: {listen: '0.0.0.0:9090', advertise: 'g:9090'}\n", "not loopback"},
 		{"admin no advertise", "admin: {listen: '0.0.0.0:9090', insecure: true}\n", "advertise"},

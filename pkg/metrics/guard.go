@@ -10,12 +10,13 @@ import (
 type GuardSource interface {
 	Ejections() []proxy.Ejection
 	GuardStats() proxy.GuardStats
+	AccessSuppressed() map[proxy.Reason]uint64
 }
 
 type guardCollector struct {
 	src GuardSource
 
-	ejections, ejected, skips, flapHeld, flapHolding, flapRefused, notices *prometheus.Desc
+	ejections, ejected, skips, flapHeld, flapHolding, flapRefused, notices, accessSuppressed *prometheus.Desc
 }
 
 // NewGuardCollector exposes passive ejection, the hold of flapping devices
@@ -29,6 +30,7 @@ type guardCollector struct {
 //	devgate_flap_refused_total                counter  logins refused as flapping (reason "flapping")
 //	devgate_evict_notices_total{result}       counter  evict notices: sent, or skipped (not at a frame
 //	                                                   boundary, or a connection copied by goroutines)
+//	devgate_access_lines_suppressed_total{reason}  counter  access error lines over log.accessErrorsPerSecond
 func NewGuardCollector(src GuardSource) prometheus.Collector {
 	return &guardCollector{
 		src:         src,
@@ -39,11 +41,13 @@ func NewGuardCollector(src GuardSource) prometheus.Collector {
 		flapHolding: desc("flap_holding", "Logins of flapping devices held now."),
 		flapRefused: desc("flap_refused_total", "Logins refused as flapping after their hold."),
 		notices:     desc("evict_notices_total", "Evict notices sent to devices before an eviction, or skipped.", "result"),
+		accessSuppressed: desc("access_lines_suppressed_total",
+			"Access log error lines not written: over log.accessErrorsPerSecond for their reason.", "reason"),
 	}
 }
 
 func (c *guardCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.ejections, c.ejected, c.skips, c.flapHeld, c.flapHolding, c.flapRefused, c.notices} {
+	for _, d := range []*prometheus.Desc{c.ejections, c.ejected, c.skips, c.flapHeld, c.flapHolding, c.flapRefused, c.notices, c.accessSuppressed} {
 		ch <- d
 	}
 }
@@ -70,4 +74,7 @@ func (c *guardCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.flapRefused, s.FlapRefused)
 	counter(c.notices, s.NoticeSent, "sent")
 	counter(c.notices, s.NoticeSkipped, "skipped")
+	for r, n := range c.src.AccessSuppressed() {
+		counter(c.accessSuppressed, n, string(r))
+	}
 }

@@ -3,7 +3,9 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,8 +48,77 @@ type AccessLog struct {
 	Mode    AccessMode
 	Sample  int    // in AccessAll, keep 1 in Sample lines of normal closes; <= 1: all
 	Gateway string // this replica's id, in every line
+	// ErrorsPerSecond caps the error lines of one reason within a second,
+	// so that a flood of refusals does not become a flood of lines; the
+	// lines over it are counted (Suppressed) and summed up in one line
+	// with the next error line after that second. If zero, 100; if
+	// negative, no cap.
+	ErrorsPerSecond int
 
-	n atomic.Uint64 // normal closes seen, for the sample
+	n   atomic.Uint64 // normal closes seen, for the sample
+	lim accessLimit
+}
+
+// DefaultAccessErrorsPerSecond is AccessLog.ErrorsPerSecond's default.
+const DefaultAccessErrorsPerSecond = 100
+
+// accessLimit counts the error lines of the current second by reason.
+type accessLimit struct {
+	mu         sync.Mutex
+	sec        int64             // unix second counted
+	lines      map[Reason]int    // lines written in it
+	dropped    map[Reason]uint64 // lines dropped in it, not yet summed up
+	suppressed map[Reason]uint64 // lines dropped so far
+}
+
+// suppressedLine is the message of the line that sums up dropped lines.
+const suppressedLine = "access lines suppressed"
+
+// allowError says whether an error line for r fits this second's cap.
+func (a *AccessLog) allowError(r Reason, now time.Time) bool {
+	limit := a.ErrorsPerSecond
+	if limit < 0 {
+		return true
+	}
+	if limit == 0 {
+		limit = DefaultAccessErrorsPerSecond
+	}
+	l := &a.lim
+	var summary map[Reason]uint64
+	l.mu.Lock()
+	if sec := now.Unix(); sec != l.sec || l.lines == nil {
+		l.sec, summary = sec, l.dropped
+		l.lines, l.dropped = make(map[Reason]int), nil
+	}
+	ok := l.lines[r] < limit
+	if ok {
+		l.lines[r]++
+	} else {
+		if l.dropped == nil {
+			l.dropped = make(map[Reason]uint64)
+			if l.suppressed == nil {
+				l.suppressed = make(map[Reason]uint64)
+			}
+		}
+		l.dropped[r]++
+		l.suppressed[r]++
+	}
+	l.mu.Unlock()
+	for reason, n := range summary {
+		a.Logger.Info(suppressedLine, zap.String("reason", string(reason)), zap.Uint64("lines", n),
+			zap.Int("perSecond", limit), zap.String("gateway", a.Gateway))
+	}
+	return ok
+}
+
+// Suppressed returns the error lines dropped so far by the cap, by reason.
+func (a *AccessLog) Suppressed() map[Reason]uint64 {
+	if a == nil {
+		return nil
+	}
+	a.lim.mu.Lock()
+	defer a.lim.mu.Unlock()
+	return maps.Clone(a.lim.suppressed)
 }
 
 // accessMsg is the message of every access line.
@@ -70,7 +141,7 @@ func (a *AccessLog) want(r Reason) bool {
 		return false
 	}
 	if errorReason(r) {
-		return true
+		return a.allowError(r, time.Now())
 	}
 	if a.Mode != AccessAll {
 		return false
@@ -111,3 +182,7 @@ func (p *Proxy) access(e *ending, reason Reason) {
 		zap.Duration("duration", 0), zap.Uint64("bytesIn", uint64(e.n)), zap.Uint64("bytesOut", 0),
 		zap.String("reason", string(reason)), zap.Int("fallbacks", 0), zap.Int("moves", 0))
 }
+
+// AccessSuppressed returns the access log's error lines dropped so far by
+// its cap, by reason (nil without an access log).
+func (p *Proxy) AccessSuppressed() map[Reason]uint64 { return p.Access.Suppressed() }
