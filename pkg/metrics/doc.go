@@ -40,8 +40,9 @@
 // From the proxy's guards (NewGuardCollector; see its comment):
 // devgate_backend_ejections_total{backend}, devgate_backend_ejected{backend},
 // devgate_backend_eject_skips_total, devgate_flap_held_total,
-// devgate_flap_holding, devgate_flap_refused_total and
-// devgate_evict_notices_total{result}.
+// devgate_flap_holding, devgate_flap_refused_total,
+// devgate_evict_notices_total{result} and, from the access log,
+// devgate_access_lines_suppressed_total{reason}.
 //
 // Reasons of devgate_connections_closed_total are the proxy's Reason*
 // constants (max_conns, shutdown, empty, client_gone, preread_timeout,
