@@ -109,11 +109,20 @@ func row(tw *tabwriter.Writer, cols ...any) {
 func renderBackends(w io.Writer, resp *adminv1.ListBackendsResponse, now time.Time) {
 	tw := newTable(w, "ID", "ADDR", "WEIGHT", "ZONE", "STATE", "SHARE", "CONNS")
 	for _, b := range resp.GetBackends() {
-		row(tw, b.GetId(), b.GetAddr(), b.GetWeight(), orDash(b.GetZone()), stateName(b.GetState()),
+		addr := b.GetAddr()
+		if as := b.GetAddrs(); len(as) > 1 {
+			addr = fmt.Sprintf("%s (+%d)", as[0], len(as)-1)
+		}
+		row(tw, b.GetId(), addr, b.GetWeight(), orDash(b.GetZone()), stateName(b.GetState()),
 			fmt.Sprintf("%.1f%%", b.GetRingShare()*100), b.GetConnections())
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "revision %d\n", resp.GetRevision())
+	for _, b := range resp.GetBackends() {
+		if as := b.GetAddrs(); len(as) > 1 {
+			fmt.Fprintf(w, "addresses of %s: %s\n", b.GetId(), strings.Join(as, " "))
+		}
+	}
 	for _, b := range resp.GetBackends() {
 		if b.GetDrain() != nil {
 			line := drainLine(b, now)

@@ -28,7 +28,8 @@ func backendsFixture(now time.Time) *adminv1.ListBackendsResponse {
 				ConnectionsByGateway: map[string]int64{"gw1": 700, "gw2": 500}},
 			{Id: "b2", Addr: "10.0.0.2:9000", Weight: 100, Zone: "a", State: draining, Connections: 40,
 				Drain: &adminv1.Drain{Deadline: timestamppb.New(now.Add(25 * time.Second)), EvictPerSecond: 50, Reason: "kernel update"}},
-			{Id: "b3", Addr: "10.0.0.3:9000", Weight: 50, State: held, RingShare: 0.6, Connections: 7},
+			{Id: "b3", Addr: "10.0.0.3:9000", Addrs: []string{"10.0.0.3:9000", "10.0.0.3:9001", "10.0.0.3:9002"},
+				Weight: 50, State: held, RingShare: 0.6, Connections: 7},
 		},
 		Revision: 42,
 		Partial:  &adminv1.Partial{Partial: true, Errors: map[string]string{"gw3": "context deadline exceeded"}},
@@ -39,11 +40,12 @@ func TestCtlBackendsTable(t *testing.T) {
 	f := &fakeAdmin{backends: []*adminv1.ListBackendsResponse{backendsFixture(time.Now())}}
 	addr := startFake(t, f)
 	out, _, code := ctl(t, "--addr", addr, "--token", "s3cret", "backends")
-	want := `ID  ADDR           WEIGHT  ZONE  STATE     SHARE  CONNS
-b1  10.0.0.1:9000  100     a     active    40.0%  1200
-b2  10.0.0.2:9000  100     a     draining  0.0%   40
-b3  10.0.0.3:9000  50      -     held      60.0%  7
+	want := `ID  ADDR                WEIGHT  ZONE  STATE     SHARE  CONNS
+b1  10.0.0.1:9000       100     a     active    40.0%  1200
+b2  10.0.0.2:9000       100     a     draining  0.0%   40
+b3  10.0.0.3:9000 (+2)  50      -     held      60.0%  7
 revision 42
+addresses of b3: 10.0.0.3:9000 10.0.0.3:9001 10.0.0.3:9002
 draining b2: 40 connections left (deadline in 25s) reason "kernel update"
 PARTIAL: gateways gw3 did not answer: gw3: context deadline exceeded
 `

@@ -36,7 +36,7 @@ gateway: {id: gw-static}
 admin: {listen: %s, httpListen: %s}
 backends:
   - {id: b1, addr: 127.0.0.1:9101}
-  - {id: b2, addr: 127.0.0.1:9102, zone: a}
+  - {id: b2, addr: 127.0.0.1:9102, addrs: [127.0.0.1:9102, 127.0.0.1:9103], zone: a}
 `, freePort(t), admin, freePort(t))
 	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
@@ -77,9 +77,10 @@ backends:
 			break
 		}
 	}
-	want := `ID  ADDR            WEIGHT  ZONE  STATE   SHARE  CONNS
-b1  127.0.0.1:9101  100     -     active  `
-	if code != 0 || !strings.HasPrefix(out, want) || !strings.Contains(out, "\nb2  127.0.0.1:9102  100     a     active") {
+	want := `ID  ADDR                 WEIGHT  ZONE  STATE   SHARE  CONNS
+b1  127.0.0.1:9101       100     -     active  `
+	if code != 0 || !strings.HasPrefix(out, want) || !strings.Contains(out, "\nb2  127.0.0.1:9102 (+1)  100     a     active") ||
+		!strings.Contains(out, "\naddresses of b2: 127.0.0.1:9102 127.0.0.1:9103\n") {
 		t.Fatalf("ctl backends: exit %d, stdout:\n%s\nstderr: %s", code, out, errOut)
 	}
 

@@ -327,7 +327,7 @@ func (s *Service) ListBackends(ctx context.Context, _ *adminv1.ListBackendsReque
 	resp := &adminv1.ListBackendsResponse{Revision: snap.Revision, Partial: partial}
 	for _, m := range snap.Members {
 		b := &adminv1.Backend{
-			Id: m.ID, Addr: m.Addr, Weight: m.Weight, Zone: m.Zone, Meta: m.Meta,
+			Id: m.ID, Addr: m.Addr, Addrs: m.Addrs, Weight: m.Weight, Zone: m.Zone, Meta: m.Meta,
 			State: backendState(m.State), RingShare: shares[m.ID],
 			ConnectionsByGateway: map[string]int64{},
 		}

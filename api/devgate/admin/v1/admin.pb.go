@@ -153,6 +153,7 @@ type Backend struct {
 	Drain                *Drain                 `protobuf:"bytes,10,opt,name=drain,proto3" json:"drain,omitempty"`                                                                                                                                       // set while draining
 	DrainProgress        *MoveProgress          `protobuf:"bytes,11,opt,name=drain_progress,json=drainProgress,proto3" json:"drain_progress,omitempty"`                                                                                                  // since the drain's deadline, over the gateways that answered
 	EjectionsByGateway   map[string]*Ejection   `protobuf:"bytes,20,rep,name=ejections_by_gateway,json=ejectionsByGateway,proto3" json:"ejections_by_gateway,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`       // gateway id -> its passive ejection state of this backend (when a dial failed there)
+	Addrs                []string               `protobuf:"bytes,21,rep,name=addrs,proto3" json:"addrs,omitempty"`                                                                                                                                       // every address, addr first, when it registered more than one (addrs); connections spread over them
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -267,6 +268,13 @@ func (x *Backend) GetDrainProgress() *MoveProgress {
 func (x *Backend) GetEjectionsByGateway() map[string]*Ejection {
 	if x != nil {
 		return x.EjectionsByGateway
+	}
+	return nil
+}
+
+func (x *Backend) GetAddrs() []string {
+	if x != nil {
+		return x.Addrs
 	}
 	return nil
 }
@@ -2205,7 +2213,7 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x05Drain\x126\n" +
 	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12(\n" +
 	"\x10evict_per_second\x18\x02 \x01(\x01R\x0eevictPerSecond\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xb4\x06\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xca\x06\n" +
 	"\aBackend\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x16\n" +
@@ -2220,7 +2228,8 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x05drain\x18\n" +
 	" \x01(\v2\x17.devgate.admin.v1.DrainR\x05drain\x12E\n" +
 	"\x0edrain_progress\x18\v \x01(\v2\x1e.devgate.admin.v1.MoveProgressR\rdrainProgress\x12c\n" +
-	"\x14ejections_by_gateway\x18\x14 \x03(\v21.devgate.admin.v1.Backend.EjectionsByGatewayEntryR\x12ejectionsByGateway\x1a7\n" +
+	"\x14ejections_by_gateway\x18\x14 \x03(\v21.devgate.admin.v1.Backend.EjectionsByGatewayEntryR\x12ejectionsByGateway\x12\x14\n" +
+	"\x05addrs\x18\x15 \x03(\tR\x05addrs\x1a7\n" +
 	"\tMetaEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aG\n" +
