@@ -133,6 +133,12 @@ func renderBackends(w io.Writer, resp *adminv1.ListBackendsResponse, now time.Ti
 		}
 	}
 	writeEjections(w, resp.GetBackends())
+	for _, b := range resp.GetBackends() {
+		if a := b.GetAdmission(); a != nil {
+			fmt.Fprintf(w, "pacing %s: %.1f logins/s, %s, %d admitted\n", b.GetId(),
+				a.GetRate(), plural(a.GetWaiting(), "waiting device"), a.GetAdmitted())
+		}
+	}
 	if p := partialLine(resp.GetPartial()); p != "" {
 		fmt.Fprintln(w, p)
 	}

@@ -25,7 +25,8 @@ func backendsFixture(now time.Time) *adminv1.ListBackendsResponse {
 	return &adminv1.ListBackendsResponse{
 		Backends: []*adminv1.Backend{
 			{Id: "b1", Addr: "10.0.0.1:9000", Weight: 100, Zone: "a", State: active, RingShare: 0.4, Connections: 1200,
-				ConnectionsByGateway: map[string]int64{"gw1": 700, "gw2": 500}},
+				ConnectionsByGateway: map[string]int64{"gw1": 700, "gw2": 500},
+				Admission:            &adminv1.Admission{Admitted: 5000, Waiting: 12, Rate: 250}},
 			{Id: "b2", Addr: "10.0.0.2:9000", Weight: 100, Zone: "a", State: draining, Connections: 40,
 				Drain: &adminv1.Drain{Deadline: timestamppb.New(now.Add(25 * time.Second)), EvictPerSecond: 50, Reason: "kernel update"}},
 			{Id: "b3", Addr: "10.0.0.3:9000", Addrs: []string{"10.0.0.3:9000", "10.0.0.3:9001", "10.0.0.3:9002"},
@@ -47,6 +48,7 @@ b3  10.0.0.3:9000 (+2)  50      -     held      60.0%  7
 revision 42
 addresses of b3: 10.0.0.3:9000 10.0.0.3:9001 10.0.0.3:9002
 draining b2: 40 connections left (deadline in 25s) reason "kernel update"
+pacing b1: 250.0 logins/s, 12 waiting devices, 5000 admitted
 PARTIAL: gateways gw3 did not answer: gw3: context deadline exceeded
 `
 	if code != 0 || out != want {

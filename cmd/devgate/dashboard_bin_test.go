@@ -32,9 +32,9 @@ func chromiumPath(t *testing.T) string {
 }
 
 // TestDashboardBrowser drives /ui/ of the real binary in headless
-// chromium: `devgate dev` with a token, `devgate sim` holding devices; the
-// page takes the token, shows the three demo backends with their
-// connections, finds a device the simulator holds, and drains a backend
+// chromium: `devgate dev` with a token and login pacing, `devgate sim`
+// holding devices; the page takes the token, shows the three demo backends
+// with their connections and pacing, finds a device the simulator holds, and drains a backend
 // with its button until the drain's progress bar reaches zero.
 func TestDashboardBrowser(t *testing.T) {
 	if testing.Short() {
@@ -49,7 +49,8 @@ func TestDashboardBrowser(t *testing.T) {
 	}
 	adminHTTP := freePort(t)
 	dev := startBin(t, bin, false, "dev", "--listen", "127.0.0.1:0", "--etcd-listen", freePort(t),
-		"--admin-listen", freePort(t), "--admin-http-listen", adminHTTP, "--admin-token-file", tokFile, "--log-level", "warn")
+		"--admin-listen", freePort(t), "--admin-http-listen", adminHTTP, "--admin-token-file", tokFile, "--log-level", "warn",
+		"--logins-per-second", "1000")
 	line, _ := dev.await(t, "the gateway address", 0, func(l string) bool { return strings.HasPrefix(strings.TrimSpace(l), "gateway ") })
 	gw := strings.Fields(line)[1]
 	const devices = 60
@@ -104,6 +105,10 @@ func TestDashboardBrowser(t *testing.T) {
 		return rows.length === 3 && rows.every(r => /^demo-[123]$/.test(r.dataset.backend)) &&
 			n.every(x => x > 0) && n.reduce((a, b) => a + b, 0) === %d;
 	})()`, devices))
+	eval("each backend's login pacing: a rate, none waiting", `[...document.querySelectorAll("#backends tbody tr td.pacing")].map(c => c.textContent).every(s => {
+		const m = /^(\d+\.\d)\/s · (\d+) waiting$/.exec(s);
+		return m !== null && Number(m[1]) > 0 && m[2] === "0";
+	}) && document.querySelectorAll("#backends tbody tr td.pacing").length === 3`)
 	counts, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]int](`Object.fromEntries([...document.querySelectorAll("#backends tbody tr")].map(r => [r.dataset.backend, Number(r.querySelector("td.conns").textContent)]))`))
 	fail("read the counts", err)
 	eval("the fleet view: one ready replica on one ring revision", `document.querySelectorAll("#fleet tbody tr").length === 1 &&

@@ -31,6 +31,7 @@ type devFlags struct {
 	tokenFile, readTokenFile         string
 	backends                         int
 	ttl, grace                       time.Duration
+	loginsPerSecond                  float64
 }
 
 func newDevCmd() *cobra.Command {
@@ -46,6 +47,7 @@ under leases, and a gateway with its admin API. make run starts it.`,
 	fs := cmd.Flags()
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:9000", "device listener of the gateway")
 	fs.IntVar(&f.backends, "backends", 3, "demo backends to start")
+	fs.Float64Var(&f.loginsPerSecond, "logins-per-second", 0, "admission.loginsPerSecond: logins a second each backend takes, the rest wait (0: unpaced)")
 	fs.StringVar(&f.etcdAddr, "etcd-listen", "127.0.0.1:2379", "client address of the embedded etcd")
 	fs.StringVar(&f.adminAddr, "admin-listen", "127.0.0.1:9090", "admin gRPC address (devgate ctl --addr)")
 	fs.StringVar(&f.adminHTTP, "admin-http-listen", "127.0.0.1:9091", "admin HTTP address (/metrics, /readyz)")
@@ -102,6 +104,7 @@ func runDev(out io.Writer, f devFlags) error {
 	// Devices move instead of disconnecting, and come back by themselves.
 	on := true
 	cfg.Rehome.Enabled, cfg.Rebalance.Auto = &on, &on
+	cfg.Admission.LoginsPerSecond = f.loginsPerSecond
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 
+	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
 	"github.com/devgate/devgate/pkg/registry"
 )
 
@@ -31,6 +32,29 @@ func FollowAdmission(ctx context.Context, f Fleet, p AdmissionSetter) {
 		case <-ctx.Done():
 			return
 		case <-changed:
+		}
+	}
+}
+
+// admission is this replica's login pacing by backend id (those with a pace).
+func (s *Service) admission() map[string]*adminv1.Admission {
+	out := map[string]*adminv1.Admission{}
+	for id, a := range s.Proxy.AdmissionStats() {
+		out[id] = &adminv1.Admission{Admitted: a.Admitted, Waiting: a.Waiting, Rate: a.Rate}
+	}
+	return out
+}
+
+// addAdmission sums b's login pacing over the fleet's answers.
+func addAdmission(b *adminv1.Backend, gws []*adminv1.Gateway) {
+	for _, g := range gws {
+		if a := g.GetAdmission()[b.GetId()]; a != nil {
+			if b.Admission == nil {
+				b.Admission = &adminv1.Admission{}
+			}
+			b.Admission.Admitted += a.GetAdmitted()
+			b.Admission.Waiting += a.GetWaiting()
+			b.Admission.Rate += a.GetRate()
 		}
 	}
 }

@@ -46,3 +46,20 @@ func TestListBackendsEjectionPerGateway(t *testing.T) {
 		}
 	}
 }
+
+// A backend's login pacing over the fleet is the replicas' shares summed.
+func TestAddAdmission(t *testing.T) {
+	b := &adminv1.Backend{Id: "b1"}
+	addAdmission(b, []*adminv1.Gateway{
+		{Id: "gw1", Admission: map[string]*adminv1.Admission{"b1": {Admitted: 10, Waiting: 2, Rate: 50}, "b2": {Admitted: 99}}},
+		{Id: "gw2", Admission: map[string]*adminv1.Admission{"b1": {Admitted: 5, Waiting: 1, Rate: 50}}},
+		{Id: "gw3"}, // unpaced, or an older replica
+	})
+	if a := b.GetAdmission(); a.GetAdmitted() != 15 || a.GetWaiting() != 3 || a.GetRate() != 100 {
+		t.Fatalf("admission %v: want 15 admitted, 3 waiting, 100/s", a)
+	}
+	unpaced := &adminv1.Backend{Id: "b3"}
+	if addAdmission(unpaced, []*adminv1.Gateway{{Id: "gw1"}}); unpaced.Admission != nil {
+		t.Fatalf("an unpaced backend got %v", unpaced.Admission)
+	}
+}

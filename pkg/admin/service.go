@@ -204,7 +204,7 @@ func (s *Service) localStatus() *adminv1.Gateway {
 	g := &adminv1.Gateway{
 		Id: s.ID, Version: s.Version, Uptime: durationpb.New(time.Since(s.Started)),
 		Connections: s.Proxy.Proxied(), Draining: s.draining.Load() || s.Proxy.Draining(),
-		ConnectionsByBackend: map[string]int64{}, Ejections: s.ejections(),
+		ConnectionsByBackend: map[string]int64{}, Ejections: s.ejections(), Admission: s.admission(),
 	}
 	g.Ready, _ = s.Ready()
 	for id, n := range s.Proxy.Conns() {
@@ -349,6 +349,7 @@ func (s *Service) ListBackends(ctx context.Context, _ *adminv1.ListBackendsReque
 			}
 		}
 		addEjections(b, gws)
+		addAdmission(b, gws)
 		resp.Backends = append(resp.Backends, b)
 	}
 	return resp, nil

@@ -167,8 +167,11 @@ function renderBackends(r) {
         return call("DrainBackend", { id: b.id, deadline: secs + "s", evictPerSecond: num($("drain-rate").value), reason: "dashboard" });
       }));
     }
+    const a = b.admission;
+    const pacing = a ? num(a.rate).toFixed(1) + "/s · " + num(a.waiting) + " waiting" : "–";
     const tr = row([b.id, b.addr, b.zone, el("td", state, "state-" + b.state), el("td", b.weight, "num"),
-      el("td", (100 * num(b.ringShare)).toFixed(1) + " %", "num"), el("td", num(b.connections), "num conns"), ejected, actions]);
+      el("td", (100 * num(b.ringShare)).toFixed(1) + " %", "num"), el("td", num(b.connections), "num conns"),
+      el("td", pacing, "pacing"), ejected, actions]);
     tr.dataset.backend = b.id;
     tb.appendChild(tr);
   }

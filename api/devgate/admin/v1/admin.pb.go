@@ -154,6 +154,7 @@ type Backend struct {
 	DrainProgress        *MoveProgress          `protobuf:"bytes,11,opt,name=drain_progress,json=drainProgress,proto3" json:"drain_progress,omitempty"`                                                                                                  // since the drain's deadline, over the gateways that answered
 	EjectionsByGateway   map[string]*Ejection   `protobuf:"bytes,20,rep,name=ejections_by_gateway,json=ejectionsByGateway,proto3" json:"ejections_by_gateway,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`       // gateway id -> its passive ejection state of this backend (when a dial failed there)
 	Addrs                []string               `protobuf:"bytes,21,rep,name=addrs,proto3" json:"addrs,omitempty"`                                                                                                                                       // every address, addr first, when it registered more than one (addrs); connections spread over them
+	Admission            *Admission             `protobuf:"bytes,22,opt,name=admission,proto3" json:"admission,omitempty"`                                                                                                                               // login pacing toward it over the gateways that answered (summed); unset without admission.loginsPerSecond
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -279,6 +280,74 @@ func (x *Backend) GetAddrs() []string {
 	return nil
 }
 
+func (x *Backend) GetAdmission() *Admission {
+	if x != nil {
+		return x.Admission
+	}
+	return nil
+}
+
+// Admission is the login pacing toward one backend (admission.loginsPerSecond).
+type Admission struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Admitted      uint64                 `protobuf:"varint,1,opt,name=admitted,proto3" json:"admitted,omitempty"` // connections let through to dial it
+	Waiting       int64                  `protobuf:"varint,2,opt,name=waiting,proto3" json:"waiting,omitempty"`   // connections waiting for its turn now
+	Rate          float64                `protobuf:"fixed64,3,opt,name=rate,proto3" json:"rate,omitempty"`        // logins a second let through now (slow start included)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Admission) Reset() {
+	*x = Admission{}
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Admission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Admission) ProtoMessage() {}
+
+func (x *Admission) ProtoReflect() protoreflect.Message {
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Admission.ProtoReflect.Descriptor instead.
+func (*Admission) Descriptor() ([]byte, []int) {
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Admission) GetAdmitted() uint64 {
+	if x != nil {
+		return x.Admitted
+	}
+	return 0
+}
+
+func (x *Admission) GetWaiting() int64 {
+	if x != nil {
+		return x.Waiting
+	}
+	return 0
+}
+
+func (x *Admission) GetRate() float64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
 // Ejection is a backend's passive ejection state on one replica: after
 // consecutive failed dials the replica skips it for a backoff (docs/limits.md).
 type Ejection struct {
@@ -294,7 +363,7 @@ type Ejection struct {
 
 func (x *Ejection) Reset() {
 	*x = Ejection{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -306,7 +375,7 @@ func (x *Ejection) String() string {
 func (*Ejection) ProtoMessage() {}
 
 func (x *Ejection) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -319,7 +388,7 @@ func (x *Ejection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ejection.ProtoReflect.Descriptor instead.
 func (*Ejection) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Ejection) GetEjected() bool {
@@ -371,7 +440,7 @@ type MoveProgress struct {
 
 func (x *MoveProgress) Reset() {
 	*x = MoveProgress{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -383,7 +452,7 @@ func (x *MoveProgress) String() string {
 func (*MoveProgress) ProtoMessage() {}
 
 func (x *MoveProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -396,7 +465,7 @@ func (x *MoveProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveProgress.ProtoReflect.Descriptor instead.
 func (*MoveProgress) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *MoveProgress) GetMoved() int64 {
@@ -431,7 +500,7 @@ type Partial struct {
 
 func (x *Partial) Reset() {
 	*x = Partial{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +512,7 @@ func (x *Partial) String() string {
 func (*Partial) ProtoMessage() {}
 
 func (x *Partial) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +525,7 @@ func (x *Partial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Partial.ProtoReflect.Descriptor instead.
 func (*Partial) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Partial) GetPartial() bool {
@@ -481,7 +550,7 @@ type ListBackendsRequest struct {
 
 func (x *ListBackendsRequest) Reset() {
 	*x = ListBackendsRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +562,7 @@ func (x *ListBackendsRequest) String() string {
 func (*ListBackendsRequest) ProtoMessage() {}
 
 func (x *ListBackendsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +575,7 @@ func (x *ListBackendsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackendsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackendsRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 type ListBackendsResponse struct {
@@ -520,7 +589,7 @@ type ListBackendsResponse struct {
 
 func (x *ListBackendsResponse) Reset() {
 	*x = ListBackendsResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +601,7 @@ func (x *ListBackendsResponse) String() string {
 func (*ListBackendsResponse) ProtoMessage() {}
 
 func (x *ListBackendsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +614,7 @@ func (x *ListBackendsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackendsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackendsResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListBackendsResponse) GetBackends() []*Backend {
@@ -581,7 +650,7 @@ type DrainBackendRequest struct {
 
 func (x *DrainBackendRequest) Reset() {
 	*x = DrainBackendRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +662,7 @@ func (x *DrainBackendRequest) String() string {
 func (*DrainBackendRequest) ProtoMessage() {}
 
 func (x *DrainBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +675,7 @@ func (x *DrainBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainBackendRequest.ProtoReflect.Descriptor instead.
 func (*DrainBackendRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DrainBackendRequest) GetId() string {
@@ -650,7 +719,7 @@ type DrainBackendResponse struct {
 
 func (x *DrainBackendResponse) Reset() {
 	*x = DrainBackendResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +731,7 @@ func (x *DrainBackendResponse) String() string {
 func (*DrainBackendResponse) ProtoMessage() {}
 
 func (x *DrainBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +744,7 @@ func (x *DrainBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainBackendResponse.ProtoReflect.Descriptor instead.
 func (*DrainBackendResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DrainBackendResponse) GetDrain() *Drain {
@@ -701,7 +770,7 @@ type UndrainBackendRequest struct {
 
 func (x *UndrainBackendRequest) Reset() {
 	*x = UndrainBackendRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -713,7 +782,7 @@ func (x *UndrainBackendRequest) String() string {
 func (*UndrainBackendRequest) ProtoMessage() {}
 
 func (x *UndrainBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -726,7 +795,7 @@ func (x *UndrainBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainBackendRequest.ProtoReflect.Descriptor instead.
 func (*UndrainBackendRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UndrainBackendRequest) GetId() string {
@@ -746,7 +815,7 @@ type UndrainBackendResponse struct {
 
 func (x *UndrainBackendResponse) Reset() {
 	*x = UndrainBackendResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +827,7 @@ func (x *UndrainBackendResponse) String() string {
 func (*UndrainBackendResponse) ProtoMessage() {}
 
 func (x *UndrainBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +840,7 @@ func (x *UndrainBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainBackendResponse.ProtoReflect.Descriptor instead.
 func (*UndrainBackendResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UndrainBackendResponse) GetWasDraining() bool {
@@ -798,7 +867,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +879,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +892,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LookupRequest) GetDevid() string {
@@ -852,7 +921,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -864,7 +933,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +946,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *LookupResponse) GetOwner() string {
@@ -918,7 +987,7 @@ type RebalanceRequest struct {
 
 func (x *RebalanceRequest) Reset() {
 	*x = RebalanceRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +999,7 @@ func (x *RebalanceRequest) String() string {
 func (*RebalanceRequest) ProtoMessage() {}
 
 func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1012,7 @@ func (x *RebalanceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RebalanceRequest) GetEvictPerSecond() float64 {
@@ -975,7 +1044,7 @@ type GatewayProgress struct {
 
 func (x *GatewayProgress) Reset() {
 	*x = GatewayProgress{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1056,7 @@ func (x *GatewayProgress) String() string {
 func (*GatewayProgress) ProtoMessage() {}
 
 func (x *GatewayProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1069,7 @@ func (x *GatewayProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayProgress.ProtoReflect.Descriptor instead.
 func (*GatewayProgress) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GatewayProgress) GetGateway() string {
@@ -1067,7 +1136,7 @@ type RebalanceProgress struct {
 
 func (x *RebalanceProgress) Reset() {
 	*x = RebalanceProgress{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1148,7 @@ func (x *RebalanceProgress) String() string {
 func (*RebalanceProgress) ProtoMessage() {}
 
 func (x *RebalanceProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1161,7 @@ func (x *RebalanceProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceProgress.ProtoReflect.Descriptor instead.
 func (*RebalanceProgress) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RebalanceProgress) GetMisplaced() int64 {
@@ -1152,7 +1221,7 @@ type ListGatewaysRequest struct {
 
 func (x *ListGatewaysRequest) Reset() {
 	*x = ListGatewaysRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1164,7 +1233,7 @@ func (x *ListGatewaysRequest) String() string {
 func (*ListGatewaysRequest) ProtoMessage() {}
 
 func (x *ListGatewaysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1177,7 +1246,7 @@ func (x *ListGatewaysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGatewaysRequest.ProtoReflect.Descriptor instead.
 func (*ListGatewaysRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type Gateway struct {
@@ -1196,13 +1265,14 @@ type Gateway struct {
 	ConnectionsByBackend map[string]int64         `protobuf:"bytes,12,rep,name=connections_by_backend,json=connectionsByBackend,proto3" json:"connections_by_backend,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	Drains               map[string]*MoveProgress `protobuf:"bytes,13,rep,name=drains,proto3" json:"drains,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`       // backend id -> this replica's drain progress since the deadline
 	Ejections            map[string]*Ejection     `protobuf:"bytes,20,rep,name=ejections,proto3" json:"ejections,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // backend id -> this replica's passive ejection state (backends whose dials failed)
+	Admission            map[string]*Admission    `protobuf:"bytes,21,rep,name=admission,proto3" json:"admission,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // backend id -> this replica's login pacing (backends with a pace)
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Gateway) Reset() {
 	*x = Gateway{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1284,7 @@ func (x *Gateway) String() string {
 func (*Gateway) ProtoMessage() {}
 
 func (x *Gateway) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1297,7 @@ func (x *Gateway) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gateway.ProtoReflect.Descriptor instead.
 func (*Gateway) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Gateway) GetId() string {
@@ -1328,6 +1398,13 @@ func (x *Gateway) GetEjections() map[string]*Ejection {
 	return nil
 }
 
+func (x *Gateway) GetAdmission() map[string]*Admission {
+	if x != nil {
+		return x.Admission
+	}
+	return nil
+}
+
 type ListGatewaysResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Gateways      []*Gateway             `protobuf:"bytes,1,rep,name=gateways,proto3" json:"gateways,omitempty"`
@@ -1339,7 +1416,7 @@ type ListGatewaysResponse struct {
 
 func (x *ListGatewaysResponse) Reset() {
 	*x = ListGatewaysResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1351,7 +1428,7 @@ func (x *ListGatewaysResponse) String() string {
 func (*ListGatewaysResponse) ProtoMessage() {}
 
 func (x *ListGatewaysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1364,7 +1441,7 @@ func (x *ListGatewaysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGatewaysResponse.ProtoReflect.Descriptor instead.
 func (*ListGatewaysResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListGatewaysResponse) GetGateways() []*Gateway {
@@ -1398,7 +1475,7 @@ type DrainGatewayRequest struct {
 
 func (x *DrainGatewayRequest) Reset() {
 	*x = DrainGatewayRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1487,7 @@ func (x *DrainGatewayRequest) String() string {
 func (*DrainGatewayRequest) ProtoMessage() {}
 
 func (x *DrainGatewayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1500,7 @@ func (x *DrainGatewayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainGatewayRequest.ProtoReflect.Descriptor instead.
 func (*DrainGatewayRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DrainGatewayRequest) GetId() string {
@@ -1449,7 +1526,7 @@ type DrainGatewayResponse struct {
 
 func (x *DrainGatewayResponse) Reset() {
 	*x = DrainGatewayResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1538,7 @@ func (x *DrainGatewayResponse) String() string {
 func (*DrainGatewayResponse) ProtoMessage() {}
 
 func (x *DrainGatewayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1551,7 @@ func (x *DrainGatewayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainGatewayResponse.ProtoReflect.Descriptor instead.
 func (*DrainGatewayResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DrainGatewayResponse) GetGateway() *Gateway {
@@ -1493,7 +1570,7 @@ type UndrainGatewayRequest struct {
 
 func (x *UndrainGatewayRequest) Reset() {
 	*x = UndrainGatewayRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1582,7 @@ func (x *UndrainGatewayRequest) String() string {
 func (*UndrainGatewayRequest) ProtoMessage() {}
 
 func (x *UndrainGatewayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1595,7 @@ func (x *UndrainGatewayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainGatewayRequest.ProtoReflect.Descriptor instead.
 func (*UndrainGatewayRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *UndrainGatewayRequest) GetId() string {
@@ -1538,7 +1615,7 @@ type UndrainGatewayResponse struct {
 
 func (x *UndrainGatewayResponse) Reset() {
 	*x = UndrainGatewayResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1627,7 @@ func (x *UndrainGatewayResponse) String() string {
 func (*UndrainGatewayResponse) ProtoMessage() {}
 
 func (x *UndrainGatewayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1640,7 @@ func (x *UndrainGatewayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UndrainGatewayResponse.ProtoReflect.Descriptor instead.
 func (*UndrainGatewayResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UndrainGatewayResponse) GetWasDraining() bool {
@@ -1588,7 +1665,7 @@ type LocalStatusRequest struct {
 
 func (x *LocalStatusRequest) Reset() {
 	*x = LocalStatusRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1600,7 +1677,7 @@ func (x *LocalStatusRequest) String() string {
 func (*LocalStatusRequest) ProtoMessage() {}
 
 func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1613,7 +1690,7 @@ func (x *LocalStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalStatusRequest.ProtoReflect.Descriptor instead.
 func (*LocalStatusRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 // Connection is one live device connection on one replica.
@@ -1635,7 +1712,7 @@ type Connection struct {
 
 func (x *Connection) Reset() {
 	*x = Connection{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1724,7 @@ func (x *Connection) String() string {
 func (*Connection) ProtoMessage() {}
 
 func (x *Connection) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1737,7 @@ func (x *Connection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connection.ProtoReflect.Descriptor instead.
 func (*Connection) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Connection) GetDevid() string {
@@ -1742,7 +1819,7 @@ type FindDeviceRequest struct {
 
 func (x *FindDeviceRequest) Reset() {
 	*x = FindDeviceRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +1831,7 @@ func (x *FindDeviceRequest) String() string {
 func (*FindDeviceRequest) ProtoMessage() {}
 
 func (x *FindDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +1844,7 @@ func (x *FindDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindDeviceRequest.ProtoReflect.Descriptor instead.
 func (*FindDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FindDeviceRequest) GetDevid() string {
@@ -1787,7 +1864,7 @@ type FindDeviceResponse struct {
 
 func (x *FindDeviceResponse) Reset() {
 	*x = FindDeviceResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1799,7 +1876,7 @@ func (x *FindDeviceResponse) String() string {
 func (*FindDeviceResponse) ProtoMessage() {}
 
 func (x *FindDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1812,7 +1889,7 @@ func (x *FindDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindDeviceResponse.ProtoReflect.Descriptor instead.
 func (*FindDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FindDeviceResponse) GetConnections() []*Connection {
@@ -1839,7 +1916,7 @@ type KickDeviceRequest struct {
 
 func (x *KickDeviceRequest) Reset() {
 	*x = KickDeviceRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +1928,7 @@ func (x *KickDeviceRequest) String() string {
 func (*KickDeviceRequest) ProtoMessage() {}
 
 func (x *KickDeviceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +1941,7 @@ func (x *KickDeviceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KickDeviceRequest.ProtoReflect.Descriptor instead.
 func (*KickDeviceRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *KickDeviceRequest) GetDevid() string {
@@ -1891,7 +1968,7 @@ type KickDeviceResponse struct {
 
 func (x *KickDeviceResponse) Reset() {
 	*x = KickDeviceResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1903,7 +1980,7 @@ func (x *KickDeviceResponse) String() string {
 func (*KickDeviceResponse) ProtoMessage() {}
 
 func (x *KickDeviceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1916,7 +1993,7 @@ func (x *KickDeviceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KickDeviceResponse.ProtoReflect.Descriptor instead.
 func (*KickDeviceResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *KickDeviceResponse) GetKicked() []*Connection {
@@ -1946,7 +2023,7 @@ type ListConnectionsRequest struct {
 
 func (x *ListConnectionsRequest) Reset() {
 	*x = ListConnectionsRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2035,7 @@ func (x *ListConnectionsRequest) String() string {
 func (*ListConnectionsRequest) ProtoMessage() {}
 
 func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2048,7 @@ func (x *ListConnectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsRequest.ProtoReflect.Descriptor instead.
 func (*ListConnectionsRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListConnectionsRequest) GetBackend() string {
@@ -2020,7 +2097,7 @@ type ListConnectionsResponse struct {
 
 func (x *ListConnectionsResponse) Reset() {
 	*x = ListConnectionsResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2032,7 +2109,7 @@ func (x *ListConnectionsResponse) String() string {
 func (*ListConnectionsResponse) ProtoMessage() {}
 
 func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2045,7 +2122,7 @@ func (x *ListConnectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListConnectionsResponse.ProtoReflect.Descriptor instead.
 func (*ListConnectionsResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListConnectionsResponse) GetConnections() []*Connection {
@@ -2083,7 +2160,7 @@ type LocalConnectionsRequest struct {
 
 func (x *LocalConnectionsRequest) Reset() {
 	*x = LocalConnectionsRequest{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2095,7 +2172,7 @@ func (x *LocalConnectionsRequest) String() string {
 func (*LocalConnectionsRequest) ProtoMessage() {}
 
 func (x *LocalConnectionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2108,7 +2185,7 @@ func (x *LocalConnectionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalConnectionsRequest.ProtoReflect.Descriptor instead.
 func (*LocalConnectionsRequest) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *LocalConnectionsRequest) GetDevid() string {
@@ -2163,7 +2240,7 @@ type LocalConnectionsResponse struct {
 
 func (x *LocalConnectionsResponse) Reset() {
 	*x = LocalConnectionsResponse{}
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2175,7 +2252,7 @@ func (x *LocalConnectionsResponse) String() string {
 func (*LocalConnectionsResponse) ProtoMessage() {}
 
 func (x *LocalConnectionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_devgate_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_devgate_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2188,7 +2265,7 @@ func (x *LocalConnectionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocalConnectionsResponse.ProtoReflect.Descriptor instead.
 func (*LocalConnectionsResponse) Descriptor() ([]byte, []int) {
-	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_devgate_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *LocalConnectionsResponse) GetConnections() []*Connection {
@@ -2213,7 +2290,7 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x05Drain\x126\n" +
 	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12(\n" +
 	"\x10evict_per_second\x18\x02 \x01(\x01R\x0eevictPerSecond\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"\xca\x06\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"\x85\a\n" +
 	"\aBackend\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x16\n" +
@@ -2229,7 +2306,8 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	" \x01(\v2\x17.devgate.admin.v1.DrainR\x05drain\x12E\n" +
 	"\x0edrain_progress\x18\v \x01(\v2\x1e.devgate.admin.v1.MoveProgressR\rdrainProgress\x12c\n" +
 	"\x14ejections_by_gateway\x18\x14 \x03(\v21.devgate.admin.v1.Backend.EjectionsByGatewayEntryR\x12ejectionsByGateway\x12\x14\n" +
-	"\x05addrs\x18\x15 \x03(\tR\x05addrs\x1a7\n" +
+	"\x05addrs\x18\x15 \x03(\tR\x05addrs\x129\n" +
+	"\tadmission\x18\x16 \x01(\v2\x1b.devgate.admin.v1.AdmissionR\tadmission\x1a7\n" +
 	"\tMetaEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aG\n" +
@@ -2238,7 +2316,11 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1aa\n" +
 	"\x17EjectionsByGatewayEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
-	"\x05value\x18\x02 \x01(\v2\x1a.devgate.admin.v1.EjectionR\x05value:\x028\x01\"\xcc\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.devgate.admin.v1.EjectionR\x05value:\x028\x01\"U\n" +
+	"\tAdmission\x12\x1a\n" +
+	"\badmitted\x18\x01 \x01(\x04R\badmitted\x12\x18\n" +
+	"\awaiting\x18\x02 \x01(\x03R\awaiting\x12\x12\n" +
+	"\x04rate\x18\x03 \x01(\x01R\x04rate\"\xcc\x01\n" +
 	"\bEjection\x12\x18\n" +
 	"\aejected\x18\x01 \x01(\bR\aejected\x12\x1a\n" +
 	"\bfailures\x18\x02 \x01(\rR\bfailures\x123\n" +
@@ -2306,7 +2388,7 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\apartial\x18\x05 \x01(\v2\x19.devgate.admin.v1.PartialR\apartial\x12\x14\n" +
 	"\x05moved\x18\x06 \x01(\x03R\x05moved\x12\x12\n" +
 	"\x04gone\x18\a \x01(\x03R\x04gone\"\x15\n" +
-	"\x13ListGatewaysRequest\"\xeb\x06\n" +
+	"\x13ListGatewaysRequest\"\x8e\b\n" +
 	"\aGateway\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05admin\x18\x02 \x01(\tR\x05admin\x12\x18\n" +
@@ -2322,7 +2404,8 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\bdraining\x18\v \x01(\bR\bdraining\x12i\n" +
 	"\x16connections_by_backend\x18\f \x03(\v23.devgate.admin.v1.Gateway.ConnectionsByBackendEntryR\x14connectionsByBackend\x12=\n" +
 	"\x06drains\x18\r \x03(\v2%.devgate.admin.v1.Gateway.DrainsEntryR\x06drains\x12F\n" +
-	"\tejections\x18\x14 \x03(\v2(.devgate.admin.v1.Gateway.EjectionsEntryR\tejections\x1aG\n" +
+	"\tejections\x18\x14 \x03(\v2(.devgate.admin.v1.Gateway.EjectionsEntryR\tejections\x12F\n" +
+	"\tadmission\x18\x15 \x03(\v2(.devgate.admin.v1.Gateway.AdmissionEntryR\tadmission\x1aG\n" +
 	"\x19ConnectionsByBackendEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1aY\n" +
@@ -2331,7 +2414,10 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x1e.devgate.admin.v1.MoveProgressR\x05value:\x028\x01\x1aX\n" +
 	"\x0eEjectionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
-	"\x05value\x18\x02 \x01(\v2\x1a.devgate.admin.v1.EjectionR\x05value:\x028\x01\"\xa2\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.devgate.admin.v1.EjectionR\x05value:\x028\x01\x1aY\n" +
+	"\x0eAdmissionEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x121\n" +
+	"\x05value\x18\x02 \x01(\v2\x1b.devgate.admin.v1.AdmissionR\x05value:\x028\x01\"\xa2\x01\n" +
 	"\x14ListGatewaysResponse\x125\n" +
 	"\bgateways\x18\x01 \x03(\v2\x19.devgate.admin.v1.GatewayR\bgateways\x12\x1e\n" +
 	"\n" +
@@ -2434,131 +2520,136 @@ func file_devgate_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_devgate_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_devgate_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_devgate_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_devgate_admin_v1_admin_proto_goTypes = []any{
 	(BackendState)(0),                // 0: devgate.admin.v1.BackendState
 	(*Drain)(nil),                    // 1: devgate.admin.v1.Drain
 	(*Backend)(nil),                  // 2: devgate.admin.v1.Backend
-	(*Ejection)(nil),                 // 3: devgate.admin.v1.Ejection
-	(*MoveProgress)(nil),             // 4: devgate.admin.v1.MoveProgress
-	(*Partial)(nil),                  // 5: devgate.admin.v1.Partial
-	(*ListBackendsRequest)(nil),      // 6: devgate.admin.v1.ListBackendsRequest
-	(*ListBackendsResponse)(nil),     // 7: devgate.admin.v1.ListBackendsResponse
-	(*DrainBackendRequest)(nil),      // 8: devgate.admin.v1.DrainBackendRequest
-	(*DrainBackendResponse)(nil),     // 9: devgate.admin.v1.DrainBackendResponse
-	(*UndrainBackendRequest)(nil),    // 10: devgate.admin.v1.UndrainBackendRequest
-	(*UndrainBackendResponse)(nil),   // 11: devgate.admin.v1.UndrainBackendResponse
-	(*LookupRequest)(nil),            // 12: devgate.admin.v1.LookupRequest
-	(*LookupResponse)(nil),           // 13: devgate.admin.v1.LookupResponse
-	(*RebalanceRequest)(nil),         // 14: devgate.admin.v1.RebalanceRequest
-	(*GatewayProgress)(nil),          // 15: devgate.admin.v1.GatewayProgress
-	(*RebalanceProgress)(nil),        // 16: devgate.admin.v1.RebalanceProgress
-	(*ListGatewaysRequest)(nil),      // 17: devgate.admin.v1.ListGatewaysRequest
-	(*Gateway)(nil),                  // 18: devgate.admin.v1.Gateway
-	(*ListGatewaysResponse)(nil),     // 19: devgate.admin.v1.ListGatewaysResponse
-	(*DrainGatewayRequest)(nil),      // 20: devgate.admin.v1.DrainGatewayRequest
-	(*DrainGatewayResponse)(nil),     // 21: devgate.admin.v1.DrainGatewayResponse
-	(*UndrainGatewayRequest)(nil),    // 22: devgate.admin.v1.UndrainGatewayRequest
-	(*UndrainGatewayResponse)(nil),   // 23: devgate.admin.v1.UndrainGatewayResponse
-	(*LocalStatusRequest)(nil),       // 24: devgate.admin.v1.LocalStatusRequest
-	(*Connection)(nil),               // 25: devgate.admin.v1.Connection
-	(*FindDeviceRequest)(nil),        // 26: devgate.admin.v1.FindDeviceRequest
-	(*FindDeviceResponse)(nil),       // 27: devgate.admin.v1.FindDeviceResponse
-	(*KickDeviceRequest)(nil),        // 28: devgate.admin.v1.KickDeviceRequest
-	(*KickDeviceResponse)(nil),       // 29: devgate.admin.v1.KickDeviceResponse
-	(*ListConnectionsRequest)(nil),   // 30: devgate.admin.v1.ListConnectionsRequest
-	(*ListConnectionsResponse)(nil),  // 31: devgate.admin.v1.ListConnectionsResponse
-	(*LocalConnectionsRequest)(nil),  // 32: devgate.admin.v1.LocalConnectionsRequest
-	(*LocalConnectionsResponse)(nil), // 33: devgate.admin.v1.LocalConnectionsResponse
-	nil,                              // 34: devgate.admin.v1.Backend.MetaEntry
-	nil,                              // 35: devgate.admin.v1.Backend.ConnectionsByGatewayEntry
-	nil,                              // 36: devgate.admin.v1.Backend.EjectionsByGatewayEntry
-	nil,                              // 37: devgate.admin.v1.Partial.ErrorsEntry
-	nil,                              // 38: devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
-	nil,                              // 39: devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
-	nil,                              // 40: devgate.admin.v1.Gateway.ConnectionsByBackendEntry
-	nil,                              // 41: devgate.admin.v1.Gateway.DrainsEntry
-	nil,                              // 42: devgate.admin.v1.Gateway.EjectionsEntry
-	(*timestamppb.Timestamp)(nil),    // 43: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 44: google.protobuf.Duration
+	(*Admission)(nil),                // 3: devgate.admin.v1.Admission
+	(*Ejection)(nil),                 // 4: devgate.admin.v1.Ejection
+	(*MoveProgress)(nil),             // 5: devgate.admin.v1.MoveProgress
+	(*Partial)(nil),                  // 6: devgate.admin.v1.Partial
+	(*ListBackendsRequest)(nil),      // 7: devgate.admin.v1.ListBackendsRequest
+	(*ListBackendsResponse)(nil),     // 8: devgate.admin.v1.ListBackendsResponse
+	(*DrainBackendRequest)(nil),      // 9: devgate.admin.v1.DrainBackendRequest
+	(*DrainBackendResponse)(nil),     // 10: devgate.admin.v1.DrainBackendResponse
+	(*UndrainBackendRequest)(nil),    // 11: devgate.admin.v1.UndrainBackendRequest
+	(*UndrainBackendResponse)(nil),   // 12: devgate.admin.v1.UndrainBackendResponse
+	(*LookupRequest)(nil),            // 13: devgate.admin.v1.LookupRequest
+	(*LookupResponse)(nil),           // 14: devgate.admin.v1.LookupResponse
+	(*RebalanceRequest)(nil),         // 15: devgate.admin.v1.RebalanceRequest
+	(*GatewayProgress)(nil),          // 16: devgate.admin.v1.GatewayProgress
+	(*RebalanceProgress)(nil),        // 17: devgate.admin.v1.RebalanceProgress
+	(*ListGatewaysRequest)(nil),      // 18: devgate.admin.v1.ListGatewaysRequest
+	(*Gateway)(nil),                  // 19: devgate.admin.v1.Gateway
+	(*ListGatewaysResponse)(nil),     // 20: devgate.admin.v1.ListGatewaysResponse
+	(*DrainGatewayRequest)(nil),      // 21: devgate.admin.v1.DrainGatewayRequest
+	(*DrainGatewayResponse)(nil),     // 22: devgate.admin.v1.DrainGatewayResponse
+	(*UndrainGatewayRequest)(nil),    // 23: devgate.admin.v1.UndrainGatewayRequest
+	(*UndrainGatewayResponse)(nil),   // 24: devgate.admin.v1.UndrainGatewayResponse
+	(*LocalStatusRequest)(nil),       // 25: devgate.admin.v1.LocalStatusRequest
+	(*Connection)(nil),               // 26: devgate.admin.v1.Connection
+	(*FindDeviceRequest)(nil),        // 27: devgate.admin.v1.FindDeviceRequest
+	(*FindDeviceResponse)(nil),       // 28: devgate.admin.v1.FindDeviceResponse
+	(*KickDeviceRequest)(nil),        // 29: devgate.admin.v1.KickDeviceRequest
+	(*KickDeviceResponse)(nil),       // 30: devgate.admin.v1.KickDeviceResponse
+	(*ListConnectionsRequest)(nil),   // 31: devgate.admin.v1.ListConnectionsRequest
+	(*ListConnectionsResponse)(nil),  // 32: devgate.admin.v1.ListConnectionsResponse
+	(*LocalConnectionsRequest)(nil),  // 33: devgate.admin.v1.LocalConnectionsRequest
+	(*LocalConnectionsResponse)(nil), // 34: devgate.admin.v1.LocalConnectionsResponse
+	nil,                              // 35: devgate.admin.v1.Backend.MetaEntry
+	nil,                              // 36: devgate.admin.v1.Backend.ConnectionsByGatewayEntry
+	nil,                              // 37: devgate.admin.v1.Backend.EjectionsByGatewayEntry
+	nil,                              // 38: devgate.admin.v1.Partial.ErrorsEntry
+	nil,                              // 39: devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
+	nil,                              // 40: devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
+	nil,                              // 41: devgate.admin.v1.Gateway.ConnectionsByBackendEntry
+	nil,                              // 42: devgate.admin.v1.Gateway.DrainsEntry
+	nil,                              // 43: devgate.admin.v1.Gateway.EjectionsEntry
+	nil,                              // 44: devgate.admin.v1.Gateway.AdmissionEntry
+	(*timestamppb.Timestamp)(nil),    // 45: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 46: google.protobuf.Duration
 }
 var file_devgate_admin_v1_admin_proto_depIdxs = []int32{
-	43, // 0: devgate.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
-	34, // 1: devgate.admin.v1.Backend.meta:type_name -> devgate.admin.v1.Backend.MetaEntry
+	45, // 0: devgate.admin.v1.Drain.deadline:type_name -> google.protobuf.Timestamp
+	35, // 1: devgate.admin.v1.Backend.meta:type_name -> devgate.admin.v1.Backend.MetaEntry
 	0,  // 2: devgate.admin.v1.Backend.state:type_name -> devgate.admin.v1.BackendState
-	35, // 3: devgate.admin.v1.Backend.connections_by_gateway:type_name -> devgate.admin.v1.Backend.ConnectionsByGatewayEntry
+	36, // 3: devgate.admin.v1.Backend.connections_by_gateway:type_name -> devgate.admin.v1.Backend.ConnectionsByGatewayEntry
 	1,  // 4: devgate.admin.v1.Backend.drain:type_name -> devgate.admin.v1.Drain
-	4,  // 5: devgate.admin.v1.Backend.drain_progress:type_name -> devgate.admin.v1.MoveProgress
-	36, // 6: devgate.admin.v1.Backend.ejections_by_gateway:type_name -> devgate.admin.v1.Backend.EjectionsByGatewayEntry
-	44, // 7: devgate.admin.v1.Ejection.backoff:type_name -> google.protobuf.Duration
-	44, // 8: devgate.admin.v1.Ejection.remaining:type_name -> google.protobuf.Duration
-	37, // 9: devgate.admin.v1.Partial.errors:type_name -> devgate.admin.v1.Partial.ErrorsEntry
-	2,  // 10: devgate.admin.v1.ListBackendsResponse.backends:type_name -> devgate.admin.v1.Backend
-	5,  // 11: devgate.admin.v1.ListBackendsResponse.partial:type_name -> devgate.admin.v1.Partial
-	44, // 12: devgate.admin.v1.DrainBackendRequest.deadline:type_name -> google.protobuf.Duration
-	1,  // 13: devgate.admin.v1.DrainBackendResponse.drain:type_name -> devgate.admin.v1.Drain
-	38, // 14: devgate.admin.v1.DrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
-	39, // 15: devgate.admin.v1.UndrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
-	15, // 16: devgate.admin.v1.RebalanceProgress.gateways:type_name -> devgate.admin.v1.GatewayProgress
-	5,  // 17: devgate.admin.v1.RebalanceProgress.partial:type_name -> devgate.admin.v1.Partial
-	44, // 18: devgate.admin.v1.Gateway.uptime:type_name -> google.protobuf.Duration
-	44, // 19: devgate.admin.v1.Gateway.etcd_staleness:type_name -> google.protobuf.Duration
-	40, // 20: devgate.admin.v1.Gateway.connections_by_backend:type_name -> devgate.admin.v1.Gateway.ConnectionsByBackendEntry
-	41, // 21: devgate.admin.v1.Gateway.drains:type_name -> devgate.admin.v1.Gateway.DrainsEntry
-	42, // 22: devgate.admin.v1.Gateway.ejections:type_name -> devgate.admin.v1.Gateway.EjectionsEntry
-	18, // 23: devgate.admin.v1.ListGatewaysResponse.gateways:type_name -> devgate.admin.v1.Gateway
-	5,  // 24: devgate.admin.v1.ListGatewaysResponse.partial:type_name -> devgate.admin.v1.Partial
-	18, // 25: devgate.admin.v1.DrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
-	18, // 26: devgate.admin.v1.UndrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
-	43, // 27: devgate.admin.v1.Connection.since:type_name -> google.protobuf.Timestamp
-	25, // 28: devgate.admin.v1.FindDeviceResponse.connections:type_name -> devgate.admin.v1.Connection
-	5,  // 29: devgate.admin.v1.FindDeviceResponse.partial:type_name -> devgate.admin.v1.Partial
-	25, // 30: devgate.admin.v1.KickDeviceResponse.kicked:type_name -> devgate.admin.v1.Connection
-	5,  // 31: devgate.admin.v1.KickDeviceResponse.partial:type_name -> devgate.admin.v1.Partial
-	44, // 32: devgate.admin.v1.ListConnectionsRequest.min_age:type_name -> google.protobuf.Duration
-	25, // 33: devgate.admin.v1.ListConnectionsResponse.connections:type_name -> devgate.admin.v1.Connection
-	5,  // 34: devgate.admin.v1.ListConnectionsResponse.partial:type_name -> devgate.admin.v1.Partial
-	44, // 35: devgate.admin.v1.LocalConnectionsRequest.min_age:type_name -> google.protobuf.Duration
-	43, // 36: devgate.admin.v1.LocalConnectionsRequest.after_since:type_name -> google.protobuf.Timestamp
-	25, // 37: devgate.admin.v1.LocalConnectionsResponse.connections:type_name -> devgate.admin.v1.Connection
-	3,  // 38: devgate.admin.v1.Backend.EjectionsByGatewayEntry.value:type_name -> devgate.admin.v1.Ejection
-	4,  // 39: devgate.admin.v1.Gateway.DrainsEntry.value:type_name -> devgate.admin.v1.MoveProgress
-	3,  // 40: devgate.admin.v1.Gateway.EjectionsEntry.value:type_name -> devgate.admin.v1.Ejection
-	6,  // 41: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
-	8,  // 42: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
-	10, // 43: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
-	12, // 44: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
-	14, // 45: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	17, // 46: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
-	20, // 47: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
-	22, // 48: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
-	26, // 49: devgate.admin.v1.Admin.FindDevice:input_type -> devgate.admin.v1.FindDeviceRequest
-	28, // 50: devgate.admin.v1.Admin.KickDevice:input_type -> devgate.admin.v1.KickDeviceRequest
-	30, // 51: devgate.admin.v1.Admin.ListConnections:input_type -> devgate.admin.v1.ListConnectionsRequest
-	24, // 52: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
-	14, // 53: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	32, // 54: devgate.admin.v1.Admin.LocalConnections:input_type -> devgate.admin.v1.LocalConnectionsRequest
-	28, // 55: devgate.admin.v1.Admin.LocalKick:input_type -> devgate.admin.v1.KickDeviceRequest
-	7,  // 56: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
-	9,  // 57: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
-	11, // 58: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
-	13, // 59: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
-	16, // 60: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	19, // 61: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
-	21, // 62: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
-	23, // 63: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
-	27, // 64: devgate.admin.v1.Admin.FindDevice:output_type -> devgate.admin.v1.FindDeviceResponse
-	29, // 65: devgate.admin.v1.Admin.KickDevice:output_type -> devgate.admin.v1.KickDeviceResponse
-	31, // 66: devgate.admin.v1.Admin.ListConnections:output_type -> devgate.admin.v1.ListConnectionsResponse
-	18, // 67: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
-	16, // 68: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	33, // 69: devgate.admin.v1.Admin.LocalConnections:output_type -> devgate.admin.v1.LocalConnectionsResponse
-	29, // 70: devgate.admin.v1.Admin.LocalKick:output_type -> devgate.admin.v1.KickDeviceResponse
-	56, // [56:71] is the sub-list for method output_type
-	41, // [41:56] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	5,  // 5: devgate.admin.v1.Backend.drain_progress:type_name -> devgate.admin.v1.MoveProgress
+	37, // 6: devgate.admin.v1.Backend.ejections_by_gateway:type_name -> devgate.admin.v1.Backend.EjectionsByGatewayEntry
+	3,  // 7: devgate.admin.v1.Backend.admission:type_name -> devgate.admin.v1.Admission
+	46, // 8: devgate.admin.v1.Ejection.backoff:type_name -> google.protobuf.Duration
+	46, // 9: devgate.admin.v1.Ejection.remaining:type_name -> google.protobuf.Duration
+	38, // 10: devgate.admin.v1.Partial.errors:type_name -> devgate.admin.v1.Partial.ErrorsEntry
+	2,  // 11: devgate.admin.v1.ListBackendsResponse.backends:type_name -> devgate.admin.v1.Backend
+	6,  // 12: devgate.admin.v1.ListBackendsResponse.partial:type_name -> devgate.admin.v1.Partial
+	46, // 13: devgate.admin.v1.DrainBackendRequest.deadline:type_name -> google.protobuf.Duration
+	1,  // 14: devgate.admin.v1.DrainBackendResponse.drain:type_name -> devgate.admin.v1.Drain
+	39, // 15: devgate.admin.v1.DrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.DrainBackendResponse.UnconfirmedEntry
+	40, // 16: devgate.admin.v1.UndrainBackendResponse.unconfirmed:type_name -> devgate.admin.v1.UndrainBackendResponse.UnconfirmedEntry
+	16, // 17: devgate.admin.v1.RebalanceProgress.gateways:type_name -> devgate.admin.v1.GatewayProgress
+	6,  // 18: devgate.admin.v1.RebalanceProgress.partial:type_name -> devgate.admin.v1.Partial
+	46, // 19: devgate.admin.v1.Gateway.uptime:type_name -> google.protobuf.Duration
+	46, // 20: devgate.admin.v1.Gateway.etcd_staleness:type_name -> google.protobuf.Duration
+	41, // 21: devgate.admin.v1.Gateway.connections_by_backend:type_name -> devgate.admin.v1.Gateway.ConnectionsByBackendEntry
+	42, // 22: devgate.admin.v1.Gateway.drains:type_name -> devgate.admin.v1.Gateway.DrainsEntry
+	43, // 23: devgate.admin.v1.Gateway.ejections:type_name -> devgate.admin.v1.Gateway.EjectionsEntry
+	44, // 24: devgate.admin.v1.Gateway.admission:type_name -> devgate.admin.v1.Gateway.AdmissionEntry
+	19, // 25: devgate.admin.v1.ListGatewaysResponse.gateways:type_name -> devgate.admin.v1.Gateway
+	6,  // 26: devgate.admin.v1.ListGatewaysResponse.partial:type_name -> devgate.admin.v1.Partial
+	19, // 27: devgate.admin.v1.DrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
+	19, // 28: devgate.admin.v1.UndrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
+	45, // 29: devgate.admin.v1.Connection.since:type_name -> google.protobuf.Timestamp
+	26, // 30: devgate.admin.v1.FindDeviceResponse.connections:type_name -> devgate.admin.v1.Connection
+	6,  // 31: devgate.admin.v1.FindDeviceResponse.partial:type_name -> devgate.admin.v1.Partial
+	26, // 32: devgate.admin.v1.KickDeviceResponse.kicked:type_name -> devgate.admin.v1.Connection
+	6,  // 33: devgate.admin.v1.KickDeviceResponse.partial:type_name -> devgate.admin.v1.Partial
+	46, // 34: devgate.admin.v1.ListConnectionsRequest.min_age:type_name -> google.protobuf.Duration
+	26, // 35: devgate.admin.v1.ListConnectionsResponse.connections:type_name -> devgate.admin.v1.Connection
+	6,  // 36: devgate.admin.v1.ListConnectionsResponse.partial:type_name -> devgate.admin.v1.Partial
+	46, // 37: devgate.admin.v1.LocalConnectionsRequest.min_age:type_name -> google.protobuf.Duration
+	45, // 38: devgate.admin.v1.LocalConnectionsRequest.after_since:type_name -> google.protobuf.Timestamp
+	26, // 39: devgate.admin.v1.LocalConnectionsResponse.connections:type_name -> devgate.admin.v1.Connection
+	4,  // 40: devgate.admin.v1.Backend.EjectionsByGatewayEntry.value:type_name -> devgate.admin.v1.Ejection
+	5,  // 41: devgate.admin.v1.Gateway.DrainsEntry.value:type_name -> devgate.admin.v1.MoveProgress
+	4,  // 42: devgate.admin.v1.Gateway.EjectionsEntry.value:type_name -> devgate.admin.v1.Ejection
+	3,  // 43: devgate.admin.v1.Gateway.AdmissionEntry.value:type_name -> devgate.admin.v1.Admission
+	7,  // 44: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
+	9,  // 45: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
+	11, // 46: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
+	13, // 47: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
+	15, // 48: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	18, // 49: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
+	21, // 50: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
+	23, // 51: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
+	27, // 52: devgate.admin.v1.Admin.FindDevice:input_type -> devgate.admin.v1.FindDeviceRequest
+	29, // 53: devgate.admin.v1.Admin.KickDevice:input_type -> devgate.admin.v1.KickDeviceRequest
+	31, // 54: devgate.admin.v1.Admin.ListConnections:input_type -> devgate.admin.v1.ListConnectionsRequest
+	25, // 55: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
+	15, // 56: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	33, // 57: devgate.admin.v1.Admin.LocalConnections:input_type -> devgate.admin.v1.LocalConnectionsRequest
+	29, // 58: devgate.admin.v1.Admin.LocalKick:input_type -> devgate.admin.v1.KickDeviceRequest
+	8,  // 59: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
+	10, // 60: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
+	12, // 61: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
+	14, // 62: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
+	17, // 63: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	20, // 64: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
+	22, // 65: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
+	24, // 66: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
+	28, // 67: devgate.admin.v1.Admin.FindDevice:output_type -> devgate.admin.v1.FindDeviceResponse
+	30, // 68: devgate.admin.v1.Admin.KickDevice:output_type -> devgate.admin.v1.KickDeviceResponse
+	32, // 69: devgate.admin.v1.Admin.ListConnections:output_type -> devgate.admin.v1.ListConnectionsResponse
+	19, // 70: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
+	17, // 71: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	34, // 72: devgate.admin.v1.Admin.LocalConnections:output_type -> devgate.admin.v1.LocalConnectionsResponse
+	30, // 73: devgate.admin.v1.Admin.LocalKick:output_type -> devgate.admin.v1.KickDeviceResponse
+	59, // [59:74] is the sub-list for method output_type
+	44, // [44:59] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_devgate_admin_v1_admin_proto_init() }
@@ -2572,7 +2663,7 @@ func file_devgate_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_devgate_admin_v1_admin_proto_rawDesc), len(file_devgate_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   42,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
