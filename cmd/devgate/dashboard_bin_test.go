@@ -34,8 +34,9 @@ func chromiumPath(t *testing.T) string {
 // TestDashboardBrowser drives /ui/ of the real binary in headless
 // chromium: `devgate dev` with a token and login pacing, `devgate sim`
 // holding devices; the page takes the token, shows the three demo backends
-// with their connections and pacing, finds a device the simulator holds, and drains a backend
-// with its button until the drain's progress bar reaches zero.
+// with their connections and pacing, finds a device the simulator holds,
+// drains a backend with its button until the drain's progress bar reaches
+// zero, then undrains it and shows the automatic rebalance that follows.
 func TestDashboardBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts chromium and the binary")
@@ -145,6 +146,21 @@ func TestDashboardBrowser(t *testing.T) {
 		document.querySelector('#backends tr[data-backend="%s"] td.conns').textContent === "0"; })()`, bar, target))
 	// The devices went to the other backends: the page's counts add up again.
 	eval("the devices on the other backends", fmt.Sprintf(`[...document.querySelectorAll("#backends tbody tr")].map(r => Number(r.querySelector("td.conns").textContent)).reduce((a, b) => a + b, 0) === %d`, devices))
+	// Undrained, the backend owns its devices again: dev's automatic
+	// rebalance moves them back, and its bar comes from the replica's
+	// status (not from this page, which did not start it).
+	undrain := fmt.Sprintf(`document.querySelector('#backends button[data-action="undrain"][data-backend="%s"]')`, target)
+	eval("undrain button shown", undrain+` !== null`)
+	click("click undrain", undrain)
+	eval("undrain asks to confirm", undrain+`.classList.contains("confirm")`)
+	click("confirm undrain", undrain)
+	eval("the automatic rebalance's bar, done", `(() => {
+		const b = document.querySelector('#progress [data-progress^="rebalance-"]');
+		if (b === null) return false;
+		const p = b.querySelector("progress");
+		return b.dataset.done === "1" && p.value > 0 && b.textContent.includes("(automatic)");
+	})()`)
+	eval("the undrained backend holds devices again", fmt.Sprintf(`Number(document.querySelector('#backends tr[data-backend="%s"] td.conns').textContent) > 0`, target))
 	// The replica samples every 10 s: two samples draw lines in the chart.
 	eval("the history chart has samples", `Number(document.getElementById("chart-conns").dataset.samples) >= 2 &&
 		/demo-[123]/.test(document.getElementById("legend").textContent)`)

@@ -7,6 +7,7 @@ import (
 
 	"go.uber.org/zap"
 
+	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
 	"github.com/devgate/devgate/pkg/proxy"
 	"github.com/devgate/devgate/pkg/registry"
 )
@@ -185,13 +186,20 @@ func (a *autoRebalancer) rebalance(ctx context.Context) bool {
 	}()
 	gaveWay := ""
 	tally := new(proxy.MoveTally)
+	status := func(done bool) {
+		t := moveProgress(tally)
+		a.s.reloc.set(&adminv1.GatewayProgress{Gateway: a.s.ID, Misplaced: int64(misplaced), Moved: t.Moved,
+			Evicted: t.Evicted, Gone: t.Gone, Done: done, Automatic: true})
+	}
+	status(false)
 	n := relocatePaced(pctx, rate, func(n int) int {
 		if why := a.blocked(); why != "" {
 			gaveWay = why
 			return 0
 		}
 		return a.s.Proxy.RelocateMisplaced(n, proxy.CauseRebalance, tally)
-	}, tally, a.s.moveWait(), func(int) {})
+	}, tally, a.s.moveWait(), func(int) { status(false) })
+	status(true)
 	cancel()
 	again := <-kicked
 	a.log.Info("automatic rebalance over", zap.Int("misplaced", misplaced), zap.Int("relocated", n),

@@ -379,7 +379,9 @@ func (s *Service) localRebalance(ctx context.Context, req *adminv1.RebalanceRequ
 	tally := new(proxy.MoveTally)
 	progress := func(done bool) *adminv1.GatewayProgress {
 		t := moveProgress(tally)
-		return &adminv1.GatewayProgress{Gateway: s.ID, Misplaced: misplaced, Moved: t.Moved, Evicted: t.Evicted, Gone: t.Gone, Done: done}
+		p := &adminv1.GatewayProgress{Gateway: s.ID, Misplaced: misplaced, Moved: t.Moved, Evicted: t.Evicted, Gone: t.Gone, Done: done}
+		s.reloc.set(p)
+		return p
 	}
 	n := relocatePaced(ctx, req.EvictPerSecond, func(n int) int { return s.Proxy.RelocateMisplaced(n, proxy.CauseRebalance, tally) },
 		tally, s.moveWait(), func(int) { record(progress(false)) })

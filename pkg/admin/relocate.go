@@ -2,8 +2,12 @@ package admin
 
 import (
 	"context"
+	"sync"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	adminv1 "github.com/devgate/devgate/api/devgate/admin/v1"
 	"github.com/devgate/devgate/pkg/proxy"
 )
 
@@ -57,4 +61,35 @@ func (s *Service) moveWait() time.Duration {
 		t = proxy.DefaultRehomeTimeout
 	}
 	return t + time.Second
+}
+
+// relocShown is how long an ended relocation stays in the replica's status.
+const relocShown = time.Minute
+
+// relocStatus is the latest relocation of misplaced connections on this
+// replica (an operator's rebalance or an automatic one), for the status
+// every replica reports: the dashboard shows it whoever started it.
+type relocStatus struct {
+	mu  sync.Mutex
+	p   *adminv1.GatewayProgress
+	end time.Time // when p ended (p.Done)
+}
+
+func (r *relocStatus) set(p *adminv1.GatewayProgress) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.p = p
+	if p.Done {
+		r.end = time.Now()
+	}
+}
+
+// get is the running relocation, or the last one within relocShown of its end.
+func (r *relocStatus) get() *adminv1.GatewayProgress {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.p == nil || r.p.Done && time.Since(r.end) > relocShown {
+		return nil
+	}
+	return proto.Clone(r.p).(*adminv1.GatewayProgress)
 }

@@ -85,6 +85,7 @@ type Service struct {
 
 	draining    atomic.Bool
 	rebalancing atomic.Int32 // operators' rebalances running here
+	reloc       relocStatus  // the latest relocation of misplaced connections here
 	runOnce     sync.Once
 	drains      *drainer
 	auto        *autoRebalancer
@@ -205,6 +206,7 @@ func (s *Service) localStatus() *adminv1.Gateway {
 		Id: s.ID, Version: s.Version, Uptime: durationpb.New(time.Since(s.Started)),
 		Connections: s.Proxy.Proxied(), Draining: s.draining.Load() || s.Proxy.Draining(),
 		ConnectionsByBackend: map[string]int64{}, Ejections: s.ejections(), Admission: s.admission(),
+		Rebalance: s.reloc.get(),
 	}
 	g.Ready, _ = s.Ready()
 	for id, n := range s.Proxy.Conns() {

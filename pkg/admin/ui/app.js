@@ -14,7 +14,6 @@ let role = "none";
 let pollTimer = null;
 let historyTimer = null;
 const drainStart = {}; // backend id -> connections when the page first saw it draining
-let rebalance = null;  // {misplaced, done, moved, evicted, gone, error} of a rebalance this page started
 
 class APIError extends Error {
   constructor(status, code, message) { super(message); this.status = status; this.code = code; }
@@ -125,7 +124,7 @@ async function poll() {
     const [gws, bes] = await Promise.all([call("ListGateways"), call("ListBackends")]);
     renderFleet(gws);
     renderBackends(bes);
-    renderProgress(bes);
+    renderProgress(bes, gws);
     $("status").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (err) {
     $("status").textContent = "update failed: " + (err.code || "") + " " + err.message;
@@ -222,7 +221,7 @@ function bar(key, label, value, max, detail) {
   return d;
 }
 
-function renderProgress(r) {
+function renderProgress(r, gws) {
   const box = $("progress");
   box.replaceChildren();
   for (const b of r.backends || []) {
@@ -239,26 +238,33 @@ function renderProgress(r) {
     e.dataset.backend = b.id;
     box.appendChild(e);
   }
-  if (rebalance) {
-    const done = rebalance.moved + rebalance.evicted + rebalance.gone;
-    box.appendChild(bar("rebalance", "rebalance" + (rebalance.done ? " (done)" : ""), done, rebalance.misplaced,
-      done + " of " + rebalance.misplaced + " misplaced relocated; moved " + rebalance.moved + ", evicted " + rebalance.evicted +
-      ", gone " + rebalance.gone + (rebalance.error ? "; " + rebalance.error : "")));
+  // Each replica reports its latest relocation of misplaced connections,
+  // whoever started it (this page, ctl rebalance, or rebalance.auto).
+  for (const g of gws.gateways || []) {
+    const p = g.rebalance;
+    if (!p) continue;
+    const done = num(p.moved) + num(p.evicted) + num(p.gone);
+    const e = bar("rebalance-" + g.id, "rebalance on " + g.id + (p.automatic ? " (automatic)" : "") + (p.done ? " (done)" : ""),
+      done, num(p.misplaced), done + " of " + num(p.misplaced) + " misplaced relocated; moved " + num(p.moved) +
+      ", evicted " + num(p.evicted) + ", gone " + num(p.gone));
+    e.dataset.gateway = g.id;
+    e.dataset.done = p.done ? "1" : "0";
+    box.appendChild(e);
   }
   if (!box.children.length) box.appendChild(el("p", "none", "muted"));
 }
 
+// The bars come from the replicas' status (renderProgress); the stream
+// says when the whole rebalance is over, or why it failed.
 $("rebalance").addEventListener("click", async () => {
-  rebalance = { misplaced: 0, moved: 0, evicted: 0, gone: 0, done: false, error: "" };
+  $("action-result").textContent = "rebalance: running";
   try {
-    await stream("Rebalance", {}, (m) => {
-      Object.assign(rebalance, { misplaced: num(m.misplaced), moved: num(m.moved), evicted: num(m.evicted), gone: num(m.gone), done: !!m.done });
-      renderProgress({ backends: [] });
-    });
+    let last = null;
+    await stream("Rebalance", {}, (m) => { last = m; });
+    $("action-result").textContent = "rebalance: done" + (last ? ", " + num(last.misplaced) + " misplaced" : "");
   } catch (err) {
-    rebalance.error = (err.code || "") + " " + err.message;
+    showError("action-result", err);
   }
-  rebalance.done = true;
   poll();
 });
 

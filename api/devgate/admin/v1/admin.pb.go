@@ -1036,8 +1036,9 @@ type GatewayProgress struct {
 	Evicted       int64                  `protobuf:"varint,3,opt,name=evicted,proto3" json:"evicted,omitempty"`     // closed: no move possible, or a move failed
 	Done          bool                   `protobuf:"varint,4,opt,name=done,proto3" json:"done,omitempty"`
 	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
-	Moved         int64                  `protobuf:"varint,6,opt,name=moved,proto3" json:"moved,omitempty"` // moved live to their owner
-	Gone          int64                  `protobuf:"varint,7,opt,name=gone,proto3" json:"gone,omitempty"`   // the device left mid-move
+	Moved         int64                  `protobuf:"varint,6,opt,name=moved,proto3" json:"moved,omitempty"`         // moved live to their owner
+	Gone          int64                  `protobuf:"varint,7,opt,name=gone,proto3" json:"gone,omitempty"`           // the device left mid-move
+	Automatic     bool                   `protobuf:"varint,8,opt,name=automatic,proto3" json:"automatic,omitempty"` // an automatic rebalance (rebalance.auto), not an operator's
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1119,6 +1120,13 @@ func (x *GatewayProgress) GetGone() int64 {
 		return x.Gone
 	}
 	return 0
+}
+
+func (x *GatewayProgress) GetAutomatic() bool {
+	if x != nil {
+		return x.Automatic
+	}
+	return false
 }
 
 type RebalanceProgress struct {
@@ -1266,6 +1274,7 @@ type Gateway struct {
 	Drains               map[string]*MoveProgress `protobuf:"bytes,13,rep,name=drains,proto3" json:"drains,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`       // backend id -> this replica's drain progress since the deadline
 	Ejections            map[string]*Ejection     `protobuf:"bytes,20,rep,name=ejections,proto3" json:"ejections,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // backend id -> this replica's passive ejection state (backends whose dials failed)
 	Admission            map[string]*Admission    `protobuf:"bytes,21,rep,name=admission,proto3" json:"admission,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"` // backend id -> this replica's login pacing (backends with a pace)
+	Rebalance            *GatewayProgress         `protobuf:"bytes,22,opt,name=rebalance,proto3" json:"rebalance,omitempty"`                                                                           // this replica's relocation of misplaced connections (ctl rebalance or automatic): running, or ended within the last minute
 	unknownFields        protoimpl.UnknownFields
 	sizeCache            protoimpl.SizeCache
 }
@@ -1401,6 +1410,13 @@ func (x *Gateway) GetEjections() map[string]*Ejection {
 func (x *Gateway) GetAdmission() map[string]*Admission {
 	if x != nil {
 		return x.Admission
+	}
+	return nil
+}
+
+func (x *Gateway) GetRebalance() *GatewayProgress {
+	if x != nil {
+		return x.Rebalance
 	}
 	return nil
 }
@@ -2371,7 +2387,7 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\agateway\x18\x04 \x01(\tR\agateway\"U\n" +
 	"\x10RebalanceRequest\x12(\n" +
 	"\x10evict_per_second\x18\x01 \x01(\x01R\x0eevictPerSecond\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\xb7\x01\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"\xd5\x01\n" +
 	"\x0fGatewayProgress\x12\x18\n" +
 	"\agateway\x18\x01 \x01(\tR\agateway\x12\x1c\n" +
 	"\tmisplaced\x18\x02 \x01(\x03R\tmisplaced\x12\x18\n" +
@@ -2379,7 +2395,8 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x04done\x18\x04 \x01(\bR\x04done\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x14\n" +
 	"\x05moved\x18\x06 \x01(\x03R\x05moved\x12\x12\n" +
-	"\x04gone\x18\a \x01(\x03R\x04gone\"\xfd\x01\n" +
+	"\x04gone\x18\a \x01(\x03R\x04gone\x12\x1c\n" +
+	"\tautomatic\x18\b \x01(\bR\tautomatic\"\xfd\x01\n" +
 	"\x11RebalanceProgress\x12\x1c\n" +
 	"\tmisplaced\x18\x01 \x01(\x03R\tmisplaced\x12\x18\n" +
 	"\aevicted\x18\x02 \x01(\x03R\aevicted\x12\x12\n" +
@@ -2388,7 +2405,7 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\apartial\x18\x05 \x01(\v2\x19.devgate.admin.v1.PartialR\apartial\x12\x14\n" +
 	"\x05moved\x18\x06 \x01(\x03R\x05moved\x12\x12\n" +
 	"\x04gone\x18\a \x01(\x03R\x04gone\"\x15\n" +
-	"\x13ListGatewaysRequest\"\x8e\b\n" +
+	"\x13ListGatewaysRequest\"\xcf\b\n" +
 	"\aGateway\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05admin\x18\x02 \x01(\tR\x05admin\x12\x18\n" +
@@ -2405,7 +2422,8 @@ const file_devgate_admin_v1_admin_proto_rawDesc = "" +
 	"\x16connections_by_backend\x18\f \x03(\v23.devgate.admin.v1.Gateway.ConnectionsByBackendEntryR\x14connectionsByBackend\x12=\n" +
 	"\x06drains\x18\r \x03(\v2%.devgate.admin.v1.Gateway.DrainsEntryR\x06drains\x12F\n" +
 	"\tejections\x18\x14 \x03(\v2(.devgate.admin.v1.Gateway.EjectionsEntryR\tejections\x12F\n" +
-	"\tadmission\x18\x15 \x03(\v2(.devgate.admin.v1.Gateway.AdmissionEntryR\tadmission\x1aG\n" +
+	"\tadmission\x18\x15 \x03(\v2(.devgate.admin.v1.Gateway.AdmissionEntryR\tadmission\x12?\n" +
+	"\trebalance\x18\x16 \x01(\v2!.devgate.admin.v1.GatewayProgressR\trebalance\x1aG\n" +
 	"\x19ConnectionsByBackendEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1aY\n" +
@@ -2596,60 +2614,61 @@ var file_devgate_admin_v1_admin_proto_depIdxs = []int32{
 	42, // 22: devgate.admin.v1.Gateway.drains:type_name -> devgate.admin.v1.Gateway.DrainsEntry
 	43, // 23: devgate.admin.v1.Gateway.ejections:type_name -> devgate.admin.v1.Gateway.EjectionsEntry
 	44, // 24: devgate.admin.v1.Gateway.admission:type_name -> devgate.admin.v1.Gateway.AdmissionEntry
-	19, // 25: devgate.admin.v1.ListGatewaysResponse.gateways:type_name -> devgate.admin.v1.Gateway
-	6,  // 26: devgate.admin.v1.ListGatewaysResponse.partial:type_name -> devgate.admin.v1.Partial
-	19, // 27: devgate.admin.v1.DrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
-	19, // 28: devgate.admin.v1.UndrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
-	45, // 29: devgate.admin.v1.Connection.since:type_name -> google.protobuf.Timestamp
-	26, // 30: devgate.admin.v1.FindDeviceResponse.connections:type_name -> devgate.admin.v1.Connection
-	6,  // 31: devgate.admin.v1.FindDeviceResponse.partial:type_name -> devgate.admin.v1.Partial
-	26, // 32: devgate.admin.v1.KickDeviceResponse.kicked:type_name -> devgate.admin.v1.Connection
-	6,  // 33: devgate.admin.v1.KickDeviceResponse.partial:type_name -> devgate.admin.v1.Partial
-	46, // 34: devgate.admin.v1.ListConnectionsRequest.min_age:type_name -> google.protobuf.Duration
-	26, // 35: devgate.admin.v1.ListConnectionsResponse.connections:type_name -> devgate.admin.v1.Connection
-	6,  // 36: devgate.admin.v1.ListConnectionsResponse.partial:type_name -> devgate.admin.v1.Partial
-	46, // 37: devgate.admin.v1.LocalConnectionsRequest.min_age:type_name -> google.protobuf.Duration
-	45, // 38: devgate.admin.v1.LocalConnectionsRequest.after_since:type_name -> google.protobuf.Timestamp
-	26, // 39: devgate.admin.v1.LocalConnectionsResponse.connections:type_name -> devgate.admin.v1.Connection
-	4,  // 40: devgate.admin.v1.Backend.EjectionsByGatewayEntry.value:type_name -> devgate.admin.v1.Ejection
-	5,  // 41: devgate.admin.v1.Gateway.DrainsEntry.value:type_name -> devgate.admin.v1.MoveProgress
-	4,  // 42: devgate.admin.v1.Gateway.EjectionsEntry.value:type_name -> devgate.admin.v1.Ejection
-	3,  // 43: devgate.admin.v1.Gateway.AdmissionEntry.value:type_name -> devgate.admin.v1.Admission
-	7,  // 44: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
-	9,  // 45: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
-	11, // 46: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
-	13, // 47: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
-	15, // 48: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	18, // 49: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
-	21, // 50: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
-	23, // 51: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
-	27, // 52: devgate.admin.v1.Admin.FindDevice:input_type -> devgate.admin.v1.FindDeviceRequest
-	29, // 53: devgate.admin.v1.Admin.KickDevice:input_type -> devgate.admin.v1.KickDeviceRequest
-	31, // 54: devgate.admin.v1.Admin.ListConnections:input_type -> devgate.admin.v1.ListConnectionsRequest
-	25, // 55: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
-	15, // 56: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
-	33, // 57: devgate.admin.v1.Admin.LocalConnections:input_type -> devgate.admin.v1.LocalConnectionsRequest
-	29, // 58: devgate.admin.v1.Admin.LocalKick:input_type -> devgate.admin.v1.KickDeviceRequest
-	8,  // 59: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
-	10, // 60: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
-	12, // 61: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
-	14, // 62: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
-	17, // 63: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	20, // 64: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
-	22, // 65: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
-	24, // 66: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
-	28, // 67: devgate.admin.v1.Admin.FindDevice:output_type -> devgate.admin.v1.FindDeviceResponse
-	30, // 68: devgate.admin.v1.Admin.KickDevice:output_type -> devgate.admin.v1.KickDeviceResponse
-	32, // 69: devgate.admin.v1.Admin.ListConnections:output_type -> devgate.admin.v1.ListConnectionsResponse
-	19, // 70: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
-	17, // 71: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
-	34, // 72: devgate.admin.v1.Admin.LocalConnections:output_type -> devgate.admin.v1.LocalConnectionsResponse
-	30, // 73: devgate.admin.v1.Admin.LocalKick:output_type -> devgate.admin.v1.KickDeviceResponse
-	59, // [59:74] is the sub-list for method output_type
-	44, // [44:59] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	16, // 25: devgate.admin.v1.Gateway.rebalance:type_name -> devgate.admin.v1.GatewayProgress
+	19, // 26: devgate.admin.v1.ListGatewaysResponse.gateways:type_name -> devgate.admin.v1.Gateway
+	6,  // 27: devgate.admin.v1.ListGatewaysResponse.partial:type_name -> devgate.admin.v1.Partial
+	19, // 28: devgate.admin.v1.DrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
+	19, // 29: devgate.admin.v1.UndrainGatewayResponse.gateway:type_name -> devgate.admin.v1.Gateway
+	45, // 30: devgate.admin.v1.Connection.since:type_name -> google.protobuf.Timestamp
+	26, // 31: devgate.admin.v1.FindDeviceResponse.connections:type_name -> devgate.admin.v1.Connection
+	6,  // 32: devgate.admin.v1.FindDeviceResponse.partial:type_name -> devgate.admin.v1.Partial
+	26, // 33: devgate.admin.v1.KickDeviceResponse.kicked:type_name -> devgate.admin.v1.Connection
+	6,  // 34: devgate.admin.v1.KickDeviceResponse.partial:type_name -> devgate.admin.v1.Partial
+	46, // 35: devgate.admin.v1.ListConnectionsRequest.min_age:type_name -> google.protobuf.Duration
+	26, // 36: devgate.admin.v1.ListConnectionsResponse.connections:type_name -> devgate.admin.v1.Connection
+	6,  // 37: devgate.admin.v1.ListConnectionsResponse.partial:type_name -> devgate.admin.v1.Partial
+	46, // 38: devgate.admin.v1.LocalConnectionsRequest.min_age:type_name -> google.protobuf.Duration
+	45, // 39: devgate.admin.v1.LocalConnectionsRequest.after_since:type_name -> google.protobuf.Timestamp
+	26, // 40: devgate.admin.v1.LocalConnectionsResponse.connections:type_name -> devgate.admin.v1.Connection
+	4,  // 41: devgate.admin.v1.Backend.EjectionsByGatewayEntry.value:type_name -> devgate.admin.v1.Ejection
+	5,  // 42: devgate.admin.v1.Gateway.DrainsEntry.value:type_name -> devgate.admin.v1.MoveProgress
+	4,  // 43: devgate.admin.v1.Gateway.EjectionsEntry.value:type_name -> devgate.admin.v1.Ejection
+	3,  // 44: devgate.admin.v1.Gateway.AdmissionEntry.value:type_name -> devgate.admin.v1.Admission
+	7,  // 45: devgate.admin.v1.Admin.ListBackends:input_type -> devgate.admin.v1.ListBackendsRequest
+	9,  // 46: devgate.admin.v1.Admin.DrainBackend:input_type -> devgate.admin.v1.DrainBackendRequest
+	11, // 47: devgate.admin.v1.Admin.UndrainBackend:input_type -> devgate.admin.v1.UndrainBackendRequest
+	13, // 48: devgate.admin.v1.Admin.Lookup:input_type -> devgate.admin.v1.LookupRequest
+	15, // 49: devgate.admin.v1.Admin.Rebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	18, // 50: devgate.admin.v1.Admin.ListGateways:input_type -> devgate.admin.v1.ListGatewaysRequest
+	21, // 51: devgate.admin.v1.Admin.DrainGateway:input_type -> devgate.admin.v1.DrainGatewayRequest
+	23, // 52: devgate.admin.v1.Admin.UndrainGateway:input_type -> devgate.admin.v1.UndrainGatewayRequest
+	27, // 53: devgate.admin.v1.Admin.FindDevice:input_type -> devgate.admin.v1.FindDeviceRequest
+	29, // 54: devgate.admin.v1.Admin.KickDevice:input_type -> devgate.admin.v1.KickDeviceRequest
+	31, // 55: devgate.admin.v1.Admin.ListConnections:input_type -> devgate.admin.v1.ListConnectionsRequest
+	25, // 56: devgate.admin.v1.Admin.LocalStatus:input_type -> devgate.admin.v1.LocalStatusRequest
+	15, // 57: devgate.admin.v1.Admin.LocalRebalance:input_type -> devgate.admin.v1.RebalanceRequest
+	33, // 58: devgate.admin.v1.Admin.LocalConnections:input_type -> devgate.admin.v1.LocalConnectionsRequest
+	29, // 59: devgate.admin.v1.Admin.LocalKick:input_type -> devgate.admin.v1.KickDeviceRequest
+	8,  // 60: devgate.admin.v1.Admin.ListBackends:output_type -> devgate.admin.v1.ListBackendsResponse
+	10, // 61: devgate.admin.v1.Admin.DrainBackend:output_type -> devgate.admin.v1.DrainBackendResponse
+	12, // 62: devgate.admin.v1.Admin.UndrainBackend:output_type -> devgate.admin.v1.UndrainBackendResponse
+	14, // 63: devgate.admin.v1.Admin.Lookup:output_type -> devgate.admin.v1.LookupResponse
+	17, // 64: devgate.admin.v1.Admin.Rebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	20, // 65: devgate.admin.v1.Admin.ListGateways:output_type -> devgate.admin.v1.ListGatewaysResponse
+	22, // 66: devgate.admin.v1.Admin.DrainGateway:output_type -> devgate.admin.v1.DrainGatewayResponse
+	24, // 67: devgate.admin.v1.Admin.UndrainGateway:output_type -> devgate.admin.v1.UndrainGatewayResponse
+	28, // 68: devgate.admin.v1.Admin.FindDevice:output_type -> devgate.admin.v1.FindDeviceResponse
+	30, // 69: devgate.admin.v1.Admin.KickDevice:output_type -> devgate.admin.v1.KickDeviceResponse
+	32, // 70: devgate.admin.v1.Admin.ListConnections:output_type -> devgate.admin.v1.ListConnectionsResponse
+	19, // 71: devgate.admin.v1.Admin.LocalStatus:output_type -> devgate.admin.v1.Gateway
+	17, // 72: devgate.admin.v1.Admin.LocalRebalance:output_type -> devgate.admin.v1.RebalanceProgress
+	34, // 73: devgate.admin.v1.Admin.LocalConnections:output_type -> devgate.admin.v1.LocalConnectionsResponse
+	30, // 74: devgate.admin.v1.Admin.LocalKick:output_type -> devgate.admin.v1.KickDeviceResponse
+	60, // [60:75] is the sub-list for method output_type
+	45, // [45:60] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_devgate_admin_v1_admin_proto_init() }
