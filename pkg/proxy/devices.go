@@ -8,13 +8,14 @@ import (
 
 // deviceCache remembers, per device, the backend it last reached through
 // this replica, its live connection and its flap window (flap.go), in one
-// entry: a separate LRU for the flap counts cost about 170 bytes a device. It feeds the stickiness metric and
-// closes a device's older connection when it logs in again (a half-open
-// mobile connection), so the backend does not hold two sessions. It is
-// also the index FindDevice and Kick look a device up in, at no extra
-// memory per connection: unindexed counts the live connections it does
-// not hold (pushed out by the LRU bound, or an older duplicate), and while
-// there are any, a lookup walks the table instead (devices_find.go).
+// entry: a separate LRU for the flap counts cost about 170 bytes a device.
+// It feeds the stickiness metric and closes a device's older connection
+// when it logs in again (a half-open mobile connection), so the backend
+// does not hold two sessions. It is also the index FindDevice and Kick
+// look a device up in, at no extra memory per connection: unindexed counts
+// the live connections it does not hold (pushed out by the LRU bound, or an
+// older duplicate), and while there are any, a lookup walks the table
+// instead (devices_find.go).
 type deviceCache struct {
 	mu        sync.Mutex
 	lru       *simplelru.LRU[string, deviceEntry]

@@ -31,8 +31,9 @@ type evQueue struct {
 
 // popDue moves q's deadlines that fell by now to due and drops the stale
 // ones (live says which are not; it sees each in place and may tag it only
-// with what all of q's deadlines share, such as the queue's direction). It returns due and the earliest deadline still queued (zero if
-// none). l.mu held.
+// with what all of q's deadlines share, such as the queue's direction).
+// It returns due and the earliest deadline still queued (zero if none).
+// l.mu held.
 func (q *evQueue) popDue(now time.Time, live func(t *evTimer) bool, due []evTimer) ([]evTimer, time.Time) {
 	var next time.Time
 	for q.head < len(q.q) {
