@@ -221,6 +221,22 @@ func TestRebalanceMovesOnlyMisplaced(t *testing.T) {
 	if n := f.relocated(proxy.CauseRebalance); n != uint64(want) {
 		t.Fatalf("devgate_rehome_total{cause=rebalance} sums to %d, want %d", n, want)
 	}
+	// Each replica's status reports its part, asked of either replica.
+	gws, err := f.client(f.gateways[0], adminToken).ListGateways(ctx5(t), &adminv1.ListGatewaysRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reported int64
+	for _, g := range gws.GetGateways() {
+		rb := g.GetRebalance()
+		if rb == nil || !rb.GetDone() || rb.GetAutomatic() || rb.GetGateway() != g.GetId() {
+			t.Fatalf("gateway %s reports rebalance %v, want its operator's rebalance, done", g.GetId(), rb)
+		}
+		reported += rb.GetMisplaced()
+	}
+	if len(gws.GetGateways()) != 2 || reported != int64(want) {
+		t.Fatalf("%d gateways report %d misplaced, want 2 and %d", len(gws.GetGateways()), reported, want)
+	}
 	t.Logf("rebalance: %d of %d devices misplaced after adding b3, all evicted, none other", want, len(devs))
 	f.cancel() // the rest close with the fleet
 }
