@@ -160,7 +160,8 @@ func TestDashboardBrowser(t *testing.T) {
 		const p = b.querySelector("progress");
 		return b.dataset.done === "1" && p.value > 0 && b.textContent.includes("(automatic)");
 	})()`)
-	eval("the undrained backend holds devices again", fmt.Sprintf(`Number(document.querySelector('#backends tr[data-backend="%s"] td.conns').textContent) > 0`, target))
+	eval("the undrained backend holds devices again, paced", fmt.Sprintf(`(() => { const r = document.querySelector('#backends tr[data-backend="%s"]');
+		return Number(r.querySelector("td.conns").textContent) > 0 && /^\d+\.\d\/s · \d+ waiting$/.test(r.querySelector("td.pacing").textContent); })()`, target))
 	// The replica samples every 10 s: two samples draw lines in the chart.
 	eval("the history chart has samples", `Number(document.getElementById("chart-conns").dataset.samples) >= 2 &&
 		/demo-[123]/.test(document.getElementById("legend").textContent)`)

@@ -180,9 +180,17 @@ func inRing(r ring.Ring, id string) bool {
 	return false
 }
 
-// AdmissionStats returns, for each backend paced here, its pacing now.
+// AdmissionStats returns, for each backend paced here, its pacing now:
+// every paced backend in the ring, also one no login has reached yet (a
+// backend that joined or came back from a drain), and those still
+// holding waiting connections.
 func (p *Proxy) AdmissionStats() map[string]AdmissionStats {
 	p.init()
+	if r := p.Source.Ring(); r != nil {
+		for _, b := range r.Backends() {
+			p.pacerFor(b) // made as the first login would make it
+		}
+	}
 	ps := &p.pace
 	ps.mu.Lock()
 	pcs := make([]*pacer, 0, len(ps.byID))

@@ -370,3 +370,19 @@ func TestPacingWaitCostsNoGoroutineNorBackendFD(t *testing.T) {
 		t.Errorf("backend took %d logins, want 1", got)
 	}
 }
+
+// The stats list every paced backend in the ring before its first login
+// (one that joined, or came back from a drain), with its own pace; with
+// no pace anywhere they list none.
+func TestAdmissionStatsBeforeFirstLogin(t *testing.T) {
+	c := newPacedCluster(t, []ring.Backend{{ID: "b1"}, {ID: "b2", Meta: map[string]string{MetaLoginsPerSecond: "40"}}},
+		func(p *Proxy) { p.Admission.LoginsPerSecond = 100 })
+	st := c.proxy.AdmissionStats()
+	if len(st) != 2 || st["b1"].Rate != 100 || st["b2"].Rate != 40 || st["b1"].Admitted != 0 {
+		t.Fatalf("stats before any login %+v, want b1 at 100/s and b2 at 40/s", st)
+	}
+	off := newPacedCluster(t, []ring.Backend{{ID: "b1"}}, nil)
+	if st := off.proxy.AdmissionStats(); len(st) != 0 {
+		t.Fatalf("unpaced stats %+v, want none", st)
+	}
+}
