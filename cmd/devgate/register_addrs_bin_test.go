@@ -13,7 +13,7 @@ import (
 
 // A backend registered with two ports through `devgate register --addr A
 // --addr B` (etcd, the real binaries): a gateway spreads its devices over
-// both, and `ctl backends` lists both.
+// both, and `ctl backends` lists both, and the gateway's login pacing.
 func TestBinaryRegisterAddrsThroughGateway(t *testing.T) {
 	bin := devgateBin(t)
 	etcd := etcdserver.StartT(t)
@@ -36,7 +36,7 @@ func TestBinaryRegisterAddrsThroughGateway(t *testing.T) {
 	dir := t.TempDir()
 	admin, listen := freeAddrOn(t, "127.0.0.1"), freeAddrOn(t, "127.0.0.1")
 	cfg := strings.Replace(serveConfig(etcd.Endpoint(), prefix, "gw-a", admin, freeAddrOn(t, "127.0.0.1"), ""),
-		"listen: 127.0.0.1:0", "listen: "+listen, 1)
+		"listen: 127.0.0.1:0", "listen: "+listen+"\nadmission: {loginsPerSecond: 500, slowStart: 0s}", 1)
 	startChild(t, bin, "serve", "--config", writeFile(t, dir, "gw.yaml", cfg), "--grace", "1s")
 
 	wantLine := fmt.Sprintf("addresses of b1: %s %s\n", ports[0], ports[1])
@@ -55,6 +55,11 @@ func TestBinaryRegisterAddrsThroughGateway(t *testing.T) {
 			t.Fatalf("dev-%d answered by %q", i, got)
 		}
 	}
+	// Paced at 500 logins/s: ctl backends says so, with every login admitted.
+	until(t, 10*time.Second, "ctl backends shows the pace", func() bool {
+		out, code := runCtlBin(t, bin, "--addr", admin, "backends")
+		return code == 0 && strings.Contains(out, fmt.Sprintf("pacing b1: 500.0 logins/s, 0 waiting devices, %d admitted\n", n))
+	})
 	a, b := backends[0].Stats().Logins, backends[1].Stats().Logins // Accepted counts the sidecar's probes too
 	t.Logf("devices per port: %s %d, %s %d", ports[0], a, ports[1], b)
 	if a == 0 || b == 0 || a+b != n {
