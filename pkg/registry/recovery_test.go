@@ -127,3 +127,38 @@ func TestEtcdReturnRecoversQuickly(t *testing.T) {
 		t.Fatalf("watcher caught up %s after etcd came back", caught.Round(time.Millisecond))
 	}
 }
+
+// etcd goes away between the list and the opening of the watch (the
+// window TestEtcdStoppedKeepsRouting hit now and then): opening the watch
+// waits for etcd, and meanwhile the watcher must not read as connected.
+// Cut from the first snapshot's callback, which runs between the two.
+func TestOutageBetweenListAndWatch(t *testing.T) {
+	s := etcdserver.StartT(t)
+	cli := etcdserver.ClientT(t, s)
+	putBackend(t, cli, testKeys, "b1", "127.0.0.1:9101", 0, 0)
+	p := faultproxy.Start(t, s.ClientAddr())
+	wcli, err := ClientConfig{Endpoints: []string{"http://" + p.Addr()}, DialTimeout: 2 * time.Second}.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { wcli.Close() })
+	w := newWatcher(wcli)
+	first := true
+	w.OnSnapshot = func(*Snapshot) {
+		if first { // the watcher's goroutine only
+			first = false
+			p.Cut()
+		}
+	}
+	startWatcher(t, w)
+	time.Sleep(2 * time.Second)
+	if st := w.Stats(); st.Connected || st.Staleness < time.Second {
+		t.Fatalf("etcd away since the list, 2s ago: %+v", st)
+	}
+	p.Restore(t)
+	putBackend(t, cli, testKeys, "b2", "127.0.0.1:9102", 0, 0)
+	d := waitSnap(t, w, 20*time.Second, "caught up", func(s *Snapshot) bool { return inRing(s, "b2") })
+	if st := w.Stats(); !st.Connected {
+		t.Fatalf("caught up %s after etcd came back, yet not connected: %+v", d, st)
+	}
+}

@@ -206,7 +206,9 @@ func (w *Watcher) cycle(ctx context.Context, reason string) (bool, error) {
 	if err := w.publish(v, rev, cluster, true); err != nil {
 		return false, err
 	}
-	w.connected.Store(true)
+	// Connected only once the watch is open (its created notification):
+	// opening it blocks while etcd is away, so an outage that starts
+	// between the list and the watch must not read as connected.
 	return true, w.watch(ctx, v, rev, cluster)
 }
 
