@@ -86,9 +86,12 @@ func (a *AccessLog) allowError(r Reason, now time.Time) bool {
 	l := &a.lim
 	var summary map[Reason]uint64
 	l.mu.Lock()
-	if sec := now.Unix(); sec != l.sec || l.lines == nil {
-		l.sec, summary = sec, l.dropped
-		l.lines, l.dropped = make(map[Reason]int), nil
+	if l.lines == nil {
+		l.lines, l.suppressed = make(map[Reason]int), make(map[Reason]uint64)
+	}
+	if sec := now.Unix(); sec != l.sec {
+		l.sec, summary, l.dropped = sec, l.dropped, nil // the summary is written below, unlocked
+		clear(l.lines)
 	}
 	ok := l.lines[r] < limit
 	if ok {
@@ -96,9 +99,6 @@ func (a *AccessLog) allowError(r Reason, now time.Time) bool {
 	} else {
 		if l.dropped == nil {
 			l.dropped = make(map[Reason]uint64)
-			if l.suppressed == nil {
-				l.suppressed = make(map[Reason]uint64)
-			}
 		}
 		l.dropped[r]++
 		l.suppressed[r]++
