@@ -28,7 +28,7 @@ import (
 func (w *Watcher) watch(ctx context.Context, v *view, listRev int64, cluster uint64) error {
 	rev := listRev
 	wch := w.Client.Watch(ctx, w.Keys.Root(), clientv3.WithPrefix(), clientv3.WithRev(listRev),
-		clientv3.WithProgressNotify(), clientv3.WithCreatedNotify())
+		clientv3.WithProgressNotify())
 	interval := opt.Or(w.ProgressInterval, DefaultProgressInterval)
 	progress := time.NewTicker(interval)
 	defer progress.Stop()
@@ -110,9 +110,6 @@ func (w *Watcher) watch(ctx context.Context, v *view, listRev int64, cluster uin
 			}
 			w.touch()
 			w.connected.Store(true)
-			if resp.Created {
-				continue // its header may be ahead of the events still to come from listRev
-			}
 			rev = resp.Header.Revision
 			seen.Store(rev)
 			for _, ev := range resp.Events {

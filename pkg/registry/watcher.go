@@ -149,7 +149,10 @@ func (w *Watcher) Stats() WatcherStats {
 	s := WatcherStats{
 		Relists: w.relists.Load(), BadValues: w.badValues.Load(), Builds: w.builds.Load(),
 		Regressions: w.regressions.Load(), Repairs: w.repairs.Load(),
-		Connected: w.connected.Load(), RelistReasons: make(map[string]uint64),
+		RelistReasons: make(map[string]uint64),
+		// Answered recently too: opening a watch waits while etcd is away,
+		// and the flag is not cleared until the watch loop runs.
+		Connected: w.connected.Load() && w.fresh(3*opt.Or(w.ProgressInterval, DefaultProgressInterval)),
 	}
 	w.mu.Lock()
 	s.PanicHolds, s.PanicExtended = w.guard.holds, w.guard.extended
@@ -206,9 +209,7 @@ func (w *Watcher) cycle(ctx context.Context, reason string) (bool, error) {
 	if err := w.publish(v, rev, cluster, true); err != nil {
 		return false, err
 	}
-	// Connected only once the watch is open (its created notification):
-	// opening it blocks while etcd is away, so an outage that starts
-	// between the list and the watch must not read as connected.
+	w.connected.Store(true)
 	return true, w.watch(ctx, v, rev, cluster)
 }
 
